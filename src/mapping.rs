@@ -1,0 +1,411 @@
+//! Mapping: source snapshot + one app's settings → the state that app should hold.
+//!
+//! Pure: no IO, no clock. It decides scope (members of assigned groups, transitively when the
+//! app sets `flatten_nested`, plus live activations) and maps each in-scope user's source
+//! attributes to SCIM attribute paths with the default mapping of SPEC §3 and the app's
+//! `[apps.attributes]` overrides. It never talks SCIM; it only names attribute paths.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use crate::config::AppConfig;
+use crate::model::{Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId};
+
+/// The enterprise extension schema URN.
+pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+/// The default user mapping of SPEC §3: (SCIM attribute path, source attribute).
+pub const DEFAULT_USER_MAPPING: &[(&str, &str)] = &[
+    ("externalId", "id"),
+    ("userName", "userPrincipalName"),
+    ("active", "accountEnabled"),
+    ("displayName", "displayName"),
+    ("name.givenName", "givenName"),
+    ("name.familyName", "surname"),
+    ("emails[type eq \"work\"].value", "mail"),
+    ("title", "jobTitle"),
+    (
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+        "employeeId",
+    ),
+    (
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+        "department",
+    ),
+];
+
+/// SCIM paths every user must carry; an override cannot drop them.
+pub const REQUIRED_USER_PATHS: &[&str] = &["userName", "active"];
+
+/// Why an app's desired state could not be computed. The cycle stops before any write.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// An assigned group is not in the source: a typo, or a group deleted while still
+    /// assigned. Treated as a failed read so that its members are not deprovisioned.
+    #[error(
+        "assigned group {0} is not in the source; fix the app's `groups` or the source (nothing was deprovisioned)"
+    )]
+    MissingGroup(SourceId),
+}
+
+/// A user in scope that cannot be provisioned (for instance no value for `userName`).
+/// It is left as the app holds it, never deprovisioned for this reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmapped {
+    /// The user.
+    pub source_id: SourceId,
+    /// What is missing.
+    pub reason: String,
+}
+
+/// One app's desired state plus the in-scope users that could not be mapped.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AppDesired {
+    /// What the app should hold.
+    pub desired: Desired,
+    /// In-scope users left alone because their attributes cannot be mapped.
+    pub unmapped: Vec<Unmapped>,
+}
+
+/// Checks that a SCIM attribute path has one of the shapes the mapping supports:
+/// `attr`, `attr.sub`, `attr[type eq "x"].sub`, `urn:…:Schema:attr` or `urn:…:Schema:attr.sub`.
+///
+/// # Errors
+/// A sentence saying which shape was expected.
+pub fn check_scim_path(path: &str) -> Result<(), String> {
+    let bad = || {
+        Err(format!(
+            "{path:?} is not a supported SCIM attribute path (attr, attr.sub, attr[type eq \"x\"].sub or urn:…:attr)"
+        ))
+    };
+    let local = if path.starts_with("urn:") {
+        match path.rsplit_once(':') {
+            Some((_, attr)) => attr,
+            None => return bad(),
+        }
+    } else {
+        path
+    };
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+    };
+    if let Some((head, rest)) = local.split_once('[') {
+        // attr[type eq "x"].sub
+        let Some((filter, sub)) = rest.split_once("].") else {
+            return bad();
+        };
+        let ok_filter = filter
+            .strip_prefix("type eq \"")
+            .and_then(|f| f.strip_suffix('"'))
+            .is_some_and(|v| !v.is_empty() && !v.contains('"'));
+        if is_name(head) && ok_filter && is_name(sub) && !path.starts_with("urn:") {
+            return Ok(());
+        }
+        return bad();
+    }
+    match local.split_once('.') {
+        Some((a, b)) if is_name(a) && is_name(b) => Ok(()),
+        None if is_name(local) => Ok(()),
+        _ => bad(),
+    }
+}
+
+/// The SCIM paths an app maps, defaults merged with its overrides (dropped entries excluded).
+pub fn mapped_paths(overrides: &BTreeMap<String, String>) -> Vec<String> {
+    user_mapping(overrides)
+        .into_iter()
+        .map(|(scim, _)| scim)
+        .collect()
+}
+
+/// The effective (SCIM path, source attribute) pairs of an app, in a stable order.
+pub fn user_mapping(overrides: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut map: BTreeMap<String, String> = DEFAULT_USER_MAPPING
+        .iter()
+        .map(|(s, a)| ((*s).to_owned(), (*a).to_owned()))
+        .collect();
+    for (scim, src) in overrides {
+        map.insert(scim.clone(), src.clone());
+    }
+    map.into_iter().filter(|(_, src)| !src.is_empty()).collect()
+}
+
+/// Computes what `app` should hold given the source snapshot and the live activations
+/// (`(group, user)` pairs that count as memberships on top of the source).
+///
+/// # Errors
+/// [`Error::MissingGroup`] when an assigned group is not in the snapshot.
+pub fn desired_for_app(
+    dir: &Directory,
+    app: &AppConfig,
+    activations: &[(SourceId, SourceId)],
+) -> Result<AppDesired, Error> {
+    let mapping = user_mapping(&app.attributes);
+    let mut groups = BTreeMap::new();
+    let mut in_scope: BTreeSet<&SourceId> = BTreeSet::new();
+    for gid in &app.groups {
+        let group = dir
+            .groups
+            .get(gid)
+            .ok_or_else(|| Error::MissingGroup(gid.clone()))?;
+        let mut members: BTreeSet<SourceId> = if app.flatten_nested {
+            transitive_users(dir, gid)
+        } else {
+            group
+                .members
+                .iter()
+                .filter(|m| dir.users.contains_key(*m))
+                .cloned()
+                .collect()
+        };
+        for (g, u) in activations {
+            if g == gid && dir.users.contains_key(u) {
+                members.insert(u.clone());
+            }
+        }
+        groups.insert(
+            gid.clone(),
+            DesiredGroup {
+                source_id: gid.clone(),
+                display_name: group.display_name.clone(),
+                members,
+            },
+        );
+    }
+    for g in groups.values() {
+        in_scope.extend(g.members.iter());
+    }
+
+    let mut out = AppDesired::default();
+    for uid in in_scope {
+        let Some(user) = dir.users.get(uid) else {
+            continue;
+        };
+        match map_user(uid, &user.attrs, &mapping) {
+            Ok(attrs) => {
+                out.desired.users.insert(
+                    uid.clone(),
+                    DesiredUser {
+                        source_id: uid.clone(),
+                        attrs,
+                    },
+                );
+            }
+            Err(reason) => out.unmapped.push(Unmapped {
+                source_id: uid.clone(),
+                reason,
+            }),
+        }
+    }
+    // A group only lists members the app will hold; unmapped users keep whatever they have.
+    for g in groups.values_mut() {
+        g.members.retain(|m| out.desired.users.contains_key(m));
+    }
+    out.desired.groups = groups;
+    Ok(out)
+}
+
+/// Users reachable from `root` through nested groups, cycle-safe.
+fn transitive_users(dir: &Directory, root: &SourceId) -> BTreeSet<SourceId> {
+    let mut users = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root];
+    while let Some(gid) = stack.pop() {
+        if !seen.insert(gid) {
+            continue;
+        }
+        let Some(g) = dir.groups.get(gid) else {
+            continue;
+        };
+        for m in &g.members {
+            if dir.users.contains_key(m) {
+                users.insert(m.clone());
+            } else if dir.groups.contains_key(m) {
+                stack.push(m);
+            }
+        }
+    }
+    users
+}
+
+/// Maps one user's source attributes to SCIM attribute paths.
+fn map_user(
+    id: &SourceId,
+    src: &serde_json::Map<String, Value>,
+    mapping: &[(String, String)],
+) -> Result<Attrs, String> {
+    let mut attrs = Attrs::new();
+    for (scim, source_attr) in mapping {
+        let value = if source_attr == "id" {
+            Value::String(id.as_str().to_owned())
+        } else {
+            match src.get(source_attr) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) if s.is_empty() => continue,
+                Some(v) => v.clone(),
+            }
+        };
+        attrs.insert(scim.clone(), value);
+    }
+    match attrs.get("userName") {
+        Some(Value::String(_)) => {}
+        _ => {
+            let src_attr = mapping
+                .iter()
+                .find(|(s, _)| s == "userName")
+                .map_or("userPrincipalName", |(_, a)| a.as_str());
+            return Err(format!(
+                "no value for userName (source attribute {src_attr:?})"
+            ));
+        }
+    }
+    let active = match attrs.get("active") {
+        None => true,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => true,
+        Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => false,
+        Some(other) => return Err(format!("active must be true or false, not {other}")),
+    };
+    attrs.insert("active".into(), Value::Bool(active));
+    Ok(attrs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SourceGroup, SourceUser};
+    use serde_json::json;
+
+    fn dir() -> Directory {
+        let mut d = Directory::default();
+        for (id, upn, enabled) in [
+            ("u1", "a@x", true),
+            ("u2", "b@x", false),
+            ("u3", "c@x", true),
+        ] {
+            let attrs = json!({"userPrincipalName": upn, "accountEnabled": enabled,
+                               "displayName": id, "jobTitle": "Eng", "department": "R&D", "mail": null});
+            d.users.insert(
+                id.into(),
+                SourceUser {
+                    id: id.into(),
+                    attrs: attrs.as_object().cloned().unwrap(),
+                },
+            );
+        }
+        let g = |id: &str, members: &[&str], eligible: &[&str]| SourceGroup {
+            id: id.into(),
+            display_name: format!("Group {id}"),
+            members: members.iter().map(|m| SourceId::from(*m)).collect(),
+            eligible: eligible.iter().map(|m| SourceId::from(*m)).collect(),
+        };
+        d.groups.insert("g1".into(), g("g1", &["u1", "g2"], &["u3"]));
+        d.groups.insert("g2".into(), g("g2", &["u2", "g1"], &[]));
+        d
+    }
+
+    fn app(groups: &[&str], flatten: bool) -> AppConfig {
+        let text = format!(
+            "[source]\nkind=\"file\"\npath=\"d.json\"\n[[apps]]\nname=\"a\"\nbase_url=\"http://x\"\ntoken_env=\"T\"\ngroups={groups:?}\nflatten_nested={flatten}\n"
+        );
+        crate::config::Config::parse(std::path::Path::new("t.toml"), &text)
+            .unwrap()
+            .apps
+            .remove(0)
+    }
+
+    #[test]
+    fn scope_is_direct_members_of_assigned_groups() {
+        let d = desired_for_app(&dir(), &app(&["g1"], false), &[]).unwrap();
+        assert_eq!(
+            d.desired.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["u1"]
+        );
+        let g = &d.desired.groups[&SourceId::from("g1")];
+        assert_eq!(g.display_name, "Group g1");
+        assert_eq!(g.members.len(), 1);
+    }
+
+    #[test]
+    fn flatten_nested_follows_cycles_once() {
+        let d = desired_for_app(&dir(), &app(&["g1"], true), &[]).unwrap();
+        assert_eq!(d.desired.users.len(), 2);
+        assert_eq!(d.desired.groups[&SourceId::from("g1")].members.len(), 2);
+    }
+
+    #[test]
+    fn eligible_only_with_activation() {
+        let a = app(&["g1"], false);
+        let d = desired_for_app(&dir(), &a, &[]).unwrap();
+        assert!(!d.desired.users.contains_key(&SourceId::from("u3")));
+        let act = [(SourceId::from("g1"), SourceId::from("u3"))];
+        let d = desired_for_app(&dir(), &a, &act).unwrap();
+        assert!(
+            d.desired.groups[&SourceId::from("g1")]
+                .members
+                .contains(&SourceId::from("u3"))
+        );
+    }
+
+    #[test]
+    fn default_mapping_and_disabled_users() {
+        let d = desired_for_app(&dir(), &app(&["g2"], false), &[]).unwrap();
+        let u = &d.desired.users[&SourceId::from("u2")];
+        assert_eq!(u.attrs["userName"], json!("b@x"));
+        assert_eq!(u.attrs["externalId"], json!("u2"));
+        assert_eq!(u.attrs["active"], json!(false));
+        assert_eq!(u.attrs["title"], json!("Eng"));
+        assert_eq!(u.attrs[&format!("{ENTERPRISE}:department")], json!("R&D"));
+        assert!(!u.attrs.contains_key("emails[type eq \"work\"].value"));
+    }
+
+    #[test]
+    fn overrides_replace_and_drop_entries() {
+        let mut a = app(&["g1"], false);
+        a.attributes.insert("title".into(), "department".into());
+        a.attributes.insert("displayName".into(), String::new());
+        let d = desired_for_app(&dir(), &a, &[]).unwrap();
+        let u = &d.desired.users[&SourceId::from("u1")];
+        assert_eq!(u.attrs["title"], json!("R&D"));
+        assert!(!u.attrs.contains_key("displayName"));
+    }
+
+    #[test]
+    fn missing_group_is_an_error_not_an_empty_scope() {
+        let e = desired_for_app(&dir(), &app(&["g-gone"], false), &[]).unwrap_err();
+        assert_eq!(e, Error::MissingGroup("g-gone".into()));
+    }
+
+    #[test]
+    fn user_without_user_name_is_unmapped_not_dropped() {
+        let mut d = dir();
+        d.users
+            .get_mut(&SourceId::from("u1"))
+            .unwrap()
+            .attrs
+            .remove("userPrincipalName");
+        let out = desired_for_app(&d, &app(&["g1"], false), &[]).unwrap();
+        assert!(out.desired.users.is_empty());
+        assert_eq!(out.unmapped.len(), 1);
+        assert!(out.unmapped[0].reason.contains("userName"));
+    }
+
+    #[test]
+    fn path_shapes() {
+        for ok in [
+            "title",
+            "name.givenName",
+            "emails[type eq \"work\"].value",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
+        ] {
+            assert!(check_scim_path(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a b", "emails[type ne \"x\"].value", "a.b.c", "1x"] {
+            assert!(check_scim_path(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! The file source: a JSON directory (SPEC §4) with Graph field names, re-read at every cycle.
+//!
+//! The file's JSON shape is private to this module. A broken file (bad JSON, a member id with
+//! no user or group, a duplicate id) fails the whole read with the place named.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Error, Source};
+use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
+
+/// Reads a directory file at every snapshot.
+#[derive(Clone, Debug)]
+pub struct FileSource {
+    path: PathBuf,
+}
+
+impl FileSource {
+    /// A source reading `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The file read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Source for FileSource {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Directory, Error>> {
+        Box::pin(async move {
+            let text = tokio::fs::read_to_string(&self.path)
+                .await
+                .map_err(|source| Error::Read {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            parse(&self.path, &text)
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDirectory {
+    #[serde(default)]
+    users: Vec<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    groups: Vec<FileGroup>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGroup {
+    id: String,
+    #[serde(rename = "displayName")]
+    display_name: String,
+    #[serde(default)]
+    members: Vec<String>,
+    #[serde(default)]
+    eligible: Vec<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+}
+
+/// Parses and validates directory JSON; `path` is only used in messages.
+///
+/// # Errors
+/// [`Error::Syntax`] with line and column, or [`Error::Invalid`] naming the entry at fault.
+pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
+    let raw: FileDirectory = serde_json::from_str(text).map_err(|e| Error::Syntax {
+        path: path.to_owned(),
+        line: e.line(),
+        column: e.column(),
+        message: e.to_string().split(" at line").next().unwrap_or_default().to_owned(),
+    })?;
+    let invalid = |at: String, message: String| Error::Invalid {
+        path: path.to_owned(),
+        at,
+        message,
+    };
+    let mut dir = Directory::default();
+    for (i, mut attrs) in raw.users.into_iter().enumerate() {
+        let id = match attrs.get("id") {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(invalid(format!("users[{i}]"), "\"id\" must be a non-empty string".into())),
+        };
+        let at = || format!("users[{i}] {id:?}");
+        match attrs.get("userPrincipalName") {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            _ => return Err(invalid(at(), "\"userPrincipalName\" must be a non-empty string".into())),
+        }
+        if let Some(v) = attrs.get("accountEnabled") {
+            if !v.is_boolean() {
+                return Err(invalid(at(), "\"accountEnabled\" must be true or false".into()));
+            }
+        }
+        attrs.remove("id");
+        let sid = SourceId::new(id.clone());
+        if dir.users.insert(sid.clone(), SourceUser { id: sid, attrs }).is_some() {
+            return Err(invalid(at(), "duplicate user id".into()));
+        }
+    }
+    for (i, g) in raw.groups.iter().enumerate() {
+        let at = format!("groups[{i}] {:?}", g.id);
+        if g.id.is_empty() {
+            return Err(invalid(format!("groups[{i}]"), "\"id\" must be a non-empty string".into()));
+        }
+        let sid = SourceId::new(g.id.clone());
+        if dir.users.contains_key(&sid) {
+            return Err(invalid(at, "this id is also a user's id".into()));
+        }
+        if dir.groups.contains_key(&sid) {
+            return Err(invalid(at, "duplicate group id".into()));
+        }
+        dir.groups.insert(
+            sid.clone(),
+            SourceGroup {
+                id: sid,
+                display_name: g.display_name.clone(),
+                members: g.members.iter().map(|m| SourceId::new(m.as_str())).collect(),
+                eligible: g.eligible.iter().map(|m| SourceId::new(m.as_str())).collect(),
+            },
+        );
+    }
+    // Second pass, once every id is known: members may be users or (nested) groups.
+    for (i, g) in raw.groups.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for (j, m) in g.members.iter().enumerate() {
+            let mid = SourceId::new(m.as_str());
+            if !dir.users.contains_key(&mid) && !dir.groups.contains_key(&mid) {
+                return Err(invalid(
+                    format!("groups[{i}] {:?} members[{j}]", g.id),
+                    format!("{m:?} is not the id of a user or group in this file"),
+                ));
+            }
+            if !seen.insert(m) {
+                return Err(invalid(
+                    format!("groups[{i}] {:?} members[{j}]", g.id),
+                    format!("{m:?} is listed twice"),
+                ));
+            }
+        }
+        for (j, m) in g.eligible.iter().enumerate() {
+            if !dir.users.contains_key(&SourceId::new(m.as_str())) {
+                return Err(invalid(
+                    format!("groups[{i}] {:?} eligible[{j}]", g.id),
+                    format!("{m:?} is not the id of a user in this file"),
+                ));
+            }
+        }
+    }
+    Ok(dir)
+}
+
+/// Writes a directory back in the file format (used by the demo and the generator).
+pub fn to_json(dir: &Directory) -> Value {
+    let users: Vec<Value> = dir
+        .users
+        .values()
+        .map(|u| {
+            let mut m = serde_json::Map::new();
+            m.insert("id".into(), Value::String(u.id.to_string()));
+            m.extend(u.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Value::Object(m)
+        })
+        .collect();
+    let groups: Vec<Value> = dir
+        .groups
+        .values()
+        .map(|g| {
+            serde_json::json!({
+                "id": g.id.as_str(),
+                "displayName": g.display_name,
+                "members": g.members.iter().map(SourceId::as_str).collect::<Vec<_>>(),
+                "eligible": g.eligible.iter().map(SourceId::as_str).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "users": users, "groups": groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Directory, Error> {
+        parse(Path::new("dir.json"), text)
+    }
+
+    #[test]
+    fn parses_spec_example() {
+        let d = p(r#"{"users":[{"id":"u-alice","userPrincipalName":"alice@contoso.example","accountEnabled":true,"department":"R&D"}],
+                     "groups":[{"id":"g1","displayName":"CRM Users","members":["u-alice"]},
+                               {"id":"g2","displayName":"CRM Admins","members":[],"eligible":["u-alice"]}]}"#).unwrap();
+        assert_eq!(d.users.len(), 1);
+        assert_eq!(d.groups[&SourceId::from("g2")].eligible.len(), 1);
+        assert!(!d.users[&SourceId::from("u-alice")].attrs.contains_key("id"));
+    }
+
+    #[test]
+    fn bad_json_names_line_and_column() {
+        let e = p("{\n \"users\": [\n  {\"id\": \"u1\",}\n ]\n}").unwrap_err().to_string();
+        assert!(e.starts_with("dir.json:3:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_member_is_named() {
+        let e = p(r#"{"users":[{"id":"u1","userPrincipalName":"a@x"}],"groups":[{"id":"g1","displayName":"G","members":["u1","u-ghost"]}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, r#"dir.json: groups[0] "g1" members[1]: "u-ghost" is not the id of a user or group in this file"#);
+    }
+
+    #[test]
+    fn duplicates_are_errors() {
+        let e = p(r#"{"users":[{"id":"u1","userPrincipalName":"a@x"},{"id":"u1","userPrincipalName":"b@x"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(r#"users[1] "u1": duplicate user id"#), "{e}");
+        let e = p(r#"{"groups":[{"id":"g","displayName":"A"},{"id":"g","displayName":"B"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("duplicate group id"), "{e}");
+    }
+
+    #[test]
+    fn missing_user_principal_name_is_an_error() {
+        let e = p(r#"{"users":[{"id":"u1"}]}"#).unwrap_err().to_string();
+        assert!(e.contains("userPrincipalName"), "{e}");
+    }
+
+    #[test]
+    fn round_trips_through_to_json() {
+        let text = r#"{"users":[{"id":"u1","userPrincipalName":"a@x","jobTitle":"Eng"}],"groups":[{"id":"g1","displayName":"G","members":["u1"],"eligible":[]}]}"#;
+        let d = p(text).unwrap();
+        let again = p(&to_json(&d).to_string()).unwrap();
+        assert_eq!(d, again);
+    }
+}

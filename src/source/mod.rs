@@ -1,0 +1,94 @@
+//! Sources: where the directory comes from. Each source yields a complete, validated
+//! [`Directory`] snapshot per cycle, or an error; never a partial snapshot.
+//!
+//! The engine treats any error here as "the source is unknown this cycle": it aborts the app's
+//! cycle before planning, so a failed or partial read can never lead to a disable or a delete.
+
+pub mod file;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+
+use crate::model::Directory;
+
+pub use file::FileSource;
+
+/// Why a snapshot could not be read. Every variant names the place at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{path}: cannot read the directory file: {source}")]
+    Read {
+        /// The directory file.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid JSON or has a field of the wrong type.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        /// The directory file.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the parser expected.
+        message: String,
+    },
+    /// The JSON is well formed but inconsistent (duplicate id, unknown member, …).
+    #[error("{path}: {at}: {message}")]
+    Invalid {
+        /// The directory file.
+        path: PathBuf,
+        /// Where in the file, e.g. `groups[1] "g-crm-users" members[2]`.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A source of directory snapshots.
+pub trait Source: Send + Sync {
+    /// A short description for logs and messages (a path, a tenant).
+    fn describe(&self) -> String;
+
+    /// Reads a complete snapshot.
+    fn snapshot(&self) -> BoxFuture<'_, Result<Directory, Error>>;
+}
+
+/// A directory held in memory, changed by its owner between cycles (the demo, tests and
+/// benchmarks use it to script changes without writing files).
+#[derive(Clone, Default)]
+pub struct MemorySource {
+    dir: Arc<Mutex<Directory>>,
+}
+
+impl MemorySource {
+    /// A source holding `dir`.
+    pub fn new(dir: Directory) -> Self {
+        Self {
+            dir: Arc::new(Mutex::new(dir)),
+        }
+    }
+
+    /// Changes the held directory; the next snapshot sees the change.
+    pub fn update(&self, f: impl FnOnce(&mut Directory)) {
+        let mut guard = self.dir.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard);
+    }
+}
+
+impl Source for MemorySource {
+    fn describe(&self) -> String {
+        "in-memory directory".into()
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Directory, Error>> {
+        let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Box::pin(async move { Ok(dir) })
+    }
+}

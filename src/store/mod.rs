@@ -1,0 +1,569 @@
+//! The state store: the memory of what each app holds, so that an unchanged directory costs no
+//! SCIM request at all.
+//!
+//! It keeps, per app: source id ↔ SCIM id and origin for users and groups, the attributes last
+//! confirmed, group memberships, learnt app facts (flags), failing objects and cycle reports.
+//! Only this module knows SQL. SQLite through sqlx runtime queries; the database file and its
+//! folder are created on first use and the embedded migrations run at open.
+//! Observed state is written only after the app confirmed the change ([`Store::commit`]).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use crate::model::{AppName, Attrs, ObservedGroup, ObservedUser, Observed, Origin, ScimId, SourceId};
+use crate::report::CycleReport;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Cycle reports kept per app.
+const REPORTS_KEPT: i64 = 200;
+
+/// A store failure. Names the database and what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `state` URL is not one this build can open.
+    #[error("service.state: {url:?} is not supported: use sqlite://PATH (for example sqlite://state/scim-sync.db)")]
+    Unsupported {
+        /// The configured URL.
+        url: String,
+    },
+    /// The database folder could not be created.
+    #[error("cannot create the state folder {path}: {source}")]
+    Folder {
+        /// The folder.
+        path: PathBuf,
+        /// The IO error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A database operation failed.
+    #[error("state store {what}: {source}")]
+    Db {
+        /// What was being done.
+        what: &'static str,
+        /// The database error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// The schema migration failed.
+    #[error("state store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be read back.
+    #[error("state store holds an unreadable {what} for app {app}: {detail}")]
+    Corrupt {
+        /// The app.
+        app: String,
+        /// The kind of value.
+        what: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> Error {
+    move |source| Error::Db { what, source }
+}
+
+/// A confirmed change to record, produced by apply.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Change {
+    /// The app holds this user with these attributes.
+    PutUser(SourceId, ObservedUser),
+    /// The app confirmed these attributes for a user we already manage.
+    SetUserAttrs(SourceId, Attrs),
+    /// The app confirmed a new display name for a group we already manage.
+    RenameGroup(SourceId, String),
+    /// The user is gone from the app (deleted by us).
+    DropUser(SourceId),
+    /// The app holds this group (members are recorded separately).
+    PutGroup(SourceId, ScimId, Origin, String),
+    /// The group is no longer ours to manage (deleted or forgotten), with its memberships.
+    DropGroup(SourceId),
+    /// These users are now members of the group.
+    AddMembers(SourceId, Vec<SourceId>),
+    /// These users are no longer members of the group.
+    RemoveMembers(SourceId, Vec<SourceId>),
+    /// An operation on this object failed (kept until one succeeds).
+    Failed {
+        /// e.g. `user u-alice`.
+        object: String,
+        /// e.g. `create`.
+        op: String,
+        /// The error, as reported.
+        error: String,
+    },
+    /// An operation on this object succeeded: clear its failure.
+    Succeeded {
+        /// e.g. `user u-alice`.
+        object: String,
+    },
+}
+
+/// An object whose last operation failed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FailingObject {
+    /// e.g. `user u-alice`.
+    pub object: String,
+    /// The operation.
+    pub op: String,
+    /// The last error.
+    pub error: String,
+    /// First failure (RFC 3339).
+    pub since: String,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
+/// The state store. Cheap to clone (a pool inside).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url` (`sqlite://PATH` or `sqlite::memory:`).
+    ///
+    /// # Errors
+    /// [`Error`] when the URL is unsupported, the folder cannot be created or the database
+    /// cannot be opened or migrated.
+    pub async fn open(url: &str) -> Result<Store, Error> {
+        if url == "sqlite::memory:" {
+            // One connection: every pooled in-memory connection would be its own database.
+            let opts = SqliteConnectOptions::from_str(url).map_err(db("open"))?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts)
+                .await
+                .map_err(db("open"))?;
+            MIGRATOR.run(&pool).await?;
+            return Ok(Store { pool });
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| Error::Unsupported { url: url.to_owned() })?;
+        let path = PathBuf::from(path);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Folder {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(db("open"))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Everything the store remembers of `app`.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn load_observed(&self, app: &AppName) -> Result<Observed, Error> {
+        let mut observed = Observed::default();
+        let rows = sqlx::query("SELECT source_id, scim_id, origin, attrs FROM scim_users WHERE app = $1")
+            .bind(app.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("load users"))?;
+        for row in rows {
+            let source_id: String = row.get(0);
+            let attrs: Attrs = serde_json::from_str(row.get::<&str, _>(3)).map_err(|e| Error::Corrupt {
+                app: app.to_string(),
+                what: "user attributes",
+                detail: e.to_string(),
+            })?;
+            observed.users.insert(
+                SourceId::new(source_id),
+                ObservedUser {
+                    scim_id: ScimId::new(row.get::<String, _>(1)),
+                    origin: origin(app, row.get(2))?,
+                    attrs,
+                },
+            );
+        }
+        let rows = sqlx::query("SELECT source_id, scim_id, origin, display_name FROM scim_groups WHERE app = $1")
+            .bind(app.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("load groups"))?;
+        for row in rows {
+            observed.groups.insert(
+                SourceId::new(row.get::<String, _>(0)),
+                ObservedGroup {
+                    scim_id: ScimId::new(row.get::<String, _>(1)),
+                    origin: origin(app, row.get(2))?,
+                    display_name: row.get(3),
+                    members: BTreeSet::new(),
+                },
+            );
+        }
+        let rows = sqlx::query("SELECT group_id, user_id FROM scim_members WHERE app = $1")
+            .bind(app.as_str())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("load members"))?;
+        for row in rows {
+            let gid = SourceId::new(row.get::<String, _>(0));
+            if let Some(g) = observed.groups.get_mut(&gid) {
+                g.members.insert(SourceId::new(row.get::<String, _>(1)));
+            }
+        }
+        Ok(observed)
+    }
+
+    /// Records confirmed changes for `app` in one transaction.
+    ///
+    /// # Errors
+    /// [`Error::Db`]; nothing is recorded then.
+    pub async fn commit(&self, app: &AppName, changes: &[Change], now: DateTime<Utc>) -> Result<(), Error> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let a = app.as_str();
+        let now = now.to_rfc3339();
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        for change in changes {
+            match change {
+                Change::PutUser(id, u) => {
+                    let attrs = serde_json::to_string(&u.attrs).unwrap_or_else(|_| "{}".into());
+                    sqlx::query(
+                        "INSERT INTO scim_users (app, source_id, scim_id, origin, attrs) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (app, source_id) DO UPDATE SET scim_id = excluded.scim_id, origin = excluded.origin, attrs = excluded.attrs",
+                    )
+                    .bind(a)
+                    .bind(id.as_str())
+                    .bind(u.scim_id.as_str())
+                    .bind(u.origin.as_str())
+                    .bind(attrs)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("record user"))?;
+                }
+                Change::SetUserAttrs(id, attrs) => {
+                    let attrs = serde_json::to_string(attrs).unwrap_or_else(|_| "{}".into());
+                    sqlx::query("UPDATE scim_users SET attrs = $3 WHERE app = $1 AND source_id = $2")
+                        .bind(a)
+                        .bind(id.as_str())
+                        .bind(attrs)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("update user"))?;
+                }
+                Change::RenameGroup(id, name) => {
+                    sqlx::query("UPDATE scim_groups SET display_name = $3 WHERE app = $1 AND source_id = $2")
+                        .bind(a)
+                        .bind(id.as_str())
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("rename group"))?;
+                }
+                Change::DropUser(id) => {
+                    sqlx::query("DELETE FROM scim_users WHERE app = $1 AND source_id = $2")
+                        .bind(a)
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("drop user"))?;
+                    sqlx::query("DELETE FROM scim_members WHERE app = $1 AND user_id = $2")
+                        .bind(a)
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("drop user memberships"))?;
+                }
+                Change::PutGroup(id, scim_id, origin, name) => {
+                    sqlx::query(
+                        "INSERT INTO scim_groups (app, source_id, scim_id, origin, display_name) VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (app, source_id) DO UPDATE SET scim_id = excluded.scim_id, origin = excluded.origin, display_name = excluded.display_name",
+                    )
+                    .bind(a)
+                    .bind(id.as_str())
+                    .bind(scim_id.as_str())
+                    .bind(origin.as_str())
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("record group"))?;
+                }
+                Change::DropGroup(id) => {
+                    sqlx::query("DELETE FROM scim_groups WHERE app = $1 AND source_id = $2")
+                        .bind(a)
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("drop group"))?;
+                    sqlx::query("DELETE FROM scim_members WHERE app = $1 AND group_id = $2")
+                        .bind(a)
+                        .bind(id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("drop group memberships"))?;
+                }
+                Change::AddMembers(g, users) => {
+                    for u in users {
+                        sqlx::query("INSERT OR IGNORE INTO scim_members (app, group_id, user_id) VALUES ($1, $2, $3)")
+                            .bind(a)
+                            .bind(g.as_str())
+                            .bind(u.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("record member"))?;
+                    }
+                }
+                Change::RemoveMembers(g, users) => {
+                    for u in users {
+                        sqlx::query("DELETE FROM scim_members WHERE app = $1 AND group_id = $2 AND user_id = $3")
+                            .bind(a)
+                            .bind(g.as_str())
+                            .bind(u.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db("drop member"))?;
+                    }
+                }
+                Change::Failed { object, op, error } => {
+                    sqlx::query(
+                        "INSERT INTO failures (app, object, op, error, first_at, last_at, attempts) VALUES ($1, $2, $3, $4, $5, $5, 1)
+                         ON CONFLICT (app, object) DO UPDATE SET op = excluded.op, error = excluded.error, last_at = excluded.last_at, attempts = failures.attempts + 1",
+                    )
+                    .bind(a)
+                    .bind(object)
+                    .bind(op)
+                    .bind(error)
+                    .bind(&now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("record failure"))?;
+                }
+                Change::Succeeded { object } => {
+                    sqlx::query("DELETE FROM failures WHERE app = $1 AND object = $2")
+                        .bind(a)
+                        .bind(object)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db("clear failure"))?;
+                }
+            }
+        }
+        tx.commit().await.map_err(db("commit"))
+    }
+
+    /// A learnt fact about `app` (e.g. `removal_form`).
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn flag(&self, app: &AppName, key: &str) -> Result<Option<String>, Error> {
+        sqlx::query_scalar("SELECT value FROM app_flags WHERE app = $1 AND key = $2")
+            .bind(app.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("read flag"))
+    }
+
+    /// Records a learnt fact about `app`.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn set_flag(&self, app: &AppName, key: &str, value: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO app_flags (app, key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (app, key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(app.as_str())
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await
+        .map_err(db("write flag"))?;
+        Ok(())
+    }
+
+    /// Saves a cycle report, keeping the newest ones per app.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn save_report(&self, report: &CycleReport) -> Result<(), Error> {
+        let json = serde_json::to_string(report).unwrap_or_else(|_| "{}".into());
+        sqlx::query("INSERT INTO cycle_reports (app, started_at, report) VALUES ($1, $2, $3)")
+            .bind(&report.app)
+            .bind(&report.started_at)
+            .bind(json)
+            .execute(&self.pool)
+            .await
+            .map_err(db("save report"))?;
+        sqlx::query(
+            "DELETE FROM cycle_reports WHERE app = $1 AND id NOT IN
+             (SELECT id FROM cycle_reports WHERE app = $1 ORDER BY id DESC LIMIT $2)",
+        )
+        .bind(&report.app)
+        .bind(REPORTS_KEPT)
+        .execute(&self.pool)
+        .await
+        .map_err(db("trim reports"))?;
+        Ok(())
+    }
+
+    /// The newest cycle report of `app`.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn last_report(&self, app: &AppName) -> Result<Option<CycleReport>, Error> {
+        let json: Option<String> =
+            sqlx::query_scalar("SELECT report FROM cycle_reports WHERE app = $1 ORDER BY id DESC LIMIT 1")
+                .bind(app.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db("read report"))?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| Error::Corrupt {
+                app: app.to_string(),
+                what: "cycle report",
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Objects of `app` whose last operation failed, oldest first.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn failures(&self, app: &AppName) -> Result<Vec<FailingObject>, Error> {
+        let rows = sqlx::query(
+            "SELECT object, op, error, first_at, attempts FROM failures WHERE app = $1 ORDER BY first_at, object",
+        )
+        .bind(app.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read failures"))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FailingObject {
+                object: r.get(0),
+                op: r.get(1),
+                error: r.get(2),
+                since: r.get(3),
+                attempts: r.get(4),
+            })
+            .collect())
+    }
+
+    /// Counts of managed users and groups of `app` (for status).
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn counts(&self, app: &AppName) -> Result<(i64, i64), Error> {
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scim_users WHERE app = $1")
+            .bind(app.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count users"))?;
+        let groups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scim_groups WHERE app = $1")
+            .bind(app.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db("count groups"))?;
+        Ok((users, groups))
+    }
+}
+
+fn origin(app: &AppName, s: &str) -> Result<Origin, Error> {
+    Origin::parse(s).ok_or_else(|| Error::Corrupt {
+        app: app.to_string(),
+        what: "origin",
+        detail: format!("{s:?}"),
+    })
+}
+
+/// Builds the `attrs` of an observed user from JSON, for tests and tools.
+pub fn attrs_from_json(v: Value) -> Attrs {
+    match v {
+        Value::Object(m) => m.into_iter().collect(),
+        _ => Attrs::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn round_trip_and_memberships() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let app = AppName::from("crm");
+        let user = ObservedUser {
+            scim_id: ScimId::from("s1"),
+            origin: Origin::Created,
+            attrs: attrs_from_json(json!({"userName": "a@x", "active": true})),
+        };
+        store
+            .commit(
+                &app,
+                &[
+                    Change::PutUser("u1".into(), user.clone()),
+                    Change::PutGroup("g1".into(), "sg".into(), Origin::Adopted, "Team".into()),
+                    Change::AddMembers("g1".into(), vec!["u1".into()]),
+                ],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let o = store.load_observed(&app).await.unwrap();
+        assert_eq!(o.users[&SourceId::from("u1")], user);
+        assert_eq!(o.groups[&SourceId::from("g1")].origin, Origin::Adopted);
+        assert!(o.groups[&SourceId::from("g1")].members.contains(&SourceId::from("u1")));
+        // Another app sees nothing.
+        assert_eq!(store.load_observed(&AppName::from("other")).await.unwrap(), Observed::default());
+        store.commit(&app, &[Change::DropUser("u1".into())], Utc::now()).await.unwrap();
+        let o = store.load_observed(&app).await.unwrap();
+        assert!(o.users.is_empty());
+        assert!(o.groups[&SourceId::from("g1")].members.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failures_count_and_clear() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let app = AppName::from("crm");
+        let f = Change::Failed { object: "user u1".into(), op: "create".into(), error: "boom".into() };
+        store.commit(&app, &[f.clone()], Utc::now()).await.unwrap();
+        store.commit(&app, &[f], Utc::now()).await.unwrap();
+        let fs = store.failures(&app).await.unwrap();
+        assert_eq!(fs.len(), 1);
+        assert_eq!(fs[0].attempts, 2);
+        store.commit(&app, &[Change::Succeeded { object: "user u1".into() }], Utc::now()).await.unwrap();
+        assert!(store.failures(&app).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn creates_folder_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/state/x.db");
+        let url = format!("sqlite://{}", path.display());
+        Store::open(&url).await.unwrap();
+        assert!(path.exists());
+        let e = Store::open("postgres://x").await.unwrap_err().to_string();
+        assert!(e.contains("service.state"), "{e}");
+    }
+}
