@@ -15,6 +15,9 @@
 //! - Routes live under `/scim/v2`; every route, including unknown ones, needs
 //!   `Authorization: Bearer <token>`.
 //! - Ids are random version-4 UUID strings.
+//! - `meta.location` and `$ref` are built from the request's `Host` header
+//!   (`http://HOST/scim/v2/...`).
+//! - Users show a read-only `groups` attribute when they belong to a group.
 //! - Lists return at most 1000 resources per page (default 100); `count=0` returns only
 //!   `totalResults`.
 //! - `PATCH` answers 200 with the resource for Users and 204 No Content for Groups.
@@ -109,7 +112,8 @@ impl SandboxState {
         Self::build(None)
     }
 
-    /// An empty sandbox that accepts only this bearer token.
+    /// An empty sandbox that accepts only this bearer token (an empty token accepts
+    /// nothing).
     pub fn with_token(token: impl Into<String>) -> Self {
         Self::build(Some(token.into()))
     }
@@ -120,6 +124,9 @@ impl SandboxState {
     }
 
     /// Current User resources in creation order, as `GET /Users/{id}` returns them.
+    ///
+    /// `meta.location` uses the address passed to [`serve`] (loopback for an unspecified
+    /// IP); before the sandbox is served it is the relative path `/scim/v2/Users/{id}`.
     pub fn users(&self) -> Vec<Value> {
         let view = View::new(self.base_url());
         self.store().render_all(Kind::User, &view)
