@@ -4,5 +4,6 @@ pub mod mapping;
 pub mod model;
 pub mod plan;
 pub mod report;
+pub mod sandbox;
 pub mod source;
 pub mod store;
