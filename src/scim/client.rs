@@ -233,6 +233,21 @@ struct Resp {
     retry_after: Option<String>,
 }
 
+/// How to find the resource a create might duplicate.
+enum Lookup<'a> {
+    /// Users whose `matching` attribute equals `value`; `externalId` breaks ties.
+    User {
+        matching: &'a str,
+        value: &'a str,
+        external_id: Option<&'a str>,
+    },
+    /// Groups with this `displayName`; `externalId` breaks ties.
+    Group {
+        display_name: &'a str,
+        external_id: &'a str,
+    },
+}
+
 /// Outcome of the create protocol.
 enum Created {
     New(ScimId),
@@ -363,13 +378,16 @@ impl ScimClient {
                 });
             }
         };
-        let external_id = attrs.get("externalId").and_then(Value::as_str);
-        let lookup = async || self.lookup_user(matching, &value, external_id).await;
-        if let Some(found) = lookup().await? {
+        let lookup = Lookup::User {
+            matching,
+            value: &value,
+            external_id: attrs.get("externalId").and_then(Value::as_str),
+        };
+        if let Some(found) = self.lookup(&lookup).await? {
             return self.adopt_user(&found, attrs);
         }
         let req = Req::new(Method::POST, "/Users".to_owned()).body(proto::user_resource(attrs));
-        match self.create(&req, lookup).await? {
+        match self.create(&req, &lookup).await? {
             Created::New(id) => Ok(Ensured {
                 id,
                 adopted: false,
@@ -431,21 +449,16 @@ impl ScimClient {
         display_name: &str,
         external_id: &str,
     ) -> Result<EnsuredGroup, Error> {
-        let lookup = async || {
-            let found = self.find_groups(display_name).await?;
-            self.pick_one(
-                found,
-                Some(external_id),
-                "groups",
-                proto::eq_filter("displayName", display_name),
-            )
+        let lookup = Lookup::Group {
+            display_name,
+            external_id,
         };
-        if let Some(found) = lookup().await? {
+        if let Some(found) = self.lookup(&lookup).await? {
             return self.adopt_group(&found);
         }
         let req = Req::new(Method::POST, "/Groups".to_owned())
             .body(proto::group_resource(display_name, external_id));
-        match self.create(&req, lookup).await? {
+        match self.create(&req, &lookup).await? {
             Created::New(id) => Ok(EnsuredGroup {
                 id,
                 adopted: false,
@@ -588,19 +601,27 @@ impl ScimClient {
         Ok(out)
     }
 
-    async fn lookup_user(
-        &self,
-        matching: &str,
-        value: &str,
-        external_id: Option<&str>,
-    ) -> Result<Option<Value>, Error> {
-        let found = self.find_users(matching, value).await?;
-        self.pick_one(
-            found,
-            external_id,
-            "users",
-            proto::eq_filter(matching, value),
-        )
+    /// The one resource a create would duplicate, if it exists.
+    async fn lookup(&self, lookup: &Lookup<'_>) -> Result<Option<Value>, Error> {
+        match *lookup {
+            Lookup::User {
+                matching,
+                value,
+                external_id,
+            } => {
+                let found = self.find_users(matching, value).await?;
+                let filter = proto::eq_filter(matching, value);
+                self.pick_one(found, external_id, "users", filter)
+            }
+            Lookup::Group {
+                display_name,
+                external_id,
+            } => {
+                let found = self.find_groups(display_name).await?;
+                let filter = proto::eq_filter("displayName", display_name);
+                self.pick_one(found, Some(external_id), "groups", filter)
+            }
+        }
     }
 
     /// The single match, or the single one carrying our `externalId` among several.
@@ -665,11 +686,7 @@ impl ScimClient {
     /// The create protocol: POST; 409 → lookup → adopt (or the 409); 5xx, timeout or
     /// connection error → lookup → adopt, or back off and POST again, bounded by
     /// `max_attempts`. 429 is retried inside `send` (the app did not process it).
-    async fn create(
-        &self,
-        req: &Req,
-        lookup: impl AsyncFn() -> Result<Option<Value>, Error>,
-    ) -> Result<Created, Error> {
+    async fn create(&self, req: &Req, lookup: &Lookup<'_>) -> Result<Created, Error> {
         let attempts = self.inner.retry.max_attempts;
         let mut attempt = 0;
         loop {
@@ -679,7 +696,7 @@ impl ScimClient {
             };
             if err.status() == Some(409) {
                 debug!(app = %self.inner.app, path = %req.path, error = %err, "create conflicted; looking up to adopt");
-                return match lookup().await? {
+                return match self.lookup(lookup).await? {
                     Some(found) => Ok(Created::Found(found)),
                     None => Err(err),
                 };
@@ -690,7 +707,7 @@ impl ScimClient {
             }
             warn!(app = %self.inner.app, method = "POST", path = %req.path, attempt, error = %err,
                 "create may or may not have been processed; looking up before trying again");
-            if let Some(found) = lookup().await? {
+            if let Some(found) = self.lookup(lookup).await? {
                 return Ok(Created::Found(found));
             }
             attempt += 1;
@@ -1057,6 +1074,62 @@ fn innermost_cause(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The engine spawns these calls: their futures must be `Send` (checked at compile time).
+    #[test]
+    fn futures_are_send_and_client_is_shareable() {
+        fn send<T: Send>(_: T) {}
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<ScimClient>();
+        fn error_is_std<T: std::error::Error + Send + Sync + 'static>() {}
+        error_is_std::<Error>();
+        let made = ScimClient::new(ClientOptions {
+            app: AppName::new("a"),
+            base_url: "http://127.0.0.1:9/scim".into(),
+            token: "t".into(),
+            timeout: Duration::from_secs(1),
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+        });
+        let Ok(c) = made else {
+            return assert!(made.is_ok());
+        };
+        let (a, id) = (Attrs::new(), ScimId::new("x"));
+        send(c.ensure_user("userName", &a));
+        send(c.ensure_group("g", "e"));
+        send(c.patch_user(&id, &a, &[]));
+        send(c.remove_members(&id, &[]));
+        send(c.add_members(&id, &[]));
+        send(c.find_users("userName", "x"));
+        send(c.list_groups());
+        send(c.delete_user(&id));
+        send(c.service_provider_config());
+    }
+
+    #[test]
+    fn options_are_validated() {
+        let opts = |base: &str, token: &str| ClientOptions {
+            app: AppName::new("crm"),
+            base_url: base.into(),
+            token: token.into(),
+            timeout: Duration::from_secs(1),
+            concurrency: 0,
+            retry: RetryPolicy::default(),
+        };
+        let msg = |o| ScimClient::new(o).err().map(|e| e.to_string());
+        assert_eq!(
+            msg(opts("crm.example.com/scim", "t")),
+            Some(
+                "app crm: invalid SCIM client settings: base_url \"crm.example.com/scim\" is not a URL: relative URL without a base"
+                    .into()
+            )
+        );
+        assert!(msg(opts("ftp://x/scim", "t")).is_some());
+        assert!(msg(opts("https://x/scim", " ")).is_some());
+        let bad_token = msg(opts("https://x/scim", "a\nb")).unwrap_or_default();
+        assert!(bad_token.contains("not allowed in an HTTP header") && !bad_token.contains("a\nb"));
+        assert!(msg(opts("https://x/scim/", "t")).is_none());
+    }
 
     #[test]
     fn retry_after_forms() {
