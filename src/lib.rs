@@ -5,5 +5,6 @@ pub mod model;
 pub mod plan;
 pub mod report;
 pub mod sandbox;
+pub mod scim;
 pub mod source;
 pub mod store;

@@ -1,0 +1,16 @@
+//! The SCIM 2.0 client: the only part of the crate that speaks SCIM HTTP/JSON.
+//!
+//! - [`client`]: [`ScimClient`], one per app: users, groups, members, with lookups before
+//!   creates, bounded retries (429 `Retry-After`, 5xx and transport errors with jittered
+//!   backoff), paging and a concurrency limit.
+//! - [`proto`]: the wire shapes, pure functions from attribute paths ([`crate::model::Attrs`])
+//!   to SCIM resources and PATCH operations and back.
+//! - [`error`]: [`Error`], which names the app, method, path, status, `scimType` and
+//!   `detail`, never the token.
+
+pub mod client;
+pub mod error;
+pub mod proto;
+
+pub use client::{ClientOptions, Ensured, EnsuredGroup, RemovalForm, RetryPolicy, ScimClient};
+pub use error::Error;
