@@ -1,5 +1,29 @@
-//! scim-sync keeps SCIM 2.0 apps in line with an identity directory.
+//! scim-sync keeps SCIM 2.0 apps in line with an identity directory (Microsoft Entra ID or a
+//! JSON directory file).
+//!
+//! # Layout
+//!
+//! The modules follow the data flow of one reconcile cycle:
+//!
+//! - [`config`]: the TOML config, validated; secrets come from named environment variables.
+//! - [`source`]: where users and groups come from ([`source::FileSource`]); a complete
+//!   [`model::Directory`] snapshot or an error, never a partial one.
+//! - [`mapping`]: snapshot + app settings → the [`model::Desired`] state of one app (pure).
+//! - [`store`]: what each app holds as last confirmed ([`model::Observed`]), reports, failures.
+//! - [`plan`]: desired × observed → ordered operations (pure; `Display` is the dry-run output).
+//! - [`apply`]: runs a plan against one app in phases and commits what the app confirmed.
+//! - [`scim`]: the only module that speaks SCIM (RFC 7643/7644): wire types and the client.
+//! - [`engine`]: one cycle per app: source → mapping → plan → apply → report.
+//! - [`report`]: cycle reports (SPEC §5).
+//! - [`cli`], [`demo`]: the commands; [`sandbox`]: the built-in in-memory SCIM app.
+//!
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod apply;
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod engine;
 pub mod mapping;
 pub mod model;
 pub mod plan;

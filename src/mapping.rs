@@ -90,7 +90,8 @@ pub fn check_scim_path(path: &str) -> Result<(), String> {
     let is_name = |s: &str| {
         !s.is_empty()
             && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
     };
     if let Some((head, rest)) = local.split_once('[') {
         // attr[type eq "x"].sub
@@ -180,11 +181,29 @@ pub fn desired_for_app(
     }
 
     let mut out = AppDesired::default();
+    // userName is unique in the app (case-insensitively): the first source id keeps it.
+    let mut user_names: BTreeMap<String, &SourceId> = BTreeMap::new();
     for uid in in_scope {
         let Some(user) = dir.users.get(uid) else {
             continue;
         };
-        match map_user(uid, &user.attrs, &mapping) {
+        let mapped = map_user(uid, &user.attrs, &mapping).and_then(|attrs| {
+            let key = attrs
+                .get("userName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_lowercase();
+            match user_names.get(&key) {
+                Some(first) => Err(format!(
+                    "userName {key:?} is also the userName of source user {first}"
+                )),
+                None => {
+                    user_names.insert(key, uid);
+                    Ok(attrs)
+                }
+            }
+        });
+        match mapped {
             Ok(attrs) => {
                 out.desired.users.insert(
                     uid.clone(),
@@ -302,7 +321,8 @@ mod tests {
             members: members.iter().map(|m| SourceId::from(*m)).collect(),
             eligible: eligible.iter().map(|m| SourceId::from(*m)).collect(),
         };
-        d.groups.insert("g1".into(), g("g1", &["u1", "g2"], &["u3"]));
+        d.groups
+            .insert("g1".into(), g("g1", &["u1", "g2"], &["u3"]));
         d.groups.insert("g2".into(), g("g2", &["u2", "g1"], &[]));
         d
     }
@@ -321,7 +341,11 @@ mod tests {
     fn scope_is_direct_members_of_assigned_groups() {
         let d = desired_for_app(&dir(), &app(&["g1"], false), &[]).unwrap();
         assert_eq!(
-            d.desired.users.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            d.desired
+                .users
+                .keys()
+                .map(|k| k.as_str())
+                .collect::<Vec<_>>(),
             ["u1"]
         );
         let g = &d.desired.groups[&SourceId::from("g1")];
@@ -391,6 +415,21 @@ mod tests {
         assert!(out.desired.users.is_empty());
         assert_eq!(out.unmapped.len(), 1);
         assert!(out.unmapped[0].reason.contains("userName"));
+    }
+
+    #[test]
+    fn duplicate_user_name_is_unmapped_for_the_second_user_only() {
+        let mut d = dir();
+        d.users
+            .get_mut(&SourceId::from("u2"))
+            .unwrap()
+            .attrs
+            .insert("userPrincipalName".into(), json!("A@X"));
+        let out = desired_for_app(&d, &app(&["g1"], true), &[]).unwrap();
+        assert_eq!(out.desired.users.len(), 1);
+        assert!(out.desired.users.contains_key(&SourceId::from("u1")));
+        assert_eq!(out.unmapped[0].source_id, SourceId::from("u2"));
+        assert!(out.unmapped[0].reason.contains("u1"), "{:?}", out.unmapped);
     }
 
     #[test]

@@ -183,7 +183,11 @@ impl fmt::Display for CycleReport {
             self.requests,
         )?;
         if self.deferred_applied > 0 {
-            write!(f, " | {} deferred activations applied", self.deferred_applied)?;
+            write!(
+                f,
+                " | {} deferred activations applied",
+                self.deferred_applied
+            )?;
         }
         if let Some(e) = &self.error {
             write!(f, "\n  error: {e}")?;
@@ -201,9 +205,24 @@ mod tests {
         let r = CycleReport::new("crm", Reason::SyncNow, "2026-11-23T00:00:00Z".into(), false);
         let v = serde_json::to_value(&r).unwrap();
         for k in [
-            "app", "reason", "outcome", "started_at", "finished_at", "dry_run", "users_created",
-            "users_updated", "users_disabled", "users_deleted", "groups_created", "groups_updated",
-            "groups_deleted", "members_added", "members_removed", "deferred_applied", "failed", "held",
+            "app",
+            "reason",
+            "outcome",
+            "started_at",
+            "finished_at",
+            "dry_run",
+            "users_created",
+            "users_updated",
+            "users_disabled",
+            "users_deleted",
+            "groups_created",
+            "groups_updated",
+            "groups_deleted",
+            "members_added",
+            "members_removed",
+            "deferred_applied",
+            "failed",
+            "held",
             "requests",
         ] {
             assert!(v.get(k).is_some(), "missing {k}");

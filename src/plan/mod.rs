@@ -217,7 +217,11 @@ pub fn plan(desired: &Desired, observed: &Observed, unmapped: &[Unmapped], polic
                     continue;
                 }
                 let was = have.is_active();
-                let will = want.attrs.get("active").and_then(Value::as_bool).unwrap_or(true);
+                let will = want
+                    .attrs
+                    .get("active")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
                 let effect = match (was, will) {
                     (true, false) => UserEffect::Disable,
                     (false, true) => UserEffect::Enable,
@@ -323,7 +327,9 @@ pub fn changed_paths(want: &Attrs, have: &Attrs) -> Vec<String> {
     let mut out = Vec::new();
     for (k, v) in want {
         let same = match (have.get(k), k.as_str()) {
-            (Some(Value::String(a)), "userName") => v.as_str().is_some_and(|b| a.eq_ignore_ascii_case(b)),
+            (Some(Value::String(a)), "userName") => {
+                v.as_str().is_some_and(|b| a.eq_ignore_ascii_case(b))
+            }
             (Some(h), _) => h == v,
             (None, _) => false,
         };
@@ -343,14 +349,25 @@ pub fn changed_paths(want: &Attrs, have: &Attrs) -> Vec<String> {
 impl fmt::Display for Op {
     /// One line per operation, as `--dry-run` prints it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = |a: &Attrs| a.get("userName").and_then(Value::as_str).unwrap_or("?").to_owned();
+        let name = |a: &Attrs| {
+            a.get("userName")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_owned()
+        };
         match self {
             Op::CreateUser { source_id, attrs } => write!(
                 f,
                 "create user {} ({source_id}): look up, then POST /Users",
                 name(attrs)
             ),
-            Op::UpdateUser { source_id, scim_id, attrs, changed, effect } => {
+            Op::UpdateUser {
+                source_id,
+                scim_id,
+                attrs,
+                changed,
+                effect,
+            } => {
                 let verb = match effect {
                     UserEffect::Update => "update",
                     UserEffect::Disable => "disable",
@@ -363,7 +380,12 @@ impl fmt::Display for Op {
                     changed.join(", ")
                 )
             }
-            Op::DeprovisionUser { source_id, scim_id, how, attrs } => match how {
+            Op::DeprovisionUser {
+                source_id,
+                scim_id,
+                how,
+                attrs,
+            } => match how {
                 Deprovision::Disable => write!(
                     f,
                     "disable user {} ({source_id}), out of scope: PATCH /Users/{scim_id} active=false",
@@ -375,11 +397,18 @@ impl fmt::Display for Op {
                     name(attrs)
                 ),
             },
-            Op::CreateGroup { source_id, display_name } => write!(
+            Op::CreateGroup {
+                source_id,
+                display_name,
+            } => write!(
                 f,
                 "create group {display_name:?} ({source_id}): look up, then POST /Groups"
             ),
-            Op::RenameGroup { source_id, scim_id, display_name } => write!(
+            Op::RenameGroup {
+                source_id,
+                scim_id,
+                display_name,
+            } => write!(
                 f,
                 "rename group {source_id} to {display_name:?}: PATCH /Groups/{scim_id}"
             ),
@@ -409,7 +438,12 @@ impl fmt::Display for Op {
 
 fn list(ids: &[SourceId]) -> String {
     const SHOWN: usize = 5;
-    let mut s = ids.iter().take(SHOWN).map(SourceId::as_str).collect::<Vec<_>>().join(", ");
+    let mut s = ids
+        .iter()
+        .take(SHOWN)
+        .map(SourceId::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
     if ids.len() > SHOWN {
         s.push_str(&format!(", … ({} more)", ids.len() - SHOWN));
     }

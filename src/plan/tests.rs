@@ -160,7 +160,10 @@ fn rename_user_name_is_a_patch() {
     World::new()
         .want_user("u1", "alice.smith@x", true, "")
         .have_user("u1", "alice@x", true, "")
-        .check(&["update user alice.smith@x (u1): PATCH /Users/s-u1 userName"], &[]);
+        .check(
+            &["update user alice.smith@x (u1): PATCH /Users/s-u1 userName"],
+            &[],
+        );
 }
 
 #[test]
@@ -195,7 +198,9 @@ fn user_leaving_scope_is_disabled_once() {
         &[],
     );
     // Next cycle the store remembers it disabled: nothing more is sent.
-    World::new().have_user("u1", "a@x", false, "").check(&[], &[]);
+    World::new()
+        .have_user("u1", "a@x", false, "")
+        .check(&[], &[]);
 }
 
 #[test]
@@ -245,10 +250,18 @@ fn members_are_batched_by_100() {
     let ids: Vec<String> = (0..250).map(|i| format!("u{i:03}")).collect();
     let mut w = World::new();
     for id in &ids {
-        w = w.want_user(id, &format!("{id}@x"), true, "").have_user(id, &format!("{id}@x"), true, "");
+        w = w.want_user(id, &format!("{id}@x"), true, "").have_user(
+            id,
+            &format!("{id}@x"),
+            true,
+            "",
+        );
     }
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-    let p = w.want_group("g1", "Big", &refs).have_group("g1", "Big", Origin::Created, &[]).plan();
+    let p = w
+        .want_group("g1", "Big", &refs)
+        .have_group("g1", "Big", Origin::Created, &[])
+        .plan();
     let sizes: Vec<usize> = p
         .ops
         .iter()

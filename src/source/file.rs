@@ -82,7 +82,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
         path: path.to_owned(),
         line: e.line(),
         column: e.column(),
-        message: e.to_string().split(" at line").next().unwrap_or_default().to_owned(),
+        message: e
+            .to_string()
+            .split(" at line")
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
     })?;
     let invalid = |at: String, message: String| Error::Invalid {
         path: path.to_owned(),
@@ -93,28 +98,48 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
     for (i, mut attrs) in raw.users.into_iter().enumerate() {
         let id = match attrs.get("id") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(invalid(format!("users[{i}]"), "\"id\" must be a non-empty string".into())),
+            _ => {
+                return Err(invalid(
+                    format!("users[{i}]"),
+                    "\"id\" must be a non-empty string".into(),
+                ));
+            }
         };
         let at = || format!("users[{i}] {id:?}");
         match attrs.get("userPrincipalName") {
             Some(Value::String(s)) if !s.is_empty() => {}
-            _ => return Err(invalid(at(), "\"userPrincipalName\" must be a non-empty string".into())),
-        }
-        if let Some(v) = attrs.get("accountEnabled") {
-            if !v.is_boolean() {
-                return Err(invalid(at(), "\"accountEnabled\" must be true or false".into()));
+            _ => {
+                return Err(invalid(
+                    at(),
+                    "\"userPrincipalName\" must be a non-empty string".into(),
+                ));
             }
+        }
+        if let Some(v) = attrs.get("accountEnabled")
+            && !v.is_boolean()
+        {
+            return Err(invalid(
+                at(),
+                "\"accountEnabled\" must be true or false".into(),
+            ));
         }
         attrs.remove("id");
         let sid = SourceId::new(id.clone());
-        if dir.users.insert(sid.clone(), SourceUser { id: sid, attrs }).is_some() {
+        if dir
+            .users
+            .insert(sid.clone(), SourceUser { id: sid, attrs })
+            .is_some()
+        {
             return Err(invalid(at(), "duplicate user id".into()));
         }
     }
     for (i, g) in raw.groups.iter().enumerate() {
         let at = format!("groups[{i}] {:?}", g.id);
         if g.id.is_empty() {
-            return Err(invalid(format!("groups[{i}]"), "\"id\" must be a non-empty string".into()));
+            return Err(invalid(
+                format!("groups[{i}]"),
+                "\"id\" must be a non-empty string".into(),
+            ));
         }
         let sid = SourceId::new(g.id.clone());
         if dir.users.contains_key(&sid) {
@@ -128,8 +153,16 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
             SourceGroup {
                 id: sid,
                 display_name: g.display_name.clone(),
-                members: g.members.iter().map(|m| SourceId::new(m.as_str())).collect(),
-                eligible: g.eligible.iter().map(|m| SourceId::new(m.as_str())).collect(),
+                members: g
+                    .members
+                    .iter()
+                    .map(|m| SourceId::new(m.as_str()))
+                    .collect(),
+                eligible: g
+                    .eligible
+                    .iter()
+                    .map(|m| SourceId::new(m.as_str()))
+                    .collect(),
             },
         );
     }
@@ -210,7 +243,9 @@ mod tests {
 
     #[test]
     fn bad_json_names_line_and_column() {
-        let e = p("{\n \"users\": [\n  {\"id\": \"u1\",}\n ]\n}").unwrap_err().to_string();
+        let e = p("{\n \"users\": [\n  {\"id\": \"u1\",}\n ]\n}")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("dir.json:3:"), "{e}");
     }
 
@@ -219,7 +254,10 @@ mod tests {
         let e = p(r#"{"users":[{"id":"u1","userPrincipalName":"a@x"}],"groups":[{"id":"g1","displayName":"G","members":["u1","u-ghost"]}]}"#)
             .unwrap_err()
             .to_string();
-        assert_eq!(e, r#"dir.json: groups[0] "g1" members[1]: "u-ghost" is not the id of a user or group in this file"#);
+        assert_eq!(
+            e,
+            r#"dir.json: groups[0] "g1" members[1]: "u-ghost" is not the id of a user or group in this file"#
+        );
     }
 
     #[test]

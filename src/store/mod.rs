@@ -17,7 +17,9 @@ use serde_json::Value;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
-use crate::model::{AppName, Attrs, ObservedGroup, ObservedUser, Observed, Origin, ScimId, SourceId};
+use crate::model::{
+    AppName, Attrs, Observed, ObservedGroup, ObservedUser, Origin, ScimId, SourceId,
+};
 use crate::report::CycleReport;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -29,7 +31,9 @@ const REPORTS_KEPT: i64 = 200;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The `state` URL is not one this build can open.
-    #[error("service.state: {url:?} is not supported: use sqlite://PATH (for example sqlite://state/scim-sync.db)")]
+    #[error(
+        "service.state: {url:?} is not supported: use sqlite://PATH (for example sqlite://state/scim-sync.db)"
+    )]
     Unsupported {
         /// The configured URL.
         url: String,
@@ -149,7 +153,9 @@ impl Store {
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| Error::Unsupported { url: url.to_owned() })?;
+            .ok_or_else(|| Error::Unsupported {
+                url: url.to_owned(),
+            })?;
         let path = PathBuf::from(path);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| Error::Folder {
@@ -179,18 +185,20 @@ impl Store {
     /// [`Error::Db`] or [`Error::Corrupt`].
     pub async fn load_observed(&self, app: &AppName) -> Result<Observed, Error> {
         let mut observed = Observed::default();
-        let rows = sqlx::query("SELECT source_id, scim_id, origin, attrs FROM scim_users WHERE app = $1")
-            .bind(app.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("load users"))?;
+        let rows =
+            sqlx::query("SELECT source_id, scim_id, origin, attrs FROM scim_users WHERE app = $1")
+                .bind(app.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db("load users"))?;
         for row in rows {
             let source_id: String = row.get(0);
-            let attrs: Attrs = serde_json::from_str(row.get::<&str, _>(3)).map_err(|e| Error::Corrupt {
-                app: app.to_string(),
-                what: "user attributes",
-                detail: e.to_string(),
-            })?;
+            let attrs: Attrs =
+                serde_json::from_str(row.get::<&str, _>(3)).map_err(|e| Error::Corrupt {
+                    app: app.to_string(),
+                    what: "user attributes",
+                    detail: e.to_string(),
+                })?;
             observed.users.insert(
                 SourceId::new(source_id),
                 ObservedUser {
@@ -200,11 +208,13 @@ impl Store {
                 },
             );
         }
-        let rows = sqlx::query("SELECT source_id, scim_id, origin, display_name FROM scim_groups WHERE app = $1")
-            .bind(app.as_str())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("load groups"))?;
+        let rows = sqlx::query(
+            "SELECT source_id, scim_id, origin, display_name FROM scim_groups WHERE app = $1",
+        )
+        .bind(app.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("load groups"))?;
         for row in rows {
             observed.groups.insert(
                 SourceId::new(row.get::<String, _>(0)),
@@ -234,7 +244,12 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::Db`]; nothing is recorded then.
-    pub async fn commit(&self, app: &AppName, changes: &[Change], now: DateTime<Utc>) -> Result<(), Error> {
+    pub async fn commit(
+        &self,
+        app: &AppName,
+        changes: &[Change],
+        now: DateTime<Utc>,
+    ) -> Result<(), Error> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -260,13 +275,15 @@ impl Store {
                 }
                 Change::SetUserAttrs(id, attrs) => {
                     let attrs = serde_json::to_string(attrs).unwrap_or_else(|_| "{}".into());
-                    sqlx::query("UPDATE scim_users SET attrs = $3 WHERE app = $1 AND source_id = $2")
-                        .bind(a)
-                        .bind(id.as_str())
-                        .bind(attrs)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db("update user"))?;
+                    sqlx::query(
+                        "UPDATE scim_users SET attrs = $3 WHERE app = $1 AND source_id = $2",
+                    )
+                    .bind(a)
+                    .bind(id.as_str())
+                    .bind(attrs)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db("update user"))?;
                 }
                 Change::RenameGroup(id, name) => {
                     sqlx::query("UPDATE scim_groups SET display_name = $3 WHERE app = $1 AND source_id = $2")
@@ -429,12 +446,13 @@ impl Store {
     /// # Errors
     /// [`Error::Db`] or [`Error::Corrupt`].
     pub async fn last_report(&self, app: &AppName) -> Result<Option<CycleReport>, Error> {
-        let json: Option<String> =
-            sqlx::query_scalar("SELECT report FROM cycle_reports WHERE app = $1 ORDER BY id DESC LIMIT 1")
-                .bind(app.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db("read report"))?;
+        let json: Option<String> = sqlx::query_scalar(
+            "SELECT report FROM cycle_reports WHERE app = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(app.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("read report"))?;
         json.map(|j| {
             serde_json::from_str(&j).map_err(|e| Error::Corrupt {
                 app: app.to_string(),
@@ -533,10 +551,20 @@ mod tests {
         let o = store.load_observed(&app).await.unwrap();
         assert_eq!(o.users[&SourceId::from("u1")], user);
         assert_eq!(o.groups[&SourceId::from("g1")].origin, Origin::Adopted);
-        assert!(o.groups[&SourceId::from("g1")].members.contains(&SourceId::from("u1")));
+        assert!(
+            o.groups[&SourceId::from("g1")]
+                .members
+                .contains(&SourceId::from("u1"))
+        );
         // Another app sees nothing.
-        assert_eq!(store.load_observed(&AppName::from("other")).await.unwrap(), Observed::default());
-        store.commit(&app, &[Change::DropUser("u1".into())], Utc::now()).await.unwrap();
+        assert_eq!(
+            store.load_observed(&AppName::from("other")).await.unwrap(),
+            Observed::default()
+        );
+        store
+            .commit(&app, &[Change::DropUser("u1".into())], Utc::now())
+            .await
+            .unwrap();
         let o = store.load_observed(&app).await.unwrap();
         assert!(o.users.is_empty());
         assert!(o.groups[&SourceId::from("g1")].members.is_empty());
@@ -546,13 +574,29 @@ mod tests {
     async fn failures_count_and_clear() {
         let store = Store::open("sqlite::memory:").await.unwrap();
         let app = AppName::from("crm");
-        let f = Change::Failed { object: "user u1".into(), op: "create".into(), error: "boom".into() };
-        store.commit(&app, &[f.clone()], Utc::now()).await.unwrap();
+        let f = Change::Failed {
+            object: "user u1".into(),
+            op: "create".into(),
+            error: "boom".into(),
+        };
+        store
+            .commit(&app, std::slice::from_ref(&f), Utc::now())
+            .await
+            .unwrap();
         store.commit(&app, &[f], Utc::now()).await.unwrap();
         let fs = store.failures(&app).await.unwrap();
         assert_eq!(fs.len(), 1);
         assert_eq!(fs[0].attempts, 2);
-        store.commit(&app, &[Change::Succeeded { object: "user u1".into() }], Utc::now()).await.unwrap();
+        store
+            .commit(
+                &app,
+                &[Change::Succeeded {
+                    object: "user u1".into(),
+                }],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
         assert!(store.failures(&app).await.unwrap().is_empty());
     }
 

@@ -8,3 +8,7 @@
 mod support;
 // Wiremock contract tests of the SCIM client against RFC 7644 and real-server quirks.
 mod scim_contract;
+// The engine against the built-in sandbox app: whole cycles, checked on the app's own state.
+mod e2e;
+// The binary as a user runs it: exit codes, messages, dry run, JSON, status, demo.
+mod cli;

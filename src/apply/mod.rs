@@ -1,0 +1,544 @@
+//! Apply: runs one app's [`Plan`] against the app in phases and records what the app confirmed.
+//!
+//! Phases run in [`Phase`] order (users, groups, member adds, member removes, deprovisions);
+//! operations within a phase run concurrently up to the app's `concurrency`, except that the
+//! member batches of one group run one after another. After each phase the confirmed changes are
+//! committed to the store, so the store never claims more than the app holds.
+//!
+//! One failing object never stops the cycle: its error goes to the report, the log and the
+//! store's failing objects, and the next cycle retries it (it is still a difference). An error
+//! that says the whole app is unusable (401, 403, unreachable after retries) stops the cycle
+//! after the running operations, since every further request would fail the same way.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::Utc;
+use futures::StreamExt;
+use indicatif::ProgressBar;
+use serde_json::Value;
+
+use crate::model::{AppName, Attrs, Deprovision, Observed, ObservedUser, Origin, ScimId, SourceId};
+use crate::plan::{Op, Phase, Plan, UserEffect, changed_paths};
+use crate::report::{CycleReport, ObjectError};
+use crate::scim::{self, RemovalForm, ScimClient};
+use crate::store::{self, Change, Store};
+
+/// Store flag holding the member-removal form an app accepts.
+pub const REMOVAL_FORM_FLAG: &str = "removal_form";
+
+/// What apply needs to know about the app besides the plan.
+pub struct Target<'a> {
+    /// The app.
+    pub app: &'a AppName,
+    /// Its SCIM client.
+    pub client: &'a ScimClient,
+    /// Its `matching` attribute.
+    pub matching: &'a str,
+    /// Its `concurrency`.
+    pub concurrency: usize,
+}
+
+/// Why apply stopped before the end of the plan.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store could not record a confirmed change; the cycle stops so that the store and
+    /// the app do not drift further apart.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// The result of one operation.
+#[derive(Default)]
+struct Done {
+    changes: Vec<Change>,
+    user_id: Option<(SourceId, ScimId)>,
+    group_id: Option<(SourceId, ScimId)>,
+    counts: Counts,
+    error: Option<ObjectError>,
+    app_down: Option<String>,
+}
+
+#[derive(Default)]
+struct Counts {
+    users_created: u64,
+    users_adopted: u64,
+    users_updated: u64,
+    users_disabled: u64,
+    users_deleted: u64,
+    groups_created: u64,
+    groups_adopted: u64,
+    groups_updated: u64,
+    groups_deleted: u64,
+    members_added: u64,
+    members_removed: u64,
+}
+
+/// Runs `plan` against the app, filling `report`'s counts and errors.
+///
+/// # Errors
+/// [`Error::Store`] when a confirmed change cannot be recorded.
+pub async fn apply(
+    target: &Target<'_>,
+    plan: &Plan,
+    observed: &Observed,
+    store: &Store,
+    report: &mut CycleReport,
+    progress: &ProgressBar,
+) -> Result<(), Error> {
+    let failing: HashSet<String> = store
+        .failures(target.app)
+        .await?
+        .into_iter()
+        .map(|f| f.object)
+        .collect();
+    let mut ids = Ids::new(observed);
+    let form_before = target.client.removal_form();
+    let stop = AtomicBool::new(false);
+
+    for phase in [
+        Phase::Users,
+        Phase::Groups,
+        Phase::AddMembers,
+        Phase::RemoveMembers,
+        Phase::Deprovision,
+    ] {
+        let ops: Vec<&Op> = plan.ops.iter().filter(|o| o.phase() == phase).collect();
+        if ops.is_empty() {
+            continue;
+        }
+        // Member batches of one group run in order, in one task; everything else is one task each.
+        let mut tasks: Vec<Vec<&Op>> = Vec::new();
+        let mut by_group: BTreeMap<&SourceId, usize> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::AddMembers { group, .. } | Op::RemoveMembers { group, .. } => {
+                    let i = *by_group.entry(group).or_insert_with(|| {
+                        tasks.push(Vec::new());
+                        tasks.len() - 1
+                    });
+                    tasks[i].push(op);
+                }
+                _ => tasks.push(vec![op]),
+            }
+        }
+        let ids_now = &ids;
+        let stop_ref = &stop;
+        let results: Vec<Done> = futures::stream::iter(tasks)
+            .map(|task| async move {
+                let mut out = Vec::new();
+                for op in task {
+                    if stop_ref.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let done = run_op(target, op, ids_now).await;
+                    if done.app_down.is_some() {
+                        stop_ref.store(true, Ordering::Relaxed);
+                    }
+                    progress.inc(1);
+                    out.push(done);
+                }
+                out
+            })
+            .buffer_unordered(target.concurrency.max(1))
+            .flat_map(futures::stream::iter)
+            .collect()
+            .await;
+
+        let mut changes = Vec::new();
+        for mut done in results {
+            if let Some((s, id)) = done.user_id.take() {
+                match ids.owner_of(&id) {
+                    // Two creates of this phase found the same app user (two source users
+                    // share the matching value): the second must not take it over.
+                    Some(owner) if *owner != s => {
+                        done = Done {
+                            error: Some(ObjectError {
+                                object: user_object(&s),
+                                op: "create".into(),
+                                error: format!(
+                                    "the app's user {id} (found by {}) is already linked to source user {owner}; two source users share a {} value",
+                                    target.matching, target.matching
+                                ),
+                            }),
+                            ..Done::default()
+                        };
+                    }
+                    _ => ids.add_user(s, id),
+                }
+            }
+            if let Some((s, id)) = done.group_id {
+                ids.groups.insert(s, id);
+            }
+            add_counts(report, &done.counts);
+            if let Some(e) = done.error {
+                tracing::warn!(app = %target.app, object = %e.object, op = %e.op, error = %e.error, "operation failed");
+                changes.push(Change::Failed {
+                    object: e.object.clone(),
+                    op: e.op.clone(),
+                    error: e.error.clone(),
+                });
+                report.failed += 1;
+                report.errors.push(e);
+            }
+            if let Some(why) = done.app_down {
+                report.error.get_or_insert(why);
+            }
+            for c in done.changes {
+                // Clear a failure only for objects that had one; most had none.
+                if let Change::Succeeded { object } = &c
+                    && !failing.contains(object)
+                {
+                    continue;
+                }
+                changes.push(c);
+            }
+        }
+        store.commit(target.app, &changes, Utc::now()).await?;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+
+    let form_after = target.client.removal_form();
+    if form_after != form_before {
+        let value = match form_after {
+            RemovalForm::Filter => "filter",
+            RemovalForm::ValueList => "value-list",
+        };
+        tracing::info!(app = %target.app, form = value, "app rejects the RFC member-removal filter; using the value-list form from now on");
+        store.set_flag(target.app, REMOVAL_FORM_FLAG, value).await?;
+    }
+    Ok(())
+}
+
+/// Source id ↔ SCIM id, as known so far in the cycle.
+struct Ids {
+    users: HashMap<SourceId, ScimId>,
+    owners: HashMap<ScimId, SourceId>,
+    groups: HashMap<SourceId, ScimId>,
+}
+
+impl Ids {
+    fn new(observed: &Observed) -> Self {
+        let users: HashMap<SourceId, ScimId> = observed
+            .users
+            .iter()
+            .map(|(s, u)| (s.clone(), u.scim_id.clone()))
+            .collect();
+        Ids {
+            owners: users.iter().map(|(s, i)| (i.clone(), s.clone())).collect(),
+            users,
+            groups: observed
+                .groups
+                .iter()
+                .map(|(s, g)| (s.clone(), g.scim_id.clone()))
+                .collect(),
+        }
+    }
+
+    fn add_user(&mut self, source: SourceId, id: ScimId) {
+        self.owners.insert(id.clone(), source.clone());
+        self.users.insert(source, id);
+    }
+
+    /// The source user linked to an app user id.
+    fn owner_of(&self, id: &ScimId) -> Option<&SourceId> {
+        self.owners.get(id)
+    }
+}
+
+fn add_counts(r: &mut CycleReport, c: &Counts) {
+    r.users_created += c.users_created;
+    r.users_adopted += c.users_adopted;
+    r.users_updated += c.users_updated;
+    r.users_disabled += c.users_disabled;
+    r.users_deleted += c.users_deleted;
+    r.groups_created += c.groups_created;
+    r.groups_adopted += c.groups_adopted;
+    r.groups_updated += c.groups_updated;
+    r.groups_deleted += c.groups_deleted;
+    r.members_added += c.members_added;
+    r.members_removed += c.members_removed;
+}
+
+/// The stable name of a user in reports and the store's failing objects.
+fn user_object(id: &SourceId) -> String {
+    format!("user {id}")
+}
+
+/// A failed user operation; the error starts with the userName, which the id does not show.
+fn failed_user(id: &SourceId, attrs: &Attrs, op: &str, e: &scim::Error) -> Done {
+    let mut d = failed(user_object(id), op, e);
+    if let (Some(err), Some(name)) = (
+        d.error.as_mut(),
+        attrs.get("userName").and_then(Value::as_str),
+    ) {
+        err.error = format!("{name}: {}", err.error);
+    }
+    d
+}
+
+/// Whether an error means every request to this app will fail the same way.
+fn app_down(e: &scim::Error) -> bool {
+    match e.status() {
+        Some(401) | Some(403) => e.scim_type().is_none(),
+        Some(_) => false,
+        None => e.is_transient(),
+    }
+}
+
+fn failed(object: String, op: &str, e: &scim::Error) -> Done {
+    Done {
+        app_down: app_down(e).then(|| e.to_string()),
+        error: Some(ObjectError {
+            object,
+            op: op.to_owned(),
+            error: e.to_string(),
+        }),
+        ..Done::default()
+    }
+}
+
+async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
+    match op {
+        Op::CreateUser { source_id, attrs } => {
+            let object = user_object(source_id);
+            let ensured = match t.client.ensure_user(t.matching, attrs).await {
+                Ok(e) => e,
+                Err(e) => return failed_user(source_id, attrs, "create", &e),
+            };
+            if let Some(owner) = ids.owner_of(&ensured.id).filter(|o| *o != source_id) {
+                return Done {
+                    error: Some(ObjectError {
+                        object,
+                        op: "create".into(),
+                        error: format!(
+                            "the app's user {} (found by {}) is already linked to source user {owner}; two source users share a {} value",
+                            ensured.id, t.matching, t.matching
+                        ),
+                    }),
+                    ..Done::default()
+                };
+            }
+            let mut done = Done {
+                user_id: Some((source_id.clone(), ensured.id.clone())),
+                ..Done::default()
+            };
+            let mut confirmed = attrs.clone();
+            if ensured.adopted {
+                done.counts.users_adopted += 1;
+                let changed = changed_paths(attrs, &ensured.current);
+                if !changed.is_empty()
+                    && let Err(e) = t.client.patch_user(&ensured.id, attrs, &changed).await
+                {
+                    // Adopted but not aligned: record what it holds, so next cycle patches it.
+                    confirmed = ensured.current.clone();
+                    let mut d = failed_user(source_id, attrs, "update adopted user", &e);
+                    d.user_id = done.user_id.take();
+                    d.changes
+                        .push(put_user(source_id, &ensured.id, Origin::Adopted, confirmed));
+                    return d;
+                }
+                done.changes
+                    .push(put_user(source_id, &ensured.id, Origin::Adopted, confirmed));
+            } else {
+                done.counts.users_created += 1;
+                done.changes
+                    .push(put_user(source_id, &ensured.id, Origin::Created, confirmed));
+            }
+            done.changes.push(Change::Succeeded { object });
+            done
+        }
+        Op::UpdateUser {
+            source_id,
+            scim_id,
+            attrs,
+            changed,
+            effect,
+        } => {
+            let object = user_object(source_id);
+            let verb = match effect {
+                UserEffect::Update => "update",
+                UserEffect::Disable => "disable",
+                UserEffect::Enable => "enable",
+            };
+            if let Err(e) = t.client.patch_user(scim_id, attrs, changed).await {
+                return failed_user(source_id, attrs, verb, &e);
+            }
+            let mut done = Done::default();
+            match effect {
+                UserEffect::Disable => done.counts.users_disabled += 1,
+                UserEffect::Update | UserEffect::Enable => done.counts.users_updated += 1,
+            }
+            done.changes
+                .push(Change::SetUserAttrs(source_id.clone(), attrs.clone()));
+            done.changes.push(Change::Succeeded { object });
+            done
+        }
+        Op::DeprovisionUser {
+            source_id,
+            scim_id,
+            how,
+            attrs,
+        } => {
+            let object = user_object(source_id);
+            let mut done = Done::default();
+            match how {
+                Deprovision::Disable => {
+                    let mut off = attrs.clone();
+                    off.insert("active".into(), Value::Bool(false));
+                    if let Err(e) = t
+                        .client
+                        .patch_user(scim_id, &off, &["active".to_owned()])
+                        .await
+                    {
+                        return failed_user(source_id, attrs, "disable", &e);
+                    }
+                    done.counts.users_disabled += 1;
+                    done.changes
+                        .push(Change::SetUserAttrs(source_id.clone(), off));
+                }
+                Deprovision::Delete => {
+                    if let Err(e) = t.client.delete_user(scim_id).await {
+                        return failed_user(source_id, attrs, "delete", &e);
+                    }
+                    done.counts.users_deleted += 1;
+                    done.changes.push(Change::DropUser(source_id.clone()));
+                }
+            }
+            done.changes.push(Change::Succeeded { object });
+            done
+        }
+        Op::CreateGroup {
+            source_id,
+            display_name,
+        } => {
+            let object = format!("group {source_id}");
+            let ensured = match t
+                .client
+                .ensure_group(display_name, source_id.as_str())
+                .await
+            {
+                Ok(e) => e,
+                Err(e) => return failed(object, "create", &e),
+            };
+            let mut done = Done {
+                group_id: Some((source_id.clone(), ensured.id.clone())),
+                ..Done::default()
+            };
+            let origin = if ensured.adopted {
+                done.counts.groups_adopted += 1;
+                Origin::Adopted
+            } else {
+                done.counts.groups_created += 1;
+                Origin::Created
+            };
+            done.changes.push(Change::PutGroup(
+                source_id.clone(),
+                ensured.id.clone(),
+                origin,
+                display_name.clone(),
+            ));
+            // Members an adopted group already has that are our users: remember them, so a
+            // later cycle can remove them if they leave; members that are not ours are never touched.
+            let ours: Vec<SourceId> = ensured
+                .members
+                .iter()
+                .filter_map(|m| ids.owner_of(m).cloned())
+                .collect();
+            if !ours.is_empty() {
+                done.changes
+                    .push(Change::AddMembers(source_id.clone(), ours));
+            }
+            done.changes.push(Change::Succeeded { object });
+            done
+        }
+        Op::RenameGroup {
+            source_id,
+            scim_id,
+            display_name,
+        } => {
+            let object = format!("group {source_id}");
+            if let Err(e) = t.client.rename_group(scim_id, display_name).await {
+                return failed(object, "rename", &e);
+            }
+            let mut done = Done::default();
+            done.counts.groups_updated += 1;
+            done.changes
+                .push(Change::RenameGroup(source_id.clone(), display_name.clone()));
+            done.changes.push(Change::Succeeded { object });
+            done
+        }
+        Op::AddMembers { group, members } | Op::RemoveMembers { group, members } => {
+            let adding = matches!(op, Op::AddMembers { .. });
+            let object = format!("group {group} members");
+            // A group or user whose create failed earlier has no id: its error is already
+            // reported, and the membership stays a difference for the next cycle.
+            let Some(gid) = ids.groups.get(group) else {
+                return Done::default();
+            };
+            let (known, scim_ids): (Vec<SourceId>, Vec<ScimId>) = members
+                .iter()
+                .filter_map(|m| ids.users.get(m).map(|id| (m.clone(), id.clone())))
+                .unzip();
+            if scim_ids.is_empty() {
+                return Done::default();
+            }
+            let result = if adding {
+                t.client.add_members(gid, &scim_ids).await
+            } else {
+                t.client.remove_members(gid, &scim_ids).await
+            };
+            if let Err(e) = result {
+                return failed(
+                    object,
+                    if adding {
+                        "add members"
+                    } else {
+                        "remove members"
+                    },
+                    &e,
+                );
+            }
+            let mut done = Done::default();
+            let n = known.len() as u64;
+            if adding {
+                done.counts.members_added += n;
+                done.changes.push(Change::AddMembers(group.clone(), known));
+            } else {
+                done.counts.members_removed += n;
+                done.changes
+                    .push(Change::RemoveMembers(group.clone(), known));
+            }
+            done.changes.push(Change::Succeeded { object });
+            done
+        }
+        Op::DeleteGroup { source_id, scim_id } => {
+            let object = format!("group {source_id}");
+            if let Err(e) = t.client.delete_group(scim_id).await {
+                return failed(object, "delete", &e);
+            }
+            let mut done = Done::default();
+            done.counts.groups_deleted += 1;
+            done.changes.push(Change::DropGroup(source_id.clone()));
+            done.changes.push(Change::Succeeded { object });
+            done
+        }
+        Op::ForgetGroup { source_id } => Done {
+            changes: vec![Change::DropGroup(source_id.clone())],
+            ..Done::default()
+        },
+    }
+}
+
+fn put_user(source_id: &SourceId, scim_id: &ScimId, origin: Origin, attrs: Attrs) -> Change {
+    Change::PutUser(
+        source_id.clone(),
+        ObservedUser {
+            scim_id: scim_id.clone(),
+            origin,
+            attrs,
+        },
+    )
+}

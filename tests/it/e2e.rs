@@ -1,0 +1,561 @@
+//! End-to-end: the engine against the built-in sandbox SCIM app on loopback, through the same
+//! `Engine::cycle` every command uses. Each test checks the app's own state, not just reports.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use scim_sync::config::{AppConfig, Config, Secret};
+use scim_sync::engine::{App, AppCycle, CycleOptions, Engine};
+use scim_sync::model::{Directory, SourceGroup, SourceId, SourceUser};
+use scim_sync::report::{Outcome, Reason};
+use scim_sync::sandbox::{SandboxHandle, SandboxState};
+use scim_sync::source::{FileSource, MemorySource, Source};
+use scim_sync::store::Store;
+
+const TOKEN: &str = "e2e-token";
+
+/// A sandbox, a store in a temporary folder, and an engine over a source.
+struct World {
+    sandbox: SandboxHandle,
+    store: Store,
+    _tmp: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> World {
+        let sandbox =
+            SandboxHandle::start(([127, 0, 0, 1], 0).into(), SandboxState::with_token(TOKEN))
+                .await
+                .unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!(
+            "sqlite://{}",
+            tmp.path().join("state.db").display()
+        ))
+        .await
+        .unwrap();
+        World {
+            sandbox,
+            store,
+            _tmp: tmp,
+        }
+    }
+
+    /// An app on the sandbox, configured from TOML like a user would (`extra` adds keys).
+    fn app(&self, groups: &[&str], extra: &str) -> App {
+        App::new(
+            app_cfg(self.sandbox.base_url(), groups, extra),
+            &Secret::new(TOKEN),
+        )
+        .unwrap()
+    }
+
+    fn engine(&self, source: impl Source + 'static) -> Engine {
+        Engine::new(Arc::new(source), self.store.clone())
+    }
+
+    fn state(&self) -> &SandboxState {
+        self.sandbox.state()
+    }
+
+    fn user(&self, user_name: &str) -> Option<Value> {
+        self.state().users().into_iter().find(|u| {
+            u["userName"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(user_name))
+        })
+    }
+
+    fn group(&self, name: &str) -> Option<Value> {
+        self.state()
+            .groups()
+            .into_iter()
+            .find(|g| g["displayName"] == name)
+    }
+
+    /// userNames of a group's members, sorted.
+    fn members(&self, group: &str) -> Vec<String> {
+        let Some(g) = self.group(group) else {
+            return vec![];
+        };
+        let users = self.state().users();
+        let mut out: Vec<String> = g["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| users.iter().find(|u| u["id"] == m["value"]))
+            .map(|u| u["userName"].as_str().unwrap().to_lowercase())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn app_cfg(base_url: &str, groups: &[&str], extra: &str) -> AppConfig {
+    let text = format!(
+        "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"e2e\"\nbase_url = \"{base_url}\"\ntoken_env = \"E2E_TOKEN\"\ngroups = {groups:?}\n{extra}\n"
+    );
+    Config::parse(Path::new("e2e.toml"), &text)
+        .unwrap()
+        .apps
+        .remove(0)
+}
+
+async fn cycle(engine: &Engine, app: &App) -> AppCycle {
+    cycle_with(engine, app, false).await
+}
+
+async fn cycle_with(engine: &Engine, app: &App, dry_run: bool) -> AppCycle {
+    let mut run = engine
+        .cycle(
+            std::slice::from_ref(app),
+            CycleOptions {
+                reason: Reason::SyncNow,
+                dry_run,
+                progress: false,
+            },
+        )
+        .await;
+    run.apps.remove(0)
+}
+
+fn user(id: &str, upn: &str, enabled: bool) -> SourceUser {
+    let (given, family) = upn
+        .split_once('@')
+        .map_or((upn, "X"), |(l, _)| (l, "Family"));
+    let attrs = json!({
+        "userPrincipalName": upn, "displayName": format!("{given} {family}"), "givenName": given,
+        "surname": family, "mail": upn, "accountEnabled": enabled, "jobTitle": "Engineer",
+        "department": "R&D", "employeeId": format!("E-{id}")
+    });
+    SourceUser {
+        id: id.into(),
+        attrs: attrs.as_object().cloned().unwrap(),
+    }
+}
+
+fn group(id: &str, name: &str, members: &[&str]) -> SourceGroup {
+    SourceGroup {
+        id: id.into(),
+        display_name: name.into(),
+        members: members.iter().map(|m| SourceId::from(*m)).collect(),
+        eligible: vec![],
+    }
+}
+
+/// Five users; g-team has three of them, g-all has all five.
+fn directory() -> Directory {
+    let mut d = Directory::default();
+    for (i, n) in ["alice", "bob", "carol", "dan", "erin"].iter().enumerate() {
+        let u = user(&format!("u{i}"), &format!("{n}@contoso.example"), true);
+        d.users.insert(u.id.clone(), u);
+    }
+    d.groups.insert(
+        "g-team".into(),
+        group("g-team", "Team", &["u0", "u1", "u2"]),
+    );
+    d.groups.insert(
+        "g-all".into(),
+        group("g-all", "All", &["u0", "u1", "u2", "u3", "u4"]),
+    );
+    d.groups
+        .insert("g-other".into(), group("g-other", "Other", &["u4"]));
+    d
+}
+
+fn set(d: &mut Directory, id: &str, attr: &str, v: Value) {
+    d.users
+        .get_mut(&SourceId::from(id))
+        .unwrap()
+        .attrs
+        .insert(attr.into(), v);
+}
+
+#[tokio::test]
+async fn initial_sync_matches_the_directory_and_a_second_run_sends_nothing() {
+    let w = World::new().await;
+    let engine = w.engine(MemorySource::new(directory()));
+    let app = w.app(&["g-team"], "");
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.outcome, Outcome::Ok, "{}", c.report);
+    assert_eq!(
+        (
+            c.report.users_created,
+            c.report.groups_created,
+            c.report.members_added
+        ),
+        (3, 1, 3)
+    );
+    assert_eq!(w.state().user_count(), 3);
+    assert_eq!(
+        w.members("Team"),
+        [
+            "alice@contoso.example",
+            "bob@contoso.example",
+            "carol@contoso.example"
+        ]
+    );
+    let alice = w.user("alice@contoso.example").unwrap();
+    assert_eq!(alice["externalId"], "u0");
+    assert_eq!(alice["active"], true);
+    assert_eq!(alice["name"]["givenName"], "alice");
+    assert_eq!(alice["emails"][0]["value"], "alice@contoso.example");
+    assert_eq!(
+        alice["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["employeeNumber"],
+        "E-u0"
+    );
+    // The report's request count is exact: it equals what the app served.
+    assert_eq!(c.report.requests, w.state().requests());
+
+    let served = w.state().requests();
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.requests, 0, "{}", c.report);
+    assert_eq!(
+        w.state().requests(),
+        served,
+        "a no-change cycle must not send a single request"
+    );
+    assert!(c.plan.ops.is_empty());
+}
+
+#[tokio::test]
+async fn each_kind_of_change_reaches_the_app() {
+    let w = World::new().await;
+    let source = MemorySource::new(directory());
+    let engine = w.engine(source.clone());
+    let app = w.app(&["g-team", "g-other"], "");
+    cycle(&engine, &app).await;
+
+    source.update(|d| {
+        set(d, "u0", "jobTitle", json!("Staff Engineer")); // attribute change
+        set(
+            d,
+            "u4",
+            "userPrincipalName",
+            json!("erin.new@contoso.example"),
+        ); // rename
+        set(d, "u2", "accountEnabled", json!(false)); // disabled in the source
+        set(d, "u0", "department", Value::Null); // attribute cleared
+        let g = d.groups.get_mut(&SourceId::from("g-team")).unwrap();
+        g.members.retain(|m| m.as_str() != "u1"); // member removed (bob leaves scope: only in g-team)
+        g.members.push("u3".into()); // member added (dan enters scope)
+        g.display_name = "Team Blue".into(); // group renamed
+    });
+    let c = cycle(&engine, &app).await;
+    let r = &c.report;
+    assert_eq!(r.outcome, Outcome::Ok, "{r}");
+    assert_eq!(r.users_created, 1, "dan: {r}");
+    assert_eq!(
+        r.users_updated, 2,
+        "alice's title/department and erin's rename: {r}"
+    );
+    assert_eq!(
+        r.users_disabled, 2,
+        "carol (source) and bob (out of scope): {r}"
+    );
+    assert_eq!(r.groups_updated, 1, "{r}");
+    assert_eq!((r.members_added, r.members_removed), (1, 1), "{r}");
+
+    let alice = w.user("alice@contoso.example").unwrap();
+    assert_eq!(alice["title"], "Staff Engineer");
+    assert!(
+        alice["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]["department"].is_null()
+    );
+    let erin = w
+        .user("erin.new@contoso.example")
+        .expect("renamed in place");
+    assert_eq!(erin["externalId"], "u4");
+    assert!(w.user("erin@contoso.example").is_none());
+    assert_eq!(
+        w.user("bob@contoso.example").unwrap()["active"],
+        false,
+        "bob left scope: disabled, not deleted"
+    );
+    assert_eq!(w.user("carol@contoso.example").unwrap()["active"], false);
+    assert_eq!(
+        w.members("Team Blue"),
+        [
+            "alice@contoso.example",
+            "carol@contoso.example",
+            "dan@contoso.example"
+        ]
+    );
+    assert_eq!(w.state().user_count(), 5);
+
+    // Bob comes back: re-enabled, not duplicated.
+    source.update(|d| {
+        d.groups
+            .get_mut(&SourceId::from("g-team"))
+            .unwrap()
+            .members
+            .push("u1".into())
+    });
+    let c = cycle(&engine, &app).await;
+    assert_eq!(
+        (c.report.users_updated, c.report.users_created),
+        (1, 0),
+        "{}",
+        c.report
+    );
+    assert_eq!(w.user("bob@contoso.example").unwrap()["active"], true);
+
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.requests, 0, "{}", c.report);
+}
+
+#[tokio::test]
+async fn deprovision_by_delete_and_group_unassigned() {
+    let w = World::new().await;
+    let source = MemorySource::new(directory());
+    let engine = w.engine(source.clone());
+    let app = w.app(&["g-team", "g-other"], "deprovision = \"delete\"");
+    cycle(&engine, &app).await;
+    assert_eq!(w.state().user_count(), 4);
+
+    // g-other unassigned: erin leaves scope and is deleted; the group we created is deleted.
+    let app = w.app(&["g-team"], "deprovision = \"delete\"");
+    let c = cycle(&engine, &app).await;
+    assert_eq!(
+        (c.report.users_deleted, c.report.groups_deleted),
+        (1, 1),
+        "{}",
+        c.report
+    );
+    assert!(w.user("erin@contoso.example").is_none());
+    assert!(w.group("Other").is_none());
+    assert_eq!(w.state().user_count(), 3);
+    assert_eq!(cycle(&engine, &app).await.report.requests, 0);
+}
+
+#[tokio::test]
+async fn max_deprovisions_holds_them_all_and_sends_none() {
+    let w = World::new().await;
+    let source = MemorySource::new(directory());
+    let engine = w.engine(source.clone());
+    let app = w.app(&["g-all"], "max_deprovisions = 2");
+    cycle(&engine, &app).await;
+    source.update(|d| {
+        d.groups
+            .get_mut(&SourceId::from("g-all"))
+            .unwrap()
+            .members
+            .truncate(2);
+    });
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.outcome, Outcome::Held, "{}", c.report);
+    assert_eq!((c.report.held, c.report.users_disabled), (3, 0));
+    assert_eq!(
+        c.report.members_removed, 3,
+        "memberships follow the source; accounts are held"
+    );
+    assert!(
+        w.state().users().iter().all(|u| u["active"] == true),
+        "nobody disabled"
+    );
+    // Still held next cycle, until an administrator raises the limit.
+    assert_eq!(cycle(&engine, &app).await.report.held, 3);
+    let app = w.app(&["g-all"], "max_deprovisions = 3");
+    let c = cycle(&engine, &app).await;
+    assert_eq!(
+        (c.report.held, c.report.users_disabled),
+        (0, 3),
+        "{}",
+        c.report
+    );
+}
+
+#[tokio::test]
+async fn a_broken_directory_file_disables_nobody() {
+    let w = World::new().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("directory.json");
+    std::fs::write(
+        &path,
+        scim_sync::source::file::to_json(&directory()).to_string(),
+    )
+    .unwrap();
+    let engine = w.engine(FileSource::new(&path));
+    let app = w.app(&["g-all"], "deprovision = \"delete\"");
+    assert_eq!(cycle(&engine, &app).await.report.users_created, 5);
+    let served = w.state().requests();
+
+    for broken in [
+        "{\"users\": [".to_owned(),                   // bad JSON
+        "{\"users\": [], \"groups\": []}".to_owned(), // assigned group gone
+        r#"{"users":[],"groups":[{"id":"g-all","displayName":"All","members":["u-ghost"]}]}"#
+            .to_owned(), // unknown member
+    ] {
+        std::fs::write(&path, &broken).unwrap();
+        let c = cycle(&engine, &app).await;
+        assert_eq!(c.report.outcome, Outcome::Failed, "{broken}");
+        assert!(c.report.error.is_some());
+        assert_eq!(c.report.requests, 0);
+    }
+    assert_eq!(
+        w.state().requests(),
+        served,
+        "nothing sent on a failed read"
+    );
+    assert_eq!(w.state().user_count(), 5);
+}
+
+#[tokio::test]
+async fn pre_existing_objects_are_adopted_not_duplicated_and_never_deleted() {
+    let w = World::new().await;
+    // The app already holds alice (different case, stale title) and a "Team" group, made by someone else.
+    let client = reqwest::Client::new();
+    let base = w.sandbox.base_url().to_owned();
+    let alice: Value = client
+        .post(format!("{base}/Users"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"ALICE@contoso.example","title":"Intern","active":true}))
+        .send().await.unwrap().json().await.unwrap();
+    let stranger: Value = client
+        .post(format!("{base}/Users"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"stranger@elsewhere.example"}))
+        .send().await.unwrap().json().await.unwrap();
+    client
+        .post(format!("{base}/Groups"))
+        .bearer_auth(TOKEN)
+        .json(
+            &json!({"schemas":["urn:ietf:params:scim:schemas:core:2.0:Group"],"displayName":"Team",
+                      "members":[{"value": stranger["id"]}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+
+    let engine = w.engine(MemorySource::new(directory()));
+    let app = w.app(&["g-team"], "deprovision = \"delete\"");
+    let c = cycle(&engine, &app).await;
+    let r = &c.report;
+    assert_eq!(
+        (
+            r.users_adopted,
+            r.users_created,
+            r.groups_adopted,
+            r.groups_created
+        ),
+        (1, 2, 1, 0),
+        "{r}"
+    );
+    assert_eq!(w.state().user_count(), 4, "no duplicate alice");
+    let a = w.user("alice@contoso.example").unwrap();
+    assert_eq!(a["id"], alice["id"]);
+    assert_eq!(
+        a["title"], "Engineer",
+        "adopted user aligned with the source"
+    );
+    let mut expect = vec![
+        "alice@contoso.example",
+        "bob@contoso.example",
+        "carol@contoso.example",
+        "stranger@elsewhere.example",
+    ];
+    expect.sort();
+    assert_eq!(
+        w.members("Team"),
+        expect,
+        "the stranger's membership is not ours to remove"
+    );
+    assert_eq!(cycle(&engine, &app).await.report.requests, 0);
+
+    // Unassigning the adopted group forgets it: it is not ours to delete.
+    let app = w.app(&["g-other"], "deprovision = \"delete\"");
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.groups_deleted, 0, "{}", c.report);
+    assert!(w.group("Team").is_some());
+    assert!(
+        w.user("stranger@elsewhere.example").is_some(),
+        "never touch what we did not create or adopt"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_sends_no_write_and_prints_every_operation() {
+    let w = World::new().await;
+    let engine = w.engine(MemorySource::new(directory()));
+    let app = w.app(&["g-team"], "");
+    let c = cycle_with(&engine, &app, true).await;
+    assert!(c.report.dry_run);
+    assert_eq!(
+        (
+            c.report.users_created,
+            c.report.groups_created,
+            c.report.members_added
+        ),
+        (3, 1, 3)
+    );
+    assert_eq!(c.plan.ops.len(), 5);
+    assert_eq!(w.state().requests(), 0);
+    assert!(
+        w.store.last_report(&"e2e".into()).await.unwrap().is_none(),
+        "a dry run is not a cycle"
+    );
+}
+
+#[tokio::test]
+async fn one_failing_object_does_not_stop_the_cycle_and_is_retried() {
+    let w = World::new().await;
+    let source = MemorySource::new(directory());
+    // Two source users share a userName: the second can only collide.
+    source.update(|d| set(d, "u1", "userPrincipalName", json!("alice@contoso.example")));
+    let engine = w.engine(source.clone());
+    let app = w.app(&["g-team"], "");
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.outcome, Outcome::Partial, "{}", c.report);
+    assert_eq!(c.report.failed, 1);
+    assert!(
+        c.report.errors[0].object.contains("u1"),
+        "{:?}",
+        c.report.errors
+    );
+    assert!(
+        c.report.errors[0].error.contains("u0"),
+        "{:?}",
+        c.report.errors
+    );
+    assert_eq!(w.members("Team").len(), 2, "the rest of the cycle went on");
+    let failing = w.store.failures(&"e2e".into()).await.unwrap();
+    assert_eq!(failing.len(), 1);
+
+    // Fixed in the source: the next cycle retries and clears the failure.
+    source.update(|d| set(d, "u1", "userPrincipalName", json!("bob@contoso.example")));
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.outcome, Outcome::Ok, "{}", c.report);
+    assert_eq!(w.members("Team").len(), 3);
+    assert!(w.store.failures(&"e2e".into()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_token_fails_the_app_fast() {
+    let w = World::new().await;
+    let engine = w.engine(MemorySource::new(directory()));
+    let app = App::new(
+        app_cfg(w.sandbox.base_url(), &["g-all"], ""),
+        &Secret::new("wrong"),
+    )
+    .unwrap();
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.outcome, Outcome::Failed, "{}", c.report);
+    assert!(
+        c.report
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("401"),
+        "{}",
+        c.report
+    );
+    assert!(
+        c.report.requests <= 5,
+        "stops instead of failing every object: {}",
+        c.report
+    );
+    assert!(!format!("{:?}", c.report).contains(TOKEN));
+}
