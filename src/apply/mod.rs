@@ -358,11 +358,7 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
             effect,
         } => {
             let object = user_object(source_id);
-            let verb = match effect {
-                UserEffect::Update => "update",
-                UserEffect::Disable => "disable",
-                UserEffect::Enable => "enable",
-            };
+            let verb = effect.verb();
             if let Err(e) = t.client.patch_user(scim_id, attrs, changed).await {
                 return failed_user(source_id, attrs, verb, &e);
             }

@@ -128,6 +128,17 @@ pub enum UserEffect {
     Enable,
 }
 
+impl UserEffect {
+    /// The verb for reports and dry-run lines.
+    pub fn verb(self) -> &'static str {
+        match self {
+            UserEffect::Update => "update",
+            UserEffect::Disable => "disable",
+            UserEffect::Enable => "enable",
+        }
+    }
+}
+
 /// The phases of apply, in the order they run. Users exist before groups reference them,
 /// adds come before removes, and deprovisions come last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -368,14 +379,10 @@ impl fmt::Display for Op {
                 changed,
                 effect,
             } => {
-                let verb = match effect {
-                    UserEffect::Update => "update",
-                    UserEffect::Disable => "disable",
-                    UserEffect::Enable => "enable",
-                };
                 write!(
                     f,
-                    "{verb} user {} ({source_id}): PATCH /Users/{scim_id} {}",
+                    "{} user {} ({source_id}): PATCH /Users/{scim_id} {}",
+                    effect.verb(),
                     name(attrs),
                     changed.join(", ")
                 )

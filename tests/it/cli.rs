@@ -131,32 +131,27 @@ async fn sync_now_dry_run_then_real_then_nothing() {
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let path = write_config(tmp.path(), sandbox.base_url(), "");
+    // The sandbox serves on this test's runtime, so the binary runs on a blocking thread.
     let run = |args: &[&str]| {
         let mut c = bin();
         c.arg("--config")
             .arg(&path)
             .args(args)
             .env("CLI_TEST_TOKEN", TOKEN);
-        c
+        async move {
+            tokio::task::spawn_blocking(move || c.output().unwrap())
+                .await
+                .unwrap()
+        }
     };
 
-    let o = tokio::task::spawn_blocking({
-        let mut c = run(&["check-config"]);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
+    let o = run(&["check-config"]).await;
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(out.contains("group g-team-eng \"Engineering\""), "{out}");
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
 
-    let o = tokio::task::spawn_blocking({
-        let mut c = run(&["sync-now", "--dry-run"]);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
+    let o = run(&["sync-now", "--dry-run"]).await;
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     assert!(
@@ -168,12 +163,7 @@ async fn sync_now_dry_run_then_real_then_nothing() {
     assert_eq!(sandbox.state().requests(), 0, "dry run sent nothing");
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
 
-    let o = tokio::task::spawn_blocking({
-        let mut c = run(&["sync-now", "--json"]);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
+    let o = run(&["sync-now", "--json"]).await;
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
     let v: Value = serde_json::from_str(&out).unwrap();
@@ -183,21 +173,11 @@ async fn sync_now_dry_run_then_real_then_nothing() {
     assert_eq!(r["users_created"], 14);
     assert_eq!(r["requests"].as_u64(), Some(sandbox.state().requests()));
 
-    let o = tokio::task::spawn_blocking({
-        let mut c = run(&["sync-now", "--json"]);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
+    let o = run(&["sync-now", "--json"]).await;
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["apps"][0]["requests"], 0);
 
-    let o = tokio::task::spawn_blocking({
-        let mut c = run(&["status", "--json"]);
-        move || c.output().unwrap()
-    })
-    .await
-    .unwrap();
+    let o = run(&["status", "--json"]).await;
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     let a = &v["apps"][0];
     assert_eq!(a["name"], "crm");
