@@ -279,7 +279,7 @@ async fn status(config: &std::path::Path, json: bool) -> Result<u8, Fatal> {
                     serde_json::from_value::<crate::report::CycleReport>(Value::Object(r.clone()))
                 {
                     println!(
-                        "  last cycle ({:?}) {} → {}",
+                        "  last cycle ({}) {} → {}",
                         r.reason, r.started_at, r.finished_at
                     );
                     println!("  {r}");
@@ -343,8 +343,11 @@ async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
         println!("  {} {}", app.name, app.base_url);
         println!("    token from ${} ({token})", app.token_env);
         println!(
-            "    deprovision={:?} matching={} max_deprovisions={} flatten_nested={} concurrency={} timeout={} push_limit={}/{}",
-            app.deprovision,
+            "    deprovision={} matching={} max_deprovisions={} flatten_nested={} concurrency={} timeout={} push_limit={}/{}",
+            match app.deprovision {
+                crate::model::Deprovision::Disable => "disable",
+                crate::model::Deprovision::Delete => "delete",
+            },
             app.matching,
             app.max_deprovisions,
             app.flatten_nested,

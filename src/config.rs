@@ -32,7 +32,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The file is not valid TOML, has an unknown key, or a value of the wrong form.
-    #[error("{path}:{line}: {message}")]
+    #[error("{}{}: {message}", path.display(), at_line(*line))]
     Syntax {
         /// The config file.
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum Error {
         message: String,
     },
     /// A value parsed but is not acceptable.
-    #[error("{path}:{line}: {key}: {message}")]
+    #[error("{}{}: {key}: {message}", path.display(), at_line(*line))]
     Invalid {
         /// The config file.
         path: PathBuf,
@@ -431,6 +431,15 @@ impl Config {
             .iter()
             .filter(|a| names.is_empty() || names.iter().any(|n| n == a.name.as_str()))
             .collect())
+    }
+}
+
+/// `:LINE` for a known line, nothing when it is unknown (0).
+fn at_line(line: usize) -> String {
+    if line == 0 {
+        String::new()
+    } else {
+        format!(":{line}")
     }
 }
 

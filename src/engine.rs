@@ -104,7 +104,7 @@ impl Engine {
             Ok(d) => Arc::new(d),
             Err(e) => {
                 let why = format!("source read failed, nothing was changed: {e}");
-                tracing::error!(source = %self.source.describe(), error = %e, "source read failed; every app's cycle is aborted");
+                tracing::warn!(source = %self.source.describe(), error = %e, "source read failed; every app's cycle is aborted");
                 let mut out = Vec::new();
                 for app in apps {
                     let mut report = CycleReport::new(
@@ -158,7 +158,7 @@ impl Engine {
         let _enter = span.enter();
         let mut report = CycleReport::new(name.as_str(), opts.reason, now(), opts.dry_run);
         let fail = |mut report: CycleReport, why: String| {
-            tracing::error!(app = %name, error = %why, "cycle failed before any change");
+            tracing::warn!(app = %name, error = %why, "cycle failed before any change");
             report.outcome = Outcome::Failed;
             report.error = Some(why);
             report.finished_at = now();

@@ -1,14 +1,17 @@
 //! The `scim-sync` binary: parses the command line, sets up logging, and hands over to the
 //! library. Everything testable lives in the library; this file only maps results to exit codes.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = scim_sync::cli::Cli::parse();
+    // The reports already say what failed; logs add detail on request (-v) or RUST_LOG.
     let default = match cli.verbose {
-        0 => "warn",
+        0 => "error",
         1 => "info,scim_sync=info",
         _ => "debug,hyper=info,reqwest=info,sqlx=warn",
     };
@@ -16,6 +19,7 @@ async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     scim_sync::cli::run(cli).await
 }

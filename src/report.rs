@@ -156,38 +156,55 @@ impl CycleReport {
     }
 }
 
-impl fmt::Display for CycleReport {
-    /// One summary line, e.g.
-    /// `crm: ok, users +30 ~0 -0 (disabled 0), groups +4 ~0 -0, members +52 -0, 0 failed, 84 requests`.
+impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let verb = if self.dry_run { "would send" } else { "sent" };
-        write!(
-            f,
-            "{}: {}{} | users: {} created, {} adopted, {} updated, {} disabled, {} deleted | groups: {} created, {} adopted, {} renamed, {} deleted | members: {} added, {} removed | {} failed, {} held | {} requests {verb}",
-            self.app,
-            self.outcome,
-            if self.dry_run { " (dry run)" } else { "" },
-            self.users_created,
-            self.users_adopted,
-            self.users_updated,
-            self.users_disabled,
-            self.users_deleted,
-            self.groups_created,
-            self.groups_adopted,
-            self.groups_updated,
-            self.groups_deleted,
-            self.members_added,
-            self.members_removed,
-            self.failed,
-            self.held,
-            self.requests,
-        )?;
-        if self.deferred_applied > 0 {
-            write!(
-                f,
-                " | {} deferred activations applied",
-                self.deferred_applied
-            )?;
+        f.write_str(match self {
+            Reason::Startup => "startup",
+            Reason::Schedule => "schedule",
+            Reason::SyncNow => "sync-now",
+            Reason::Activation => "activation",
+        })
+    }
+}
+
+impl fmt::Display for CycleReport {
+    /// One summary line naming only what happened, e.g.
+    /// `crm: ok · 30 users created · 4 groups created · 52 members added · 84 requests`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let counts = [
+            (self.users_created, "users created"),
+            (self.users_adopted, "users adopted"),
+            (self.users_updated, "users updated"),
+            (self.users_disabled, "users disabled"),
+            (self.users_deleted, "users deleted"),
+            (self.groups_created, "groups created"),
+            (self.groups_adopted, "groups adopted"),
+            (self.groups_updated, "groups renamed"),
+            (self.groups_deleted, "groups deleted"),
+            (self.members_added, "members added"),
+            (self.members_removed, "members removed"),
+            (self.deferred_applied, "deferred activations applied"),
+            (self.failed, "failed"),
+            (self.held, "held by max_deprovisions"),
+        ];
+        write!(f, "{}: {}", self.app, self.outcome)?;
+        if self.dry_run {
+            f.write_str(" (dry run: would be)")?;
+        }
+        let mut any = false;
+        for (n, what) in counts {
+            if n > 0 {
+                write!(f, " · {n} {what}")?;
+                any = true;
+            }
+        }
+        if !any {
+            f.write_str(" · no changes")?;
+        }
+        if self.dry_run {
+            f.write_str(" · nothing sent")?;
+        } else {
+            write!(f, " · {} requests", self.requests)?;
         }
         if let Some(e) = &self.error {
             write!(f, "\n  error: {e}")?;
@@ -231,5 +248,14 @@ mod tests {
         assert_eq!(v["outcome"], "ok");
         let back: CycleReport = serde_json::from_value(v).unwrap();
         assert_eq!(back, r);
+        assert_eq!(r.to_string(), "crm: ok · no changes · 0 requests");
+        let mut r = r;
+        r.users_created = 3;
+        r.failed = 1;
+        r.requests = 9;
+        assert_eq!(
+            r.to_string(),
+            "crm: ok · 3 users created · 1 failed · 9 requests"
+        );
     }
 }

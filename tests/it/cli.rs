@@ -159,7 +159,10 @@ async fn sync_now_dry_run_then_real_then_nothing() {
         "{out}"
     );
     assert!(out.contains("create group \"Engineering\""), "{out}");
-    assert!(out.contains("(dry run)"), "{out}");
+    assert!(
+        out.contains("(dry run: would be)") && out.contains("nothing sent"),
+        "{out}"
+    );
     assert_eq!(sandbox.state().requests(), 0, "dry run sent nothing");
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
 
