@@ -300,6 +300,20 @@ fn failed(object: String, op: &str, e: &scim::Error) -> Done {
     }
 }
 
+/// A managed object the app answers 404 for was deleted in the app behind our back: drop the
+/// link, so the next cycle looks it up again and re-creates it, instead of failing forever.
+fn gone(mut done: Done, e: &scim::Error, drop: Change) -> Done {
+    if e.status() == Some(404) {
+        if let Some(err) = done.error.as_mut() {
+            err.error.push_str(
+                "; the app no longer has it, so the link is dropped and the next cycle looks it up and re-creates it",
+            );
+        }
+        done.changes.push(drop);
+    }
+    done
+}
+
 async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
     match op {
         Op::CreateUser { source_id, attrs } => {
@@ -360,7 +374,8 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
             let object = user_object(source_id);
             let verb = effect.verb();
             if let Err(e) = t.client.patch_user(scim_id, attrs, changed).await {
-                return failed_user(source_id, attrs, verb, &e);
+                let done = failed_user(source_id, attrs, verb, &e);
+                return gone(done, &e, Change::DropUser(source_id.clone()));
             }
             let mut done = Done::default();
             match effect {
@@ -389,7 +404,8 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
                         .patch_user(scim_id, &off, &["active".to_owned()])
                         .await
                     {
-                        return failed_user(source_id, attrs, "disable", &e);
+                        let done = failed_user(source_id, attrs, "disable", &e);
+                        return gone(done, &e, Change::DropUser(source_id.clone()));
                     }
                     done.counts.users_disabled += 1;
                     done.changes
@@ -457,7 +473,8 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
         } => {
             let object = format!("group {source_id}");
             if let Err(e) = t.client.rename_group(scim_id, display_name).await {
-                return failed(object, "rename", &e);
+                let done = failed(object, "rename", &e);
+                return gone(done, &e, Change::DropGroup(source_id.clone()));
             }
             let mut done = Done::default();
             done.counts.groups_updated += 1;
@@ -487,15 +504,12 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
                 t.client.remove_members(gid, &scim_ids).await
             };
             if let Err(e) = result {
-                return failed(
-                    object,
-                    if adding {
-                        "add members"
-                    } else {
-                        "remove members"
-                    },
-                    &e,
-                );
+                let op = if adding {
+                    "add members"
+                } else {
+                    "remove members"
+                };
+                return gone(failed(object, op, &e), &e, Change::DropGroup(group.clone()));
             }
             let mut done = Done::default();
             let n = known.len() as u64;

@@ -559,3 +559,67 @@ async fn a_wrong_token_fails_the_app_fast() {
     );
     assert!(!format!("{:?}", c.report).contains(TOKEN));
 }
+
+#[tokio::test]
+async fn objects_deleted_in_the_app_are_recreated_not_failed_forever() {
+    let w = World::new().await;
+    let source = MemorySource::new(directory());
+    let engine = w.engine(source.clone());
+    let app = w.app(&["g-team"], "");
+    cycle(&engine, &app).await;
+
+    // Someone deletes alice and the group in the app; then the source changes both.
+    let client = reqwest::Client::new();
+    let base = w.sandbox.base_url().to_owned();
+    let alice = w.user("alice@contoso.example").unwrap();
+    let team = w.group("Team").unwrap();
+    for path in [
+        format!("Users/{}", alice["id"].as_str().unwrap()),
+        format!("Groups/{}", team["id"].as_str().unwrap()),
+    ] {
+        client
+            .delete(format!("{base}/{path}"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+    }
+    source.update(|d| {
+        set(d, "u0", "jobTitle", json!("Lead"));
+        d.groups
+            .get_mut(&SourceId::from("g-team"))
+            .unwrap()
+            .display_name = "Team 2".into();
+    });
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.failed, 2, "{}", c.report);
+    assert!(
+        c.report
+            .errors
+            .iter()
+            .all(|e| e.error.contains("re-creates")),
+        "{:?}",
+        c.report.errors
+    );
+
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.outcome, Outcome::Ok, "{}", c.report);
+    assert_eq!(
+        (c.report.users_created, c.report.groups_created),
+        (1, 1),
+        "{}",
+        c.report
+    );
+    assert_eq!(w.user("alice@contoso.example").unwrap()["title"], "Lead");
+    assert_eq!(
+        w.members("Team 2"),
+        [
+            "alice@contoso.example",
+            "bob@contoso.example",
+            "carol@contoso.example"
+        ]
+    );
+    assert_eq!(cycle(&engine, &app).await.report.requests, 0);
+}
