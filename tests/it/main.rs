@@ -12,3 +12,5 @@ mod scim_contract;
 mod e2e;
 // The binary as a user runs it: exit codes, messages, dry run, JSON, status, demo.
 mod cli;
+// House rules checked mechanically (module docs).
+mod tidy;
