@@ -8,11 +8,16 @@
 //! Creates (POST) are never retried blindly, because a POST that timed out may have been
 //! processed: `ensure_user`/`ensure_group` look the resource up first, then adopt it or
 //! POST again. A `409` on create leads to a lookup and adoption, never a second POST.
+//!
+//! Lookups filter (`userName eq "…"`) and always match the answer locally. An app that does
+//! not implement filtering (`501`, remembered) or cannot evaluate one filter
+//! (`400 invalidFilter`) is listed whole instead, so lookups stay correct, at the price of
+//! reading the collection.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -169,6 +174,9 @@ struct Inner {
     permits: Semaphore,
     sent: AtomicU64,
     removal: AtomicU8,
+    /// Learnt from a `501` to a filtered listing: the app does not implement `filter`, so
+    /// lookups list the collection and match locally.
+    no_filter: AtomicBool,
 }
 
 impl fmt::Debug for ScimClient {
@@ -181,6 +189,7 @@ impl fmt::Debug for ScimClient {
             .field("retry", &self.inner.retry)
             .field("requests_sent", &self.requests_sent())
             .field("removal_form", &self.removal_form())
+            .field("filters_supported", &self.filters_supported())
             .finish()
     }
 }
@@ -309,6 +318,7 @@ impl ScimClient {
                 permits: Semaphore::new(opts.concurrency.max(1)),
                 sent: AtomicU64::new(0),
                 removal: AtomicU8::new(RemovalForm::Filter.to_u8()),
+                no_filter: AtomicBool::new(false),
             }),
         })
     }
@@ -328,6 +338,12 @@ impl ScimClient {
         RemovalForm::from_u8(self.inner.removal.load(Ordering::Relaxed))
     }
 
+    /// `false` once the app answered `501 Not Implemented` to a filtered listing: lookups then
+    /// read the whole collection and match locally.
+    pub fn filters_supported(&self) -> bool {
+        !self.inner.no_filter.load(Ordering::Relaxed)
+    }
+
     /// Sets how members are removed (the engine restores the persisted form per app).
     pub fn set_removal_form(&self, form: RemovalForm) {
         self.inner.removal.store(form.to_u8(), Ordering::Relaxed);
@@ -344,10 +360,12 @@ impl ScimClient {
     ///
     /// Sends `filter={attr} eq "{value}"` and reads every page, then keeps only resources
     /// whose attribute really equals `value` (ignoring case for `userName` and emails),
-    /// because some apps ignore filters and return everything.
+    /// because some apps ignore filters and return everything. An app that does not
+    /// implement filtering (`501`) or cannot evaluate this filter (`400 invalidFilter`) is
+    /// read whole instead (see `list_filtered`).
     pub async fn find_users(&self, attr: &str, value: &str) -> Result<Vec<Value>, Error> {
         let found = self
-            .list("/Users", Some(&proto::eq_filter(attr, value)))
+            .list_filtered("/Users", &proto::eq_filter(attr, value))
             .await?;
         Ok(keep_matching(found, attr, value))
     }
@@ -428,10 +446,7 @@ impl ScimClient {
     /// `excludedAttributes` is not used: adoption needs `members`.
     pub async fn find_groups(&self, display_name: &str) -> Result<Vec<Value>, Error> {
         let found = self
-            .list(
-                "/Groups",
-                Some(&proto::eq_filter("displayName", display_name)),
-            )
+            .list_filtered("/Groups", &proto::eq_filter("displayName", display_name))
             .await?;
         Ok(keep_matching(found, "displayName", display_name))
     }
@@ -548,6 +563,36 @@ impl ScimClient {
             Err(e) if e.status() == Some(404) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The resources of a filtered listing, or of the whole collection when the app cannot
+    /// filter; callers match the result locally either way.
+    ///
+    /// `filter` is optional in SCIM (RFC 7643 §5 `filter.supported`; RFC 7644 §3.12: an
+    /// operation the provider does not implement answers `501`). A `501` is remembered for
+    /// the client's lifetime, so later lookups list directly. A `400 invalidFilter` ("the
+    /// attribute and filter comparison combination is not supported", RFC 7644 §3.12) only
+    /// concerns this filter: this call lists the collection, the next one tries filters again.
+    async fn list_filtered(&self, path: &str, filter: &str) -> Result<Vec<Value>, Error> {
+        if self.filters_supported() {
+            match self.list(path, Some(filter)).await {
+                Err(e) if e.status() == Some(501) => {
+                    self.inner.no_filter.store(true, Ordering::Relaxed);
+                    warn!(app = %self.inner.app, path, error = %e,
+                        "app does not implement filtering; looking resources up by listing them");
+                }
+                Err(e)
+                    if e.status() == Some(400)
+                        && e.scim_type()
+                            .is_some_and(|t| t.eq_ignore_ascii_case("invalidFilter")) =>
+                {
+                    warn!(app = %self.inner.app, path, filter, error = %e,
+                        "app cannot evaluate this filter; looking the resource up by listing");
+                }
+                other => return other,
+            }
+        }
+        self.list(path, None).await
     }
 
     /// Every resource of a listing, following `startIndex`/`count` paging.

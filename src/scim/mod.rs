@@ -2,7 +2,8 @@
 //!
 //! - [`client`]: [`ScimClient`], one per app: users, groups, members, with lookups before
 //!   creates, bounded retries (429 `Retry-After`, 5xx and transport errors with jittered
-//!   backoff), paging and a concurrency limit.
+//!   backoff), paging, a listing fallback for apps without filtering, and a concurrency
+//!   limit.
 //! - [`proto`]: the wire shapes, pure functions from attribute paths ([`crate::model::Attrs`])
 //!   to SCIM resources and PATCH operations and back.
 //! - [`error`]: [`Error`], which names the app, method, path, status, `scimType` and

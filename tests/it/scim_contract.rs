@@ -250,6 +250,138 @@ async fn list_groups_stops_when_the_server_ignores_start_index() {
     assert_eq!(c.requests_sent(), 2);
 }
 
+/// A provider may not implement filtering (RFC 7643 §5 `filter.supported: false`) and answer
+/// a filtered query `501 Not Implemented` (RFC 7644 §3.12), as scim2-server does when so
+/// configured. Lookups then list the collection and match locally; the client remembers, so
+/// the next lookup sends no filter at all.
+#[tokio::test]
+async fn lookups_list_and_match_locally_when_the_app_does_not_implement_filtering() {
+    let server = MockServer::start().await;
+    given("GET", "/Users")
+        .and(RawQuery(ALICE_QUERY.to_owned()))
+        .respond_with(scim_error(
+            501,
+            json!("501"),
+            None,
+            "Filtering is not supported",
+        ))
+        .named("filtered lookup answered 501")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("GET", "/Users")
+        .and(query_param(
+            "filter",
+            r#"userName eq "bob@contoso.example""#,
+        ))
+        .respond_with(empty_list())
+        .named("no filter once the app said 501")
+        .expect(0)
+        .mount(&server)
+        .await;
+    given("GET", "/Users")
+        .and(RawQuery("startIndex=1&count=100".to_owned()))
+        .respond_with(list_page(
+            2,
+            1,
+            vec![
+                json!({"id": "u9", "userName": "carol@contoso.example"}),
+                alice_resource("u1"),
+            ],
+        ))
+        .named("unfiltered listing")
+        .expect(2)
+        .mount(&server)
+        .await;
+    given("POST", "/Users")
+        .and(body_partial_json(
+            json!({"userName": "bob@contoso.example"}),
+        ))
+        .respond_with(scim(
+            201,
+            json!({"id": "u2", "userName": "bob@contoso.example"}),
+        ))
+        .named("create bob")
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    assert!(c.filters_supported());
+    let alice = ok(c.ensure_user("userName", &alice_attrs()).await);
+    assert_eq!((alice.id, alice.adopted), (id("u1"), true));
+    assert!(!c.filters_supported());
+    let mut bob = alice_attrs();
+    bob.insert("userName".into(), json!("bob@contoso.example"));
+    bob.insert("externalId".into(), json!("u-bob"));
+    let bob = ok(c.ensure_user("userName", &bob).await);
+    assert_eq!((bob.id, bob.adopted), (id("u2"), false));
+    assert_eq!(c.requests_sent(), 4);
+}
+
+/// `400 invalidFilter` covers "the attribute and filter comparison combination is not
+/// supported" (RFC 7644 §3.12): that one lookup lists and matches locally, and filters stay
+/// in use (another filter may be fine).
+#[tokio::test]
+async fn a_filter_the_app_cannot_evaluate_falls_back_to_listing_for_that_lookup_only() {
+    let server = MockServer::start().await;
+    given("GET", "/Groups")
+        .and(RawQuery(
+            "filter=displayName%20eq%20%22CRM%20Users%22&startIndex=1&count=100".to_owned(),
+        ))
+        .respond_with(scim_error(
+            400,
+            json!(400),
+            Some("invalidFilter"),
+            "displayName cannot be filtered",
+        ))
+        .named("filtered group lookup refused")
+        .expect(2)
+        .mount(&server)
+        .await;
+    given("GET", "/Groups")
+        .and(RawQuery("startIndex=1&count=100".to_owned()))
+        .respond_with(list_page(
+            2,
+            1,
+            vec![
+                json!({"id": "g1", "displayName": "Other"}),
+                json!({"id": "g7", "displayName": "CRM Users", "members": [{"value": "u1"}]}),
+            ],
+        ))
+        .named("unfiltered group listing")
+        .expect(2)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    for _ in 0..2 {
+        let g = ok(c.ensure_group("CRM Users", "g-crm-users").await);
+        assert_eq!(
+            (g.id, g.adopted, g.members),
+            (id("g7"), true, vec![id("u1")])
+        );
+    }
+    assert!(c.filters_supported());
+    assert_eq!(c.requests_sent(), 4);
+}
+
+/// Other refusals of a filtered lookup are still errors (no silent full listing).
+#[tokio::test]
+async fn a_lookup_refused_for_another_reason_is_an_error() {
+    let server = MockServer::start().await;
+    given("GET", "/Users")
+        .and(RawQuery(ALICE_QUERY.to_owned()))
+        .respond_with(scim_error(403, json!("403"), None, "no read access"))
+        .named("lookup forbidden")
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let e = err(c.ensure_user("userName", &alice_attrs()).await);
+    assert_eq!(e.status(), Some(403));
+    assert!(c.filters_supported());
+    assert_eq!(c.requests_sent(), 1);
+}
+
 #[tokio::test]
 async fn ensure_user_creates_with_the_full_resource() {
     let server = MockServer::start().await;

@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Interop check: the release binary of scim-sync against an independent SCIM 2.0 server
+# (scim2-server from PyPI, pinned in requirements.txt) on a free loopback port, with the
+# server's own state checked after every change. See tests/interop/README.md.
+#
+# Usage: tests/interop/run.sh        (from anywhere; needs cargo, python3 with venv + pip, curl)
+# Env:   SCIM_SYNC_BIN   use this binary instead of building one with `cargo build --release`
+#
+# Two server set-ups are exercised, each on its own port with two tenants (one app each):
+#   default    every feature scim2-server has (filter, PATCH, …)
+#   no-filter  a provider that does not implement filtering (filter.supported = false:
+#              filtered queries answer 501)
+#
+# Exit 0 when every step matched; 1 on any mismatch; 2 when the set-up failed.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+WORK="$ROOT/target/interop"
+VENV="$WORK/venv-scim2-server"
+GROUPS_CSV="g-all-staff,g-team-eng,g-team-sales,g-team-support,g-it-admins,g-prod-admins"
+APPS=(interop-disable interop-delete)   # tenant /<deprovision mode>/v2 of each app
+
+FAILED=0
+say() { printf '\n== %s\n' "$*"; }
+fail() { printf 'FAIL [%s]: %s\n' "${VARIANT:-setup}" "$*" >&2; FAILED=1; }
+die() { printf 'interop: %s\n' "$*" >&2; exit 2; }
+
+# ---------------------------------------------------------------- server install (pinned)
+command -v python3 >/dev/null || die "python3 is needed"
+command -v curl >/dev/null || die "curl is needed"
+mkdir -p "$WORK"
+pinned() { grep -v '^#' "$HERE/requirements.txt" | sed '/^$/d' | sort; }
+if ! "$VENV/bin/python" -m pip freeze 2>/dev/null | sort | cmp -s - <(pinned); then
+    say "installing the pinned scim2-server into $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+        -r "$HERE/requirements.txt" || die "pip install -r tests/interop/requirements.txt failed"
+    "$VENV/bin/python" -m pip check >/dev/null || die "the pinned server dependencies are inconsistent"
+fi
+SERVER_VERSION="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("scim2-server"))')"
+
+# ---------------------------------------------------------------- the binary
+if [[ -n "${SCIM_SYNC_BIN:-}" ]]; then
+    BIN="$SCIM_SYNC_BIN"
+else
+    say "building the release binary"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/scim-sync"
+    [[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
+fi
+[[ -x "$BIN" ]] || die "no binary at $BIN"
+echo "binary: $BIN ($("$BIN" --version 2>/dev/null || echo 'version unknown'))"
+
+# ---------------------------------------------------------------- server lifecycle
+SERVER_PID=""
+stop_server() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+trap stop_server EXIT
+
+# start_server ARGS…: scim2-server on a free loopback port with tenants disable and delete.
+start_server() {
+    PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    "$VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$PORT" --bearer-token "$TOKEN" \
+        --tenant disable --tenant delete "$@" >"$RUN/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        if curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" \
+            "http://127.0.0.1:$PORT/disable/v2/ServiceProviderConfig" 2>/dev/null; then
+            echo "scim2-server $SERVER_VERSION on 127.0.0.1:$PORT (pid $SERVER_PID) $*"
+            return 0
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || { cat "$RUN/server.log" >&2; die "scim2-server exited"; }
+        sleep 0.1
+    done
+    die "scim2-server did not answer on 127.0.0.1:$PORT"
+}
+
+# ---------------------------------------------------------------- step helpers
+# sync NAME [args…]: `sync-now --json` into NAME.json (stderr in NAME.err), one line per app
+# with its outcome, request count and non-zero counters; the exit code is left in $RC.
+sync() {
+    local name="$1"; shift
+    set +e
+    "$BIN" --config scim-sync.toml sync-now --json "$@" >"$name.json" 2>"$name.err"
+    RC=$?
+    set -e
+    python3 - "$name" "$RC" <<'PY'
+import json, sys
+name, rc = sys.argv[1], sys.argv[2]
+try:
+    apps = json.load(open(f"{name}.json"))["apps"]
+except Exception as e:
+    print(f"  {name}: exit {rc}, no JSON report ({e})")
+    sys.exit(0)
+for a in apps:
+    counts = ", ".join(f"{k} {v}" for k, v in a.items()
+                       if isinstance(v, int) and not isinstance(v, bool) and v and k != "requests")
+    print(f"  {name}: {a['app']} {a['outcome']} requests={a['requests']} ({counts or 'no changes'}) exit={rc}")
+PY
+}
+
+# field NAME APP KEY: one field of one app's report in NAME.json.
+field() {
+    python3 -c 'import json,sys; r=[a for a in json.load(open(sys.argv[1]+".json"))["apps"] if a["app"]==sys.argv[2]]; print(r[0][sys.argv[3]] if r else "")' "$1" "$2" "$3" 2>/dev/null || true
+}
+
+# expect NAME KEY VALUE: every app's KEY in NAME.json equals VALUE.
+expect() {
+    local app got
+    for app in "${APPS[@]}"; do
+        got="$(field "$1" "$app" "$2")"
+        [[ "$got" == "$3" ]] || fail "$1: $app $2 is '$got', expected '$3'"
+    done
+}
+
+# check LEFT_SCOPE: the server's own state matches directory.json, in both tenants.
+check() {
+    local mode
+    for mode in disable delete; do
+        python3 "$HERE/check.py" --base-url "http://127.0.0.1:$PORT/$mode/v2" \
+            --token-env INTEROP_SCIM_TOKEN --directory directory.json --groups "$GROUPS_CSV" \
+            --deprovision "$mode" --left-scope "$1" --label "  $mode" \
+            || fail "server state ($mode tenant) does not match directory.json"
+    done
+}
+
+# tamper TITLE: sets u-alice's title in the disable tenant directly on the server.
+tamper() {
+    python3 - "http://127.0.0.1:$PORT/disable/v2" "$1" <<'PY' || fail "could not tamper with the server"
+import json, os, sys, urllib.request
+base, title = sys.argv[1], sys.argv[2]
+h = {"Authorization": "Bearer " + os.environ["INTEROP_SCIM_TOKEN"], "Content-Type": "application/scim+json"}
+q = urllib.request.Request(base + "/Users?startIndex=1&count=1000", headers=h)
+uid = next(u["id"] for u in json.load(urllib.request.urlopen(q))["Resources"] if u["externalId"] == "u-alice")
+body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "title", "value": title}]}
+urllib.request.urlopen(urllib.request.Request(base + "/Users/" + uid, json.dumps(body).encode(), h, method="PATCH"))
+PY
+}
+
+# no_token FILE…: the bearer token appears in none of the files.
+no_token() {
+    if grep -l -F "$TOKEN" "$@" >/dev/null 2>&1; then fail "the bearer token appears in one of: $*"; fi
+}
+
+# ---------------------------------------------------------------- the scenario
+# scenario VARIANT [server args…]
+scenario() {
+    VARIANT="$1"; shift
+    RUN="$WORK/run/$VARIANT"
+    rm -rf "$RUN" && mkdir -p "$RUN"
+    TOKEN="interop-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+    export INTEROP_SCIM_TOKEN="$TOKEN"
+    say "[$VARIANT] server"
+    start_server "$@"
+    cd "$RUN"
+    sed -e "s/@PORT@/$PORT/g" -e "s#@DIRECTORY@#directory.json#" "$HERE/scim-sync.toml" >scim-sync.toml
+    cp "$ROOT/config/directory.json" directory.json
+
+    say "[$VARIANT] check-config"
+    "$BIN" --config scim-sync.toml check-config >check-config.out 2>&1 \
+        || { cat check-config.out; fail "check-config exited non-zero"; }
+    no_token check-config.out
+
+    say "[$VARIANT] sync-now with a wrong token: exit 1, outcome failed, 401 named, no token printed"
+    INTEROP_SCIM_TOKEN="wrong-$TOKEN" sync wrong-token --app interop-disable
+    [[ "$RC" == 1 ]] || fail "wrong token: exit $RC, expected 1"
+    [[ "$(field wrong-token interop-disable outcome)" == failed ]] || fail "wrong token: outcome is not failed"
+    grep -q 401 wrong-token.err wrong-token.json || fail "wrong token: no 401 in the output"
+    no_token wrong-token.json wrong-token.err
+    rm -rf state   # forget the failed attempt (and its backoff): the real runs start clean
+
+    say "[$VARIANT] sync-now --dry-run: prints the plan, sends nothing"
+    local logged
+    logged="$(wc -l <server.log)"
+    set +e; "$BIN" --config scim-sync.toml sync-now --dry-run >dry-run.out 2>&1; RC=$?; set -e
+    [[ "$RC" == 0 ]] || { cat dry-run.out; fail "dry run exited $RC"; }
+    grep -q "POST /Users" dry-run.out || fail "the dry run does not show the user creates"
+    [[ "$(wc -l <server.log)" == "$logged" ]] || fail "the dry run sent requests (see $RUN/server.log)"
+    no_token dry-run.out
+
+    say "[$VARIANT] sync-now: initial cycle"
+    sync initial
+    expect initial outcome ok
+    expect initial users_created 36
+    expect initial groups_created 6
+    expect initial members_added 61
+    check ""
+
+    say "[$VARIANT] sync-now again: nothing changed, so no request"
+    sync idle1
+    expect idle1 outcome ok
+    expect idle1 requests 0
+
+    say "[$VARIANT] the checker sees a change made behind scim-sync's back (then undone)"
+    tamper "Tampered title"
+    local out
+    out="$(python3 "$HERE/check.py" --base-url "http://127.0.0.1:$PORT/disable/v2" \
+        --token-env INTEROP_SCIM_TOKEN --directory directory.json --groups "$GROUPS_CSV" \
+        --deprovision disable || true)"
+    if grep -q 'MISMATCH user u-alice title: expected "Engineer", server has "Tampered title"' <<<"$out"; then
+        echo "  the checker reported the tampered title"
+    else
+        fail "check.py did not notice a tampered title"
+    fi
+    tamper "Engineer"
+    check ""
+
+    say "[$VARIANT] change: disable, remove a member, rename a user, remove a user from every group, …"
+    cp directory.json directory.before-change.json
+    LEFT="$(python3 "$HERE/edit_directory.py" change directory.before-change.json directory.json)"
+    sync change
+    expect change outcome ok
+    expect change failed 0
+    check "$LEFT"
+    sync idle2
+    expect idle2 requests 0
+
+    say "[$VARIANT] change: the removed user rejoins, the new user leaves again"
+    cp directory.json directory.before-rejoin.json
+    LEFT="$(python3 "$HERE/edit_directory.py" rejoin directory.before-rejoin.json directory.json)"
+    sync rejoin
+    expect rejoin outcome ok
+    expect rejoin failed 0
+    check "$LEFT"
+    sync idle3
+    expect idle3 requests 0
+
+    say "[$VARIANT] state store lost: every user and group is found and adopted, none created twice"
+    mv state state.before-adopt 2>/dev/null || fail "no state store after the cycles"
+    sync adopt
+    expect adopt outcome ok
+    expect adopt failed 0
+    expect adopt users_created 0
+    expect adopt groups_created 0
+    check "$LEFT"
+    sync idle4
+    expect idle4 requests 0
+
+    no_token ./*.json ./*.err
+    if grep -E '" 5[0-9][0-9] ' server.log | grep -v '" 501 ' >server-5xx.log; then
+        fail "the server answered 5xx (see $RUN/server-5xx.log)"
+    fi
+    stop_server
+    cd "$ROOT"
+}
+
+scenario default
+scenario no-filter --service-provider-config "$HERE/spc-no-filter.json"
+VARIANT=""
+
+say "result"
+if [[ "$FAILED" == 0 ]]; then
+    echo "interop OK: scim-sync against scim2-server $SERVER_VERSION, default and no-filter (outputs in $WORK/run)"
+else
+    echo "interop FAILED: see the FAIL lines above and the outputs in $WORK/run" >&2
+fi
+exit "$FAILED"
