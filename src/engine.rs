@@ -13,13 +13,13 @@ use std::sync::Arc;
 use chrono::{SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::apply::{self, REMOVAL_FORM_FLAG, Target};
+use crate::apply::{self, Target};
 use crate::config::{AppConfig, Secret};
 use crate::mapping;
 use crate::model::Directory;
 use crate::plan::{self, Op, Plan, Policy, UserEffect};
 use crate::report::{CycleReport, ObjectError, Outcome, Reason};
-use crate::scim::{self, ClientOptions, RemovalForm, RetryPolicy, ScimClient};
+use crate::scim::{self, ClientOptions, RetryPolicy, ScimClient};
 use crate::source::Source;
 use crate::store::{Change, Store};
 
@@ -179,12 +179,8 @@ impl Engine {
                 return self.finish(report, Plan::default(), opts).await;
             }
         };
-        if let Ok(Some(form)) = self.store.flag(name, REMOVAL_FORM_FLAG).await {
-            app.client.set_removal_form(if form == "value-list" {
-                RemovalForm::ValueList
-            } else {
-                RemovalForm::Filter
-            });
+        if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
+            tracing::warn!(app = %name, error = %e, "could not read what earlier runs learnt about the app");
         }
         let plan = plan::plan(
             &desired.desired,

@@ -25,7 +25,70 @@ use crate::scim::{self, RemovalForm, ScimClient};
 use crate::store::{self, Change, Store};
 
 /// Store flag holding the member-removal form an app accepts.
-pub const REMOVAL_FORM_FLAG: &str = "removal_form";
+const REMOVAL_FORM_FLAG: &str = "removal_form";
+/// Store flag recording that an app does not evaluate filters.
+const FILTERS_FLAG: &str = "filters";
+
+/// What scim-sync has learnt about an app's protocol support, kept in the store so that the
+/// next process does not have to learn it again with failing requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct AppFacts {
+    removal_form: RemovalForm,
+    filters_supported: bool,
+}
+
+impl AppFacts {
+    fn of(client: &ScimClient) -> Self {
+        AppFacts {
+            removal_form: client.removal_form(),
+            filters_supported: client.filters_supported(),
+        }
+    }
+}
+
+/// Hands the facts learnt by earlier runs to the app's client.
+///
+/// # Errors
+/// [`store::Error`] when the store cannot be read.
+pub async fn restore_app_facts(
+    store: &Store,
+    app: &AppName,
+    client: &ScimClient,
+) -> Result<(), store::Error> {
+    if store.flag(app, REMOVAL_FORM_FLAG).await?.as_deref() == Some("value-list") {
+        client.set_removal_form(RemovalForm::ValueList);
+    }
+    if store.flag(app, FILTERS_FLAG).await?.as_deref() == Some("unsupported") {
+        client.set_filters_supported(false);
+    }
+    Ok(())
+}
+
+async fn save_app_facts(
+    store: &Store,
+    app: &AppName,
+    before: AppFacts,
+    after: AppFacts,
+) -> Result<(), store::Error> {
+    if after.removal_form != before.removal_form {
+        let value = match after.removal_form {
+            RemovalForm::Filter => "filter",
+            RemovalForm::ValueList => "value-list",
+        };
+        tracing::info!(app = %app, form = value, "app rejects the RFC member-removal filter; using the value-list form from now on");
+        store.set_flag(app, REMOVAL_FORM_FLAG, value).await?;
+    }
+    if after.filters_supported != before.filters_supported {
+        let value = if after.filters_supported {
+            "supported"
+        } else {
+            "unsupported"
+        };
+        tracing::info!(app = %app, "app does not evaluate filters; lookups list and match locally from now on");
+        store.set_flag(app, FILTERS_FLAG, value).await?;
+    }
+    Ok(())
+}
 
 /// What apply needs to know about the app besides the plan.
 pub struct Target<'a> {
@@ -54,6 +117,8 @@ struct Done {
     changes: Vec<Change>,
     user_id: Option<(SourceId, ScimId)>,
     group_id: Option<(SourceId, ScimId)>,
+    /// Members an adopted group already has (our users only).
+    group_members: Option<(SourceId, Vec<SourceId>)>,
     counts: Counts,
     error: Option<ObjectError>,
     app_down: Option<String>,
@@ -93,7 +158,7 @@ pub async fn apply(
         .map(|f| f.object)
         .collect();
     let mut ids = Ids::new(observed);
-    let form_before = target.client.removal_form();
+    let facts_before = AppFacts::of(target.client);
     let stop = AtomicBool::new(false);
 
     for phase in [
@@ -167,8 +232,11 @@ pub async fn apply(
                     _ => ids.add_user(s, id),
                 }
             }
-            if let Some((s, id)) = done.group_id {
+            if let Some((s, id)) = done.group_id.take() {
                 ids.groups.insert(s, id);
+            }
+            if let Some((g, members)) = done.group_members.take() {
+                ids.present.insert(g, members.into_iter().collect());
             }
             add_counts(report, &done.counts);
             if let Some(e) = done.error {
@@ -200,15 +268,7 @@ pub async fn apply(
         }
     }
 
-    let form_after = target.client.removal_form();
-    if form_after != form_before {
-        let value = match form_after {
-            RemovalForm::Filter => "filter",
-            RemovalForm::ValueList => "value-list",
-        };
-        tracing::info!(app = %target.app, form = value, "app rejects the RFC member-removal filter; using the value-list form from now on");
-        store.set_flag(target.app, REMOVAL_FORM_FLAG, value).await?;
-    }
+    save_app_facts(store, target.app, facts_before, AppFacts::of(target.client)).await?;
     Ok(())
 }
 
@@ -217,6 +277,8 @@ struct Ids {
     users: HashMap<SourceId, ScimId>,
     owners: HashMap<ScimId, SourceId>,
     groups: HashMap<SourceId, ScimId>,
+    /// Members adopted groups turned out to have already: not added again.
+    present: HashMap<SourceId, HashSet<SourceId>>,
 }
 
 impl Ids {
@@ -234,6 +296,7 @@ impl Ids {
                 .iter()
                 .map(|(s, g)| (s.clone(), g.scim_id.clone()))
                 .collect(),
+            present: HashMap::new(),
         }
     }
 
@@ -461,7 +524,8 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
                 .collect();
             if !ours.is_empty() {
                 done.changes
-                    .push(Change::AddMembers(source_id.clone(), ours));
+                    .push(Change::AddMembers(source_id.clone(), ours.clone()));
+                done.group_members = Some((source_id.clone(), ours));
             }
             done.changes.push(Change::Succeeded { object });
             done
@@ -491,8 +555,10 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
             let Some(gid) = ids.groups.get(group) else {
                 return Done::default();
             };
+            let present = ids.present.get(group);
             let (known, scim_ids): (Vec<SourceId>, Vec<ScimId>) = members
                 .iter()
+                .filter(|m| !(adding && present.is_some_and(|p| p.contains(*m))))
                 .filter_map(|m| ids.users.get(m).map(|id| (m.clone(), id.clone())))
                 .unzip();
             if scim_ids.is_empty() {

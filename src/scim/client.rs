@@ -344,6 +344,12 @@ impl ScimClient {
         !self.inner.no_filter.load(Ordering::Relaxed)
     }
 
+    /// Tells the client whether the app evaluates filters (a fact learnt by an earlier run);
+    /// `false` makes lookups list and match locally from the first request.
+    pub fn set_filters_supported(&self, supported: bool) {
+        self.inner.no_filter.store(!supported, Ordering::Relaxed);
+    }
+
     /// Sets how members are removed (the engine restores the persisted form per app).
     pub fn set_removal_form(&self, form: RemovalForm) {
         self.inner.removal.store(form.to_u8(), Ordering::Relaxed);

@@ -623,3 +623,33 @@ async fn objects_deleted_in_the_app_are_recreated_not_failed_forever() {
     );
     assert_eq!(cycle(&engine, &app).await.report.requests, 0);
 }
+
+#[tokio::test]
+async fn a_lost_state_store_adopts_everything_with_lookups_only() {
+    let w = World::new().await;
+    let dir = directory();
+    let app = w.app(&["g-team", "g-other"], "");
+    cycle(&w.engine(MemorySource::new(dir.clone())), &app).await;
+    let users = w.state().users();
+
+    // A new, empty store against the same app: everything is found and adopted.
+    let tmp = tempfile::tempdir().unwrap();
+    let fresh = Store::open(&format!("sqlite://{}", tmp.path().join("new.db").display()))
+        .await
+        .unwrap();
+    let engine = Engine::new(Arc::new(MemorySource::new(dir)), fresh);
+    let c = cycle(&engine, &app).await;
+    let r = &c.report;
+    assert_eq!((r.users_adopted, r.groups_adopted), (4, 2), "{r}");
+    assert_eq!(
+        (r.users_created, r.groups_created, r.members_added),
+        (0, 0, 0),
+        "{r}"
+    );
+    assert_eq!(
+        r.requests, 6,
+        "one lookup per user and group, no write: {r}"
+    );
+    assert_eq!(w.state().users(), users, "nothing changed in the app");
+    assert_eq!(cycle(&engine, &app).await.report.requests, 0);
+}
