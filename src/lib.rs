@@ -16,6 +16,7 @@
 //! - [`engine`]: one cycle per app: source → mapping → plan → apply → report.
 //! - [`report`]: cycle reports (SPEC §5).
 //! - [`cli`], [`demo`]: the commands; [`sandbox`]: the built-in in-memory SCIM app.
+//! - [`synthetic`]: generated tenant-sized directories and churn, for benchmarks.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -32,3 +33,4 @@ pub mod sandbox;
 pub mod scim;
 pub mod source;
 pub mod store;
+pub mod synthetic;
