@@ -376,7 +376,7 @@ async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
             }
         }
         for (scim, src) in crate::mapping::user_mapping(&app.attributes) {
-            if app.attributes.contains_key(&scim) {
+            if app.attributes.contains_key(&*scim) {
                 println!("    attribute {scim} <- {src} (override)");
             }
         }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::config::AppConfig;
-use crate::model::{Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId};
+use crate::model::{AttrKey, Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId};
 
 /// The enterprise extension schema URN.
 pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -118,12 +118,13 @@ pub fn check_scim_path(path: &str) -> Result<(), String> {
 pub fn mapped_paths(overrides: &BTreeMap<String, String>) -> Vec<String> {
     user_mapping(overrides)
         .into_iter()
-        .map(|(scim, _)| scim)
+        .map(|(scim, _)| scim.to_string())
         .collect()
 }
 
-/// The effective (SCIM path, source attribute) pairs of an app, in a stable order.
-pub fn user_mapping(overrides: &BTreeMap<String, String>) -> Vec<(String, String)> {
+/// The effective (SCIM path, source attribute) pairs of an app, in a stable order. The paths
+/// are shared keys: every user mapped with them points at the same strings.
+pub fn user_mapping(overrides: &BTreeMap<String, String>) -> Vec<(AttrKey, String)> {
     let mut map: BTreeMap<String, String> = DEFAULT_USER_MAPPING
         .iter()
         .map(|(s, a)| ((*s).to_owned(), (*a).to_owned()))
@@ -131,7 +132,10 @@ pub fn user_mapping(overrides: &BTreeMap<String, String>) -> Vec<(String, String
     for (scim, src) in overrides {
         map.insert(scim.clone(), src.clone());
     }
-    map.into_iter().filter(|(_, src)| !src.is_empty()).collect()
+    map.into_iter()
+        .filter(|(_, src)| !src.is_empty())
+        .map(|(scim, src)| (AttrKey::from(scim), src))
+        .collect()
 }
 
 /// Computes what `app` should hold given the source snapshot and the live activations
@@ -254,7 +258,7 @@ fn transitive_users(dir: &Directory, root: &SourceId) -> BTreeSet<SourceId> {
 fn map_user(
     id: &SourceId,
     src: &serde_json::Map<String, Value>,
-    mapping: &[(String, String)],
+    mapping: &[(AttrKey, String)],
 ) -> Result<Attrs, String> {
     let mut attrs = Attrs::new();
     for (scim, source_attr) in mapping {
@@ -274,7 +278,7 @@ fn map_user(
         _ => {
             let src_attr = mapping
                 .iter()
-                .find(|(s, _)| s == "userName")
+                .find(|(s, _)| &**s == "userName")
                 .map_or("userPrincipalName", |(_, a)| a.as_str());
             return Err(format!(
                 "no value for userName (source attribute {src_attr:?})"
@@ -382,7 +386,10 @@ mod tests {
         assert_eq!(u.attrs["externalId"], json!("u2"));
         assert_eq!(u.attrs["active"], json!(false));
         assert_eq!(u.attrs["title"], json!("Eng"));
-        assert_eq!(u.attrs[&format!("{ENTERPRISE}:department")], json!("R&D"));
+        assert_eq!(
+            u.attrs[format!("{ENTERPRISE}:department").as_str()],
+            json!("R&D")
+        );
         assert!(!u.attrs.contains_key("emails[type eq \"work\"].value"));
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -55,12 +56,16 @@ id_newtype!(
     ScimId
 );
 
-/// The SCIM attributes of one user, flattened to attribute paths.
+/// A SCIM attribute path of the mapping (`userName`, `name.givenName`,
+/// `emails[type eq "work"].value`, `urn:…:enterprise:2.0:User:department`).
 ///
-/// Keys are the paths of the mapping (`userName`, `name.givenName`,
-/// `emails[type eq "work"].value`, `urn:…:enterprise:2.0:User:department`); values are the JSON
-/// values to send. Only `scim` turns this into a SCIM resource and back.
-pub type Attrs = BTreeMap<String, Value>;
+/// Shared rather than owned: the same ten paths key every user's attributes, and at 100k users
+/// owned copies would cost more than the values themselves.
+pub type AttrKey = Arc<str>;
+
+/// The SCIM attributes of one user, flattened to attribute paths; values are the JSON values
+/// to send. Only `scim` turns this into a SCIM resource and back.
+pub type Attrs = BTreeMap<AttrKey, Value>;
 
 /// One user as the source sees it: its id and its attributes under their Graph names.
 #[derive(Clone, Debug, PartialEq)]

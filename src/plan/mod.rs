@@ -337,7 +337,7 @@ pub fn plan(desired: &Desired, observed: &Observed, unmapped: &[Unmapped], polic
 pub fn changed_paths(want: &Attrs, have: &Attrs) -> Vec<String> {
     let mut out = Vec::new();
     for (k, v) in want {
-        let same = match (have.get(k), k.as_str()) {
+        let same = match (have.get(k), &**k) {
             (Some(Value::String(a)), "userName") => {
                 v.as_str().is_some_and(|b| a.eq_ignore_ascii_case(b))
             }
@@ -345,12 +345,12 @@ pub fn changed_paths(want: &Attrs, have: &Attrs) -> Vec<String> {
             (None, _) => false,
         };
         if !same {
-            out.push(k.clone());
+            out.push(k.to_string());
         }
     }
     for k in have.keys() {
         if !want.contains_key(k) {
-            out.push(k.clone());
+            out.push(k.to_string());
         }
     }
     out.sort();

@@ -722,7 +722,7 @@ impl ScimClient {
         Ok(Ensured {
             id: self.found_id(found, "/Users")?,
             adopted: true,
-            current: proto::flatten_user(found, attrs.keys().map(String::as_str)),
+            current: proto::flatten_user(found, attrs.keys().map(|k| &**k)),
         })
     }
 

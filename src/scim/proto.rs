@@ -295,7 +295,7 @@ pub fn flatten_user<'p>(resource: &Value, paths: impl IntoIterator<Item = &'p st
         if let Some(v) = read_path(resource, &path)
             && !v.is_null()
         {
-            out.insert(key.to_owned(), normalize(&path, v.clone()));
+            out.insert(key.into(), normalize(&path, v.clone()));
         }
     }
     out
@@ -393,7 +393,7 @@ pub fn user_patch_ops(desired: &Attrs, changed: &[String]) -> Vec<Value> {
             }
             continue;
         }
-        match desired.get(key).filter(|v| !v.is_null()) {
+        match desired.get(key.as_str()).filter(|v| !v.is_null()) {
             Some(v) => ops.push(json!({"op": "replace", "path": key, "value": v})),
             None => ops.push(json!({"op": "remove", "path": key})),
         }
@@ -594,7 +594,7 @@ mod tests {
     fn attrs(pairs: &[(&str, Value)]) -> Attrs {
         pairs
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .map(|(k, v)| (crate::model::AttrKey::from(*k), v.clone()))
             .collect()
     }
 
@@ -698,7 +698,7 @@ mod tests {
     fn flatten_is_the_inverse_of_user_resource() {
         let a = default_attrs();
         let r = user_resource(&a);
-        assert_eq!(flatten_user(&r, a.keys().map(String::as_str)), a);
+        assert_eq!(flatten_user(&r, a.keys().map(|k| &**k)), a);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! folder are created on first use and the embedded migrations run at open.
 //! Observed state is written only after the app confirmed the change ([`Store::commit`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -18,7 +18,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::model::{
-    AppName, Attrs, Observed, ObservedGroup, ObservedUser, Origin, ScimId, SourceId,
+    AppName, AttrKey, Attrs, Observed, ObservedGroup, ObservedUser, Origin, ScimId, SourceId,
 };
 use crate::report::CycleReport;
 
@@ -191,14 +191,25 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("load users"))?;
+        // Every user has the same few attribute paths: share one key per path.
+        let mut keys: HashMap<String, AttrKey> = HashMap::new();
         for row in rows {
             let source_id: String = row.get(0);
-            let attrs: Attrs =
-                serde_json::from_str(row.get::<&str, _>(3)).map_err(|e| Error::Corrupt {
-                    app: app.to_string(),
-                    what: "user attributes",
-                    detail: e.to_string(),
-                })?;
+            let raw: serde_json::Map<String, Value> = serde_json::from_str(row.get::<&str, _>(3))
+                .map_err(|e| Error::Corrupt {
+                app: app.to_string(),
+                what: "user attributes",
+                detail: e.to_string(),
+            })?;
+            let attrs: Attrs = raw
+                .into_iter()
+                .map(|(k, v)| {
+                    let key = keys
+                        .entry(k)
+                        .or_insert_with_key(|k| AttrKey::from(k.as_str()));
+                    (key.clone(), v)
+                })
+                .collect();
             observed.users.insert(
                 SourceId::new(source_id),
                 ObservedUser {
@@ -542,7 +553,7 @@ fn origin(app: &AppName, s: &str) -> Result<Origin, Error> {
 /// Builds the `attrs` of an observed user from JSON, for tests and tools.
 pub fn attrs_from_json(v: Value) -> Attrs {
     match v {
-        Value::Object(m) => m.into_iter().collect(),
+        Value::Object(m) => m.into_iter().map(|(k, v)| (AttrKey::from(k), v)).collect(),
         _ => Attrs::new(),
     }
 }

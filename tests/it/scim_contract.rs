@@ -37,7 +37,7 @@ fn alice_attrs() -> Attrs {
         (DEPT, json!("R&D")),
     ]
     .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
+    .map(|(k, v)| (k.into(), v))
     .collect()
 }
 
