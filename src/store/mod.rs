@@ -313,8 +313,12 @@ impl Store {
                 "record users",
             ),
             (
-                "UPDATE scim_users SET attrs = j.value ->> 1 FROM json_each($2) AS j
-                 WHERE scim_users.app = $1 AND scim_users.source_id = j.value ->> 0",
+                // An upsert driven by the batch (an index probe per row) that only ever meets
+                // existing rows; `UPDATE … FROM json_each` made SQLite scan the whole table.
+                "INSERT INTO scim_users (app, source_id, scim_id, origin, attrs)
+                 SELECT $1, j.value ->> 0, '', '', j.value ->> 1 FROM json_each($2) AS j
+                 WHERE EXISTS (SELECT 1 FROM scim_users u WHERE u.app = $1 AND u.source_id = j.value ->> 0)
+                 ON CONFLICT (app, source_id) DO UPDATE SET attrs = excluded.attrs",
                 &b.set_attrs,
                 "update users",
             ),
@@ -326,8 +330,10 @@ impl Store {
                 "record groups",
             ),
             (
-                "UPDATE scim_groups SET display_name = j.value ->> 1 FROM json_each($2) AS j
-                 WHERE scim_groups.app = $1 AND scim_groups.source_id = j.value ->> 0",
+                "INSERT INTO scim_groups (app, source_id, scim_id, origin, display_name)
+                 SELECT $1, j.value ->> 0, '', '', j.value ->> 1 FROM json_each($2) AS j
+                 WHERE EXISTS (SELECT 1 FROM scim_groups g WHERE g.app = $1 AND g.source_id = j.value ->> 0)
+                 ON CONFLICT (app, source_id) DO UPDATE SET display_name = excluded.display_name",
                 &b.renames,
                 "rename groups",
             ),
@@ -677,6 +683,20 @@ mod tests {
             1,
             "a failure in the batch wins"
         );
+
+        // Updates never create rows for objects the store does not know.
+        store
+            .commit(
+                &app,
+                &[
+                    Change::SetUserAttrs("u-unknown".into(), off),
+                    Change::RenameGroup("g-unknown".into(), "X".into()),
+                ],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.load_observed(&app).await.unwrap(), o);
     }
 
     #[tokio::test]
