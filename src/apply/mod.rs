@@ -217,17 +217,7 @@ pub async fn apply(
                     // Two creates of this phase found the same app user (two source users
                     // share the matching value): the second must not take it over.
                     Some(owner) if *owner != s => {
-                        done = Done {
-                            error: Some(ObjectError {
-                                object: user_object(&s),
-                                op: "create".into(),
-                                error: format!(
-                                    "the app's user {id} (found by {}) is already linked to source user {owner}; two source users share a {} value",
-                                    target.matching, target.matching
-                                ),
-                            }),
-                            ..Done::default()
-                        };
+                        done = already_linked(&s, &id, owner, target.matching);
                     }
                     _ => ids.add_user(s, id),
                 }
@@ -253,6 +243,10 @@ pub async fn apply(
                 report.error.get_or_insert(why);
             }
             for c in done.changes {
+                // A user the app no longer has must not be named in this cycle's member PATCHes.
+                if let Change::DropUser(gone) = &c {
+                    ids.remove_user(gone);
+                }
                 // Clear a failure only for objects that had one; most had none.
                 if let Change::Succeeded { object } = &c
                     && !failing.contains(object)
@@ -305,6 +299,12 @@ impl Ids {
         self.users.insert(source, id);
     }
 
+    fn remove_user(&mut self, source: &SourceId) {
+        if let Some(id) = self.users.remove(source) {
+            self.owners.remove(&id);
+        }
+    }
+
     /// The source user linked to an app user id.
     fn owner_of(&self, id: &ScimId) -> Option<&SourceId> {
         self.owners.get(id)
@@ -340,6 +340,21 @@ fn failed_user(id: &SourceId, attrs: &Attrs, op: &str, e: &scim::Error) -> Done 
         err.error = format!("{name}: {}", err.error);
     }
     d
+}
+
+/// A create that found an app user already linked to another source user: the two source
+/// users share the `matching` value, and the second must not take the first one's account.
+fn already_linked(source_id: &SourceId, id: &ScimId, owner: &SourceId, matching: &str) -> Done {
+    Done {
+        error: Some(ObjectError {
+            object: user_object(source_id),
+            op: "create".into(),
+            error: format!(
+                "the app's user {id} (found by {matching}) is already linked to source user {owner}; two source users share a {matching} value"
+            ),
+        }),
+        ..Done::default()
+    }
 }
 
 /// Whether an error means every request to this app will fail the same way.
@@ -386,17 +401,7 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
                 Err(e) => return failed_user(source_id, attrs, "create", &e),
             };
             if let Some(owner) = ids.owner_of(&ensured.id).filter(|o| *o != source_id) {
-                return Done {
-                    error: Some(ObjectError {
-                        object,
-                        op: "create".into(),
-                        error: format!(
-                            "the app's user {} (found by {}) is already linked to source user {owner}; two source users share a {} value",
-                            ensured.id, t.matching, t.matching
-                        ),
-                    }),
-                    ..Done::default()
-                };
+                return already_linked(source_id, &ensured.id, owner, t.matching);
             }
             let mut done = Done {
                 user_id: Some((source_id.clone(), ensured.id.clone())),
