@@ -21,7 +21,7 @@ use crate::plan::{self, Op, Plan, Policy, UserEffect};
 use crate::report::{CycleReport, ObjectError, Outcome, Reason};
 use crate::scim::{self, ClientOptions, RetryPolicy, ScimClient};
 use crate::source::Source;
-use crate::store::{Change, Store};
+use crate::store::Store;
 
 /// One configured app with its SCIM client, kept across cycles.
 #[derive(Clone, Debug)]
@@ -194,17 +194,11 @@ impl Engine {
         let mut unmapped = Vec::new();
         for u in &desired.unmapped {
             let e = ObjectError {
-                object: format!("user {}", u.source_id),
+                object: apply::user_object(&u.source_id),
                 op: "map".into(),
                 error: format!("{}; the user is left as the app holds it", u.reason),
             };
-            unmapped.push(Change::Failed {
-                object: e.object.clone(),
-                op: e.op.clone(),
-                error: e.error.clone(),
-            });
-            report.failed += 1;
-            report.errors.push(e);
+            apply::record_failure(&mut report, &mut unmapped, e);
         }
         if !opts.dry_run
             && let Err(e) = self.store.commit(name, &unmapped, Utc::now()).await

@@ -231,13 +231,7 @@ pub async fn apply(
             add_counts(report, &done.counts);
             if let Some(e) = done.error {
                 tracing::warn!(app = %target.app, object = %e.object, op = %e.op, error = %e.error, "operation failed");
-                changes.push(Change::Failed {
-                    object: e.object.clone(),
-                    op: e.op.clone(),
-                    error: e.error.clone(),
-                });
-                report.failed += 1;
-                report.errors.push(e);
+                record_failure(report, &mut changes, e);
             }
             if let Some(why) = done.app_down {
                 report.error.get_or_insert(why);
@@ -325,8 +319,19 @@ fn add_counts(r: &mut CycleReport, c: &Counts) {
     r.members_removed += c.members_removed;
 }
 
+/// Counts a failed object in the report and queues it for the store's failing objects.
+pub(crate) fn record_failure(report: &mut CycleReport, changes: &mut Vec<Change>, e: ObjectError) {
+    changes.push(Change::Failed {
+        object: e.object.clone(),
+        op: e.op.clone(),
+        error: e.error.clone(),
+    });
+    report.failed += 1;
+    report.errors.push(e);
+}
+
 /// The stable name of a user in reports and the store's failing objects.
-fn user_object(id: &SourceId) -> String {
+pub(crate) fn user_object(id: &SourceId) -> String {
     format!("user {id}")
 }
 
