@@ -14,13 +14,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::{Row, SqlitePool};
 
 use crate::model::{
     AppName, AttrKey, Attrs, Observed, ObservedGroup, ObservedUser, Origin, ScimId, SourceId,
 };
 use crate::report::CycleReport;
+
+mod activations;
+mod lease;
+
+pub use activations::{Activation, AppActivation, PushState};
+pub use lease::LeaseHolder;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -179,11 +187,25 @@ impl Store {
         Ok(Store { pool })
     }
 
+    /// Checks that the database answers (for `/readyz`).
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db("ping"))?;
+        Ok(())
+    }
+
     /// Everything the store remembers of `app`.
     ///
     /// # Errors
     /// [`Error::Db`] or [`Error::Corrupt`].
     pub async fn load_observed(&self, app: &AppName) -> Result<Observed, Error> {
+        // Each batch of rows is turned into the model before the next is fetched, so that
+        // raw rows of users and memberships are never all in memory at once.
         let mut observed = Observed::default();
         let rows =
             sqlx::query("SELECT source_id, scim_id, origin, attrs FROM scim_users WHERE app = $1")
@@ -191,34 +213,7 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db("load users"))?;
-        // Every user has the same few attribute paths: share one key per path.
-        let mut keys: HashMap<String, AttrKey> = HashMap::new();
-        for row in rows {
-            let source_id: String = row.get(0);
-            let raw: serde_json::Map<String, Value> = serde_json::from_str(row.get::<&str, _>(3))
-                .map_err(|e| Error::Corrupt {
-                app: app.to_string(),
-                what: "user attributes",
-                detail: e.to_string(),
-            })?;
-            let attrs: Attrs = raw
-                .into_iter()
-                .map(|(k, v)| {
-                    let key = keys
-                        .entry(k)
-                        .or_insert_with_key(|k| AttrKey::from(k.as_str()));
-                    (key.clone(), v)
-                })
-                .collect();
-            observed.users.insert(
-                SourceId::new(source_id),
-                ObservedUser {
-                    scim_id: ScimId::new(row.get::<String, _>(1)),
-                    origin: origin(app, row.get(2))?,
-                    attrs,
-                },
-            );
-        }
+        read_users(app, rows, &mut observed)?;
         let rows = sqlx::query(
             "SELECT source_id, scim_id, origin, display_name FROM scim_groups WHERE app = $1",
         )
@@ -226,28 +221,55 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .map_err(db("load groups"))?;
-        for row in rows {
-            observed.groups.insert(
-                SourceId::new(row.get::<String, _>(0)),
-                ObservedGroup {
-                    scim_id: ScimId::new(row.get::<String, _>(1)),
-                    origin: origin(app, row.get(2))?,
-                    display_name: row.get(3),
-                    members: BTreeSet::new(),
-                },
-            );
-        }
+        read_groups(app, rows, &mut observed)?;
         let rows = sqlx::query("SELECT group_id, user_id FROM scim_members WHERE app = $1")
             .bind(app.as_str())
             .fetch_all(&self.pool)
             .await
             .map_err(db("load members"))?;
-        for row in rows {
-            let gid = SourceId::new(row.get::<String, _>(0));
-            if let Some(g) = observed.groups.get_mut(&gid) {
-                g.members.insert(SourceId::new(row.get::<String, _>(1)));
-            }
-        }
+        read_members(rows, &mut observed);
+        Ok(observed)
+    }
+
+    /// What the store remembers of some objects of `app`: only `users` and `groups` (ids the
+    /// store does not know are left out), each group's `members` limited to `users`.
+    ///
+    /// For a change that touches a few objects (an activation, its expiry): every lookup goes
+    /// through the primary keys, so the cost follows the ids asked, not the size of the app.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn load_observed_scope(
+        &self,
+        app: &AppName,
+        users: &[SourceId],
+        groups: &[SourceId],
+    ) -> Result<Observed, Error> {
+        let user_ids = ids_json(users);
+        let group_ids = ids_json(groups);
+        let mut observed = Observed::default();
+        let rows = sqlx::query(SCOPE_USERS)
+            .bind(app.as_str())
+            .bind(&user_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("load users"))?;
+        read_users(app, rows, &mut observed)?;
+        let rows = sqlx::query(SCOPE_GROUPS)
+            .bind(app.as_str())
+            .bind(&group_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("load groups"))?;
+        read_groups(app, rows, &mut observed)?;
+        let rows = sqlx::query(SCOPE_MEMBERS)
+            .bind(app.as_str())
+            .bind(&group_ids)
+            .bind(&user_ids)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("load members"))?;
+        read_members(rows, &mut observed);
         Ok(observed)
     }
 
@@ -528,6 +550,83 @@ impl Store {
     }
 }
 
+/// Users of [`Store::load_observed_scope`]: `$2` is a JSON array of source ids.
+const SCOPE_USERS: &str = "SELECT source_id, scim_id, origin, attrs FROM scim_users
+     WHERE app = $1 AND source_id IN (SELECT value FROM json_each($2))";
+/// Groups of [`Store::load_observed_scope`]: `$2` is a JSON array of source ids.
+const SCOPE_GROUPS: &str = "SELECT source_id, scim_id, origin, display_name FROM scim_groups
+     WHERE app = $1 AND source_id IN (SELECT value FROM json_each($2))";
+/// Members of [`Store::load_observed_scope`]: `$2` groups, `$3` users, JSON arrays of ids.
+const SCOPE_MEMBERS: &str = "SELECT group_id, user_id FROM scim_members
+     WHERE app = $1 AND group_id IN (SELECT value FROM json_each($2))
+       AND user_id IN (SELECT value FROM json_each($3))";
+
+/// Source ids as a JSON array of strings, for `json_each`.
+fn ids_json(ids: &[SourceId]) -> String {
+    Value::Array(ids.iter().map(|id| json!(id.as_str())).collect()).to_string()
+}
+
+/// Adds rows of `scim_users` (`source_id, scim_id, origin, attrs`) to `observed`.
+fn read_users(app: &AppName, rows: Vec<SqliteRow>, observed: &mut Observed) -> Result<(), Error> {
+    // Every user has the same few attribute paths: share one key per path.
+    let mut keys: HashMap<String, AttrKey> = HashMap::new();
+    for row in rows {
+        let source_id: String = row.get(0);
+        let raw: serde_json::Map<String, Value> = serde_json::from_str(row.get::<&str, _>(3))
+            .map_err(|e| Error::Corrupt {
+                app: app.to_string(),
+                what: "user attributes",
+                detail: e.to_string(),
+            })?;
+        let attrs: Attrs = raw
+            .into_iter()
+            .map(|(k, v)| {
+                let key = keys
+                    .entry(k)
+                    .or_insert_with_key(|k| AttrKey::from(k.as_str()));
+                (key.clone(), v)
+            })
+            .collect();
+        observed.users.insert(
+            SourceId::new(source_id),
+            ObservedUser {
+                scim_id: ScimId::new(row.get::<String, _>(1)),
+                origin: origin(app, row.get(2))?,
+                attrs,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Adds rows of `scim_groups` (`source_id, scim_id, origin, display_name`) to `observed`,
+/// without members.
+fn read_groups(app: &AppName, rows: Vec<SqliteRow>, observed: &mut Observed) -> Result<(), Error> {
+    for row in rows {
+        observed.groups.insert(
+            SourceId::new(row.get::<String, _>(0)),
+            ObservedGroup {
+                scim_id: ScimId::new(row.get::<String, _>(1)),
+                origin: origin(app, row.get(2))?,
+                display_name: row.get(3),
+                members: BTreeSet::new(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Adds rows of `scim_members` (`group_id, user_id`) to the groups of `observed`; members of
+/// groups not there are ignored.
+fn read_members(rows: Vec<SqliteRow>, observed: &mut Observed) {
+    for row in rows {
+        let gid = SourceId::new(row.get::<String, _>(0));
+        if let Some(g) = observed.groups.get_mut(&gid) {
+            g.members.insert(SourceId::new(row.get::<String, _>(1)));
+        }
+    }
+}
+
 /// Changes of one commit, sorted by kind, each row a JSON value for `json_each`.
 #[derive(Default)]
 struct Batches {
@@ -727,6 +826,110 @@ mod tests {
             .await
             .unwrap();
         assert!(store.failures(&app).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn scope_loads_only_the_asked_objects() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let app = AppName::from("crm");
+        let user = |id: &str| ObservedUser {
+            scim_id: ScimId::new(format!("s-{id}")),
+            origin: Origin::Created,
+            attrs: attrs_from_json(json!({"userName": format!("{id}@x"), "active": true})),
+        };
+        let all: Vec<SourceId> = (0..10).map(|i| SourceId::new(format!("u{i}"))).collect();
+        let mut changes: Vec<Change> = all
+            .iter()
+            .map(|id| Change::PutUser(id.clone(), user(id.as_str())))
+            .collect();
+        for (g, members) in [
+            ("g1", all.clone()),
+            ("g2", vec!["u1".into(), "u2".into()]),
+            ("g3", vec!["u3".into()]),
+        ] {
+            changes.push(Change::PutGroup(
+                g.into(),
+                ScimId::new(format!("s-{g}")),
+                Origin::Adopted,
+                g.to_uppercase(),
+            ));
+            changes.push(Change::AddMembers(g.into(), members));
+        }
+        store.commit(&app, &changes, Utc::now()).await.unwrap();
+        // The same ids in another app must not leak in.
+        store
+            .commit(&AppName::from("hr"), &changes, Utc::now())
+            .await
+            .unwrap();
+
+        let users: Vec<SourceId> = vec!["u1".into(), "u3".into(), "u-unknown".into()];
+        let groups: Vec<SourceId> = vec!["g1".into(), "g2".into(), "g-unknown".into()];
+        let scoped = store
+            .load_observed_scope(&app, &users, &groups)
+            .await
+            .unwrap();
+
+        let full = store.load_observed(&app).await.unwrap();
+        let mut expected = Observed::default();
+        for id in ["u1", "u3"] {
+            let id = SourceId::from(id);
+            expected.users.insert(id.clone(), full.users[&id].clone());
+        }
+        for id in ["g1", "g2"] {
+            let id = SourceId::from(id);
+            let mut g = full.groups[&id].clone();
+            g.members.retain(|m| users.contains(m));
+            expected.groups.insert(id, g);
+        }
+        assert_eq!(scoped, expected);
+        let members = |g: &str| -> Vec<&str> {
+            scoped.groups[&SourceId::from(g)]
+                .members
+                .iter()
+                .map(SourceId::as_str)
+                .collect()
+        };
+        assert_eq!(members("g1"), ["u1", "u3"]);
+        assert_eq!(members("g2"), ["u1"]);
+        assert_eq!(scoped.users[&SourceId::from("u3")], user("u3"));
+
+        assert_eq!(
+            store.load_observed_scope(&app, &[], &[]).await.unwrap(),
+            Observed::default()
+        );
+        let groups_only = store
+            .load_observed_scope(&app, &[], &["g3".into()])
+            .await
+            .unwrap();
+        assert!(groups_only.users.is_empty());
+        assert!(groups_only.groups[&SourceId::from("g3")].members.is_empty());
+    }
+
+    /// The scoped loads must probe the primary keys, never scan an app's rows: at 100k users a
+    /// scan is what makes an activation slow.
+    #[tokio::test]
+    async fn scope_queries_use_the_primary_keys() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        for sql in [SCOPE_USERS, SCOPE_GROUPS, SCOPE_MEMBERS] {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind("crm")
+                .bind("[]")
+                .bind("[]")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+            let plan: Vec<String> = rows.iter().map(|r| r.get::<String, _>(3)).collect();
+            assert!(
+                plan.iter()
+                    .any(|p| p.contains("scim_") && p.contains("PRIMARY KEY")
+                        || p.contains("sqlite_autoindex_scim_")),
+                "{sql}\n{plan:#?}"
+            );
+            assert!(
+                !plan.iter().any(|p| p.starts_with("SCAN scim_")),
+                "{sql}\n{plan:#?}"
+            );
+        }
     }
 
     #[tokio::test]

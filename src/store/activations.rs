@@ -1,0 +1,852 @@
+//! PIM activations in the state store (SPEC §4, §6.4, §6.5): which (group, user) pairs are
+//! members on top of the source, until when, and where each activation stands in each app.
+//!
+//! The store only remembers; the service decides. It records an activation with one row per
+//! app (pushed at once, or deferred by the limiter), moves each row through [`PushState`] as
+//! pushes, cycles and expiries confirm, and lists what a cycle must still apply, what the
+//! expiry timers must revoke, and what is live (a cycle never removes a membership that an
+//! unexpired activation backs). Everything survives a restart.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Error, Store, db};
+use crate::model::{AppName, SourceId};
+
+/// A PIM activation: (group, user) is a member until `expires_at`, on top of the source.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Activation {
+    /// Unique id (the webhook answers it as `activation_id`).
+    pub id: String,
+    /// Source id of the group.
+    pub group: SourceId,
+    /// Source id of the user.
+    pub user: SourceId,
+    /// When the membership ends.
+    pub expires_at: DateTime<Utc>,
+    /// When the service learnt of the activation.
+    pub received_at: DateTime<Utc>,
+    /// Where it came from: `webhook`, `pim-poll`, `demo`, … (free text).
+    pub origin: String,
+}
+
+/// Where one activation stands for one app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PushState {
+    /// Allowed by the limiter; the push is in flight.
+    Pending,
+    /// The app confirmed the push.
+    Pushed,
+    /// Refused by the limiter, or the push failed: the next cycle applies it.
+    Deferred,
+    /// Deferred, then applied by a cycle.
+    Applied,
+    /// Expired, and the app confirmed the removal (or never had the membership).
+    Removed,
+}
+
+impl PushState {
+    /// Stable text form, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PushState::Pending => "pending",
+            PushState::Pushed => "pushed",
+            PushState::Deferred => "deferred",
+            PushState::Applied => "applied",
+            PushState::Removed => "removed",
+        }
+    }
+
+    /// Parses the stored text form.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(PushState::Pending),
+            "pushed" => Some(PushState::Pushed),
+            "deferred" => Some(PushState::Deferred),
+            "applied" => Some(PushState::Applied),
+            "removed" => Some(PushState::Removed),
+            _ => None,
+        }
+    }
+}
+
+/// One activation as it stands for one app.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct AppActivation {
+    /// The activation.
+    #[serde(flatten)]
+    pub activation: Activation,
+    /// The app.
+    pub app: AppName,
+    /// Where it stands in that app.
+    pub state: PushState,
+    /// Why it was deferred, the last push or removal error, …
+    pub detail: Option<String>,
+    /// Milliseconds from receipt to the app's confirmation, once known.
+    pub latency_ms: Option<i64>,
+    /// When `state` last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A query of app activations: the columns [`app_activation`] reads, from `activation_apps aa`
+/// joined to `activations a`, then the given `WHERE …` text. A macro so the SQL stays static.
+macro_rules! select_app_activations {
+    ($rest:literal) => {
+        concat!(
+            "SELECT a.id, a.group_id, a.user_id, a.expires_at, a.received_at, a.origin,
+               aa.app, aa.state, aa.detail, aa.latency_ms, aa.updated_at
+             FROM activation_apps aa JOIN activations a ON a.id = aa.activation_id ",
+            $rest
+        )
+    };
+}
+
+impl Store {
+    /// Records a new activation and where it stands in each of `apps` (state and detail), in
+    /// one transaction. `updated_at` of each app row is now.
+    ///
+    /// # Errors
+    /// [`Error::Db`], e.g. when the id is already recorded; nothing is recorded then.
+    pub async fn record_activation(
+        &self,
+        a: &Activation,
+        apps: &[(AppName, PushState, Option<String>)],
+    ) -> Result<(), Error> {
+        let now = stamp(Utc::now());
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        sqlx::query(
+            "INSERT INTO activations (id, group_id, user_id, expires_at, expires_ms, received_at, origin)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&a.id)
+        .bind(a.group.as_str())
+        .bind(a.user.as_str())
+        .bind(stamp(a.expires_at))
+        .bind(a.expires_at.timestamp_millis())
+        .bind(stamp(a.received_at))
+        .bind(&a.origin)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("record activation"))?;
+        for (app, state, detail) in apps {
+            sqlx::query(
+                "INSERT INTO activation_apps (activation_id, app, state, detail, latency_ms, updated_at)
+                 VALUES ($1, $2, $3, $4, NULL, $5)",
+            )
+            .bind(&a.id)
+            .bind(app.as_str())
+            .bind(state.as_str())
+            .bind(detail.as_deref())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("record activation app"))?;
+        }
+        tx.commit().await.map_err(db("commit"))
+    }
+
+    /// Moves activation `id` to `state` in `app`, with `detail` (replacing the previous one,
+    /// `None` clears it) and, when given, `latency_ms` (`None` keeps the previous one).
+    /// `updated_at` becomes now. An unknown (id, app) changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn set_push_state(
+        &self,
+        id: &str,
+        app: &AppName,
+        state: PushState,
+        detail: Option<&str>,
+        latency_ms: Option<i64>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE activation_apps SET state = $3, detail = $4,
+               latency_ms = COALESCE($5, latency_ms), updated_at = $6
+             WHERE activation_id = $1 AND app = $2",
+        )
+        .bind(id)
+        .bind(app.as_str())
+        .bind(state.as_str())
+        .bind(detail)
+        .bind(latency_ms)
+        .bind(stamp(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db("set push state"))?;
+        Ok(())
+    }
+
+    /// Activations of `app` unexpired at `now` and not removed, in any other state: the
+    /// memberships the app holds or should hold on top of the source. Oldest received first.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn live_activations(
+        &self,
+        app: &AppName,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppActivation>, Error> {
+        let rows = sqlx::query(select_app_activations!(
+            "WHERE aa.app = $1 AND aa.state != 'removed' AND a.expires_ms > $2
+             ORDER BY a.received_at, a.id"
+        ))
+        .bind(app.as_str())
+        .bind(now.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read live activations"))?;
+        rows.iter().map(app_activation).collect()
+    }
+
+    /// Activations deferred in `app` and unexpired at `now`: what the next cycle applies.
+    /// Oldest received first.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn deferred_activations(
+        &self,
+        app: &AppName,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppActivation>, Error> {
+        let rows = sqlx::query(select_app_activations!(
+            "WHERE aa.app = $1 AND aa.state = 'deferred' AND a.expires_ms > $2
+             ORDER BY a.received_at, a.id"
+        ))
+        .bind(app.as_str())
+        .bind(now.timestamp_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read deferred activations"))?;
+        rows.iter().map(app_activation).collect()
+    }
+
+    /// Every app row, of every app, not yet removed, expired or not: what the expiry timers
+    /// must revoke (at start-up, the ones already due first). Soonest expiry first.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn unrevoked_activations(&self) -> Result<Vec<AppActivation>, Error> {
+        let rows = sqlx::query(select_app_activations!(
+            "WHERE aa.state != 'removed' ORDER BY a.expires_ms, a.id, aa.app"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("read unrevoked activations"))?;
+        rows.iter().map(app_activation).collect()
+    }
+
+    /// Whether an activation other than `except_id` backs (`group`, `user`) unexpired at `now`,
+    /// so that the expiry of `except_id` must not remove the membership.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn other_live_activation(
+        &self,
+        group: &SourceId,
+        user: &SourceId,
+        except_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM activations
+               WHERE group_id = $1 AND user_id = $2 AND id != $3 AND expires_ms > $4)",
+        )
+        .bind(group.as_str())
+        .bind(user.as_str())
+        .bind(except_id)
+        .bind(now.timestamp_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("read other activations"))
+    }
+
+    /// Turns every `pending` row, of every app, into `deferred` with `detail`: pushes that did
+    /// not finish (at shutdown, or found at start-up after a crash) are left to the next
+    /// cycle. Returns how many rows changed.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn pending_to_deferred(&self, detail: &str) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "UPDATE activation_apps SET state = 'deferred', detail = $1, updated_at = $2
+             WHERE state = 'pending'",
+        )
+        .bind(detail)
+        .bind(stamp(Utc::now()))
+        .execute(&self.pool)
+        .await
+        .map_err(db("defer pending activations"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Whether the store records `user` as a member of `group` in `app` (as last confirmed by
+    /// the app).
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn has_member(
+        &self,
+        app: &AppName,
+        group: &SourceId,
+        user: &SourceId,
+    ) -> Result<bool, Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM scim_members
+               WHERE app = $1 AND group_id = $2 AND user_id = $3)",
+        )
+        .bind(app.as_str())
+        .bind(group.as_str())
+        .bind(user.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db("read member"))
+    }
+
+    /// Forgets activations that expired before `before` and are removed from every app (with
+    /// their app rows). Returns how many activations were deleted.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn prune_activations(&self, before: DateTime<Utc>) -> Result<u64, Error> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        // The app rows are deleted explicitly too, so pruning does not depend on the
+        // connection enforcing foreign keys.
+        sqlx::query(
+            "DELETE FROM activation_apps WHERE activation_id IN
+               (SELECT id FROM activations a WHERE a.expires_ms < $1 AND NOT EXISTS
+                 (SELECT 1 FROM activation_apps aa
+                   WHERE aa.activation_id = a.id AND aa.state != 'removed'))",
+        )
+        .bind(before.timestamp_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("prune activation apps"))?;
+        // Every app row of a prunable activation is gone now: the same test finds them.
+        let done = sqlx::query(
+            "DELETE FROM activations WHERE expires_ms < $1 AND NOT EXISTS
+               (SELECT 1 FROM activation_apps aa
+                 WHERE aa.activation_id = activations.id AND aa.state != 'removed')",
+        )
+        .bind(before.timestamp_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("prune activations"))?;
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+/// A timestamp as stored: RFC 3339 in UTC with nanoseconds, so that it reads back exactly and
+/// sorts as text.
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+/// Reads back a stored timestamp.
+fn instant(app: &str, what: &'static str, s: &str) -> Result<DateTime<Utc>, Error> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| Error::Corrupt {
+            app: app.to_owned(),
+            what,
+            detail: format!("{s:?}: {e}"),
+        })
+}
+
+/// One row of [`select_app_activations`].
+fn app_activation(row: &SqliteRow) -> Result<AppActivation, Error> {
+    let app: String = row.get(6);
+    let state: &str = row.get(7);
+    let state = PushState::parse(state).ok_or_else(|| Error::Corrupt {
+        app: app.clone(),
+        what: "activation state",
+        detail: format!("{state:?}"),
+    })?;
+    Ok(AppActivation {
+        activation: Activation {
+            id: row.get(0),
+            group: SourceId::new(row.get::<String, _>(1)),
+            user: SourceId::new(row.get::<String, _>(2)),
+            expires_at: instant(&app, "activation expiry", row.get(3))?,
+            received_at: instant(&app, "activation receipt time", row.get(4))?,
+            origin: row.get(5),
+        },
+        state,
+        detail: row.get(8),
+        latency_ms: row.get(9),
+        updated_at: instant(&app, "activation update time", row.get(10))?,
+        app: AppName::new(app),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+    use crate::model::{ObservedUser, Origin, ScimId};
+    use crate::store::{Change, attrs_from_json};
+
+    fn t0() -> DateTime<Utc> {
+        // Sub-millisecond digits check that timestamps read back exactly.
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn act(id: &str, group: &str, user: &str, received: i64, expires: i64) -> Activation {
+        Activation {
+            id: id.into(),
+            group: group.into(),
+            user: user.into(),
+            expires_at: t0() + TimeDelta::seconds(expires),
+            received_at: t0() + TimeDelta::seconds(received),
+            origin: "webhook".into(),
+        }
+    }
+
+    fn crm() -> AppName {
+        AppName::from("crm")
+    }
+
+    fn hr() -> AppName {
+        AppName::from("hr")
+    }
+
+    fn ids(rows: &[AppActivation]) -> Vec<(String, String)> {
+        rows.iter()
+            .map(|r| (r.activation.id.clone(), r.app.to_string()))
+            .collect()
+    }
+
+    fn pair(id: &str, app: &str) -> (String, String) {
+        (id.to_owned(), app.to_owned())
+    }
+
+    async fn row(store: &Store, id: &str, app: &str) -> Option<AppActivation> {
+        store
+            .unrevoked_activations()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|r| r.activation.id == id && r.app.as_str() == app)
+    }
+
+    #[test]
+    fn push_state_text_round_trips() {
+        for s in [
+            PushState::Pending,
+            PushState::Pushed,
+            PushState::Deferred,
+            PushState::Applied,
+            PushState::Removed,
+        ] {
+            assert_eq!(PushState::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+        }
+        assert_eq!(PushState::parse("Pushed"), None);
+    }
+
+    #[tokio::test]
+    async fn listings_filter_on_app_state_and_expiry() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let now = t0();
+        let a1 = act("a1", "g1", "u1", -10, 3600);
+        let a2 = act("a2", "g1", "u2", -3600, -1); // expired, never removed
+        let a3 = act("a3", "g1", "u3", -20, 3600); // removed while unexpired: not live
+        let a4 = act("a4", "g2", "u1", -30, 60); // received first
+        let a5 = act("a5", "g2", "u2", -5, 0); // expires exactly now: expired
+        store
+            .record_activation(
+                &a1,
+                &[
+                    (crm(), PushState::Pushed, None),
+                    (hr(), PushState::Deferred, Some("limited".into())),
+                ],
+            )
+            .await
+            .unwrap();
+        store
+            .record_activation(&a2, &[(crm(), PushState::Deferred, None)])
+            .await
+            .unwrap();
+        store
+            .record_activation(&a3, &[(crm(), PushState::Removed, None)])
+            .await
+            .unwrap();
+        store
+            .record_activation(&a4, &[(crm(), PushState::Deferred, None)])
+            .await
+            .unwrap();
+        store
+            .record_activation(&a5, &[(crm(), PushState::Deferred, None)])
+            .await
+            .unwrap();
+
+        let live = store.live_activations(&crm(), now).await.unwrap();
+        assert_eq!(ids(&live), [pair("a4", "crm"), pair("a1", "crm")]);
+        assert_eq!(live[1].activation, a1, "read back exactly");
+        assert_eq!(live[1].state, PushState::Pushed);
+        assert_eq!(live[1].detail, None);
+        assert_eq!(live[1].latency_ms, None);
+
+        let hr_live = store.live_activations(&hr(), now).await.unwrap();
+        assert_eq!(ids(&hr_live), [pair("a1", "hr")]);
+        assert_eq!(hr_live[0].detail.as_deref(), Some("limited"));
+
+        let deferred = store.deferred_activations(&crm(), now).await.unwrap();
+        assert_eq!(ids(&deferred), [pair("a4", "crm")], "a2 and a5 expired");
+        let deferred = store.deferred_activations(&hr(), now).await.unwrap();
+        assert_eq!(ids(&deferred), [pair("a1", "hr")]);
+        let earlier = now - TimeDelta::seconds(7200);
+        let deferred = store.deferred_activations(&crm(), earlier).await.unwrap();
+        assert_eq!(
+            ids(&deferred),
+            [pair("a2", "crm"), pair("a4", "crm"), pair("a5", "crm")],
+            "unexpired two hours earlier"
+        );
+        assert!(
+            store
+                .live_activations(&AppName::from("other"), now)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        // Any expiry, every app, never removed ones; soonest expiry first.
+        let unrevoked = store.unrevoked_activations().await.unwrap();
+        assert_eq!(
+            ids(&unrevoked),
+            [
+                pair("a2", "crm"),
+                pair("a5", "crm"),
+                pair("a4", "crm"),
+                pair("a1", "crm"),
+                pair("a1", "hr"),
+            ]
+        );
+
+        let json = serde_json::to_value(&hr_live[0]).unwrap();
+        assert_eq!(json["id"], "a1");
+        assert_eq!(json["group"], "g1");
+        assert_eq!(json["user"], "u1");
+        assert_eq!(json["app"], "hr");
+        assert_eq!(json["state"], "deferred");
+        assert_eq!(json["origin"], "webhook");
+    }
+
+    #[tokio::test]
+    async fn record_is_one_transaction() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let a = act("a1", "g1", "u1", 0, 60);
+        // The second row for crm breaks the primary key: nothing may stay behind.
+        let e = store
+            .record_activation(
+                &a,
+                &[
+                    (crm(), PushState::Pushed, None),
+                    (crm(), PushState::Pushed, None),
+                ],
+            )
+            .await;
+        assert!(e.is_err());
+        assert!(store.unrevoked_activations().await.unwrap().is_empty());
+        assert!(
+            !store
+                .other_live_activation(&"g1".into(), &"u1".into(), "x", t0())
+                .await
+                .unwrap(),
+            "the activation row was rolled back"
+        );
+        store
+            .record_activation(&a, &[(crm(), PushState::Pushed, None)])
+            .await
+            .unwrap();
+        assert!(
+            store
+                .record_activation(&a, &[(hr(), PushState::Pushed, None)])
+                .await
+                .is_err(),
+            "an id is recorded once"
+        );
+        assert_eq!(
+            ids(&store.unrevoked_activations().await.unwrap()),
+            [pair("a1", "crm")]
+        );
+    }
+
+    #[tokio::test]
+    async fn push_state_transitions() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let now = t0();
+        let a = act("a1", "g1", "u1", 0, 60);
+        store
+            .record_activation(
+                &a,
+                &[
+                    (crm(), PushState::Deferred, Some("limited".into())),
+                    (hr(), PushState::Pending, None),
+                ],
+            )
+            .await
+            .unwrap();
+        let before = row(&store, "a1", "crm").await.unwrap().updated_at;
+
+        store
+            .set_push_state("a1", &crm(), PushState::Applied, None, Some(1200))
+            .await
+            .unwrap();
+        let r = row(&store, "a1", "crm").await.unwrap();
+        assert_eq!(r.state, PushState::Applied);
+        assert_eq!(r.detail, None, "detail replaced");
+        assert_eq!(r.latency_ms, Some(1200));
+        assert!(r.updated_at >= before);
+        assert!(
+            store
+                .deferred_activations(&crm(), now)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Only crm moved.
+        assert_eq!(
+            row(&store, "a1", "hr").await.unwrap().state,
+            PushState::Pending
+        );
+
+        store
+            .set_push_state(
+                "a1",
+                &crm(),
+                PushState::Deferred,
+                Some("removal failed"),
+                None,
+            )
+            .await
+            .unwrap();
+        let r = row(&store, "a1", "crm").await.unwrap();
+        assert_eq!(r.state, PushState::Deferred);
+        assert_eq!(r.detail.as_deref(), Some("removal failed"));
+        assert_eq!(r.latency_ms, Some(1200), "kept when not given");
+
+        store
+            .set_push_state("a1", &crm(), PushState::Removed, None, None)
+            .await
+            .unwrap();
+        assert!(row(&store, "a1", "crm").await.is_none());
+        assert_eq!(
+            ids(&store.live_activations(&crm(), now).await.unwrap()),
+            Vec::<(String, String)>::new()
+        );
+        assert_eq!(
+            ids(&store.live_activations(&hr(), now).await.unwrap()),
+            [pair("a1", "hr")]
+        );
+
+        // Unknown rows: nothing happens.
+        store
+            .set_push_state("nope", &crm(), PushState::Pushed, None, None)
+            .await
+            .unwrap();
+        store
+            .set_push_state("a1", &AppName::from("other"), PushState::Pushed, None, None)
+            .await
+            .unwrap();
+        assert_eq!(store.unrevoked_activations().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn pending_becomes_deferred() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let now = t0();
+        store
+            .record_activation(
+                &act("a1", "g1", "u1", 0, 60),
+                &[
+                    (crm(), PushState::Pending, None),
+                    (hr(), PushState::Pushed, None),
+                ],
+            )
+            .await
+            .unwrap();
+        store
+            .record_activation(
+                &act("a2", "g1", "u2", 1, 60),
+                &[(hr(), PushState::Pending, None)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.pending_to_deferred("interrupted").await.unwrap(), 2);
+        let crm_deferred = store.deferred_activations(&crm(), now).await.unwrap();
+        assert_eq!(ids(&crm_deferred), [pair("a1", "crm")]);
+        assert_eq!(crm_deferred[0].detail.as_deref(), Some("interrupted"));
+        let hr_deferred = store.deferred_activations(&hr(), now).await.unwrap();
+        assert_eq!(ids(&hr_deferred), [pair("a2", "hr")], "pushed untouched");
+        assert_eq!(
+            row(&store, "a1", "hr").await.unwrap().state,
+            PushState::Pushed
+        );
+        assert_eq!(store.pending_to_deferred("again").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn other_live_activation_backs_the_pair() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let now = t0();
+        store
+            .record_activation(
+                &act("a1", "g1", "u1", 0, -1),
+                &[(crm(), PushState::Pushed, None)],
+            )
+            .await
+            .unwrap();
+        store
+            .record_activation(
+                &act("a2", "g1", "u1", 0, 60),
+                &[(crm(), PushState::Pushed, None)],
+            )
+            .await
+            .unwrap();
+        store
+            .record_activation(
+                &act("a3", "g2", "u2", 0, 60),
+                &[(crm(), PushState::Pushed, None)],
+            )
+            .await
+            .unwrap();
+        let (g1, u1) = (SourceId::from("g1"), SourceId::from("u1"));
+        assert!(
+            store
+                .other_live_activation(&g1, &u1, "a1", now)
+                .await
+                .unwrap(),
+            "a2 backs (g1, u1)"
+        );
+        assert!(
+            !store
+                .other_live_activation(&g1, &u1, "a2", now)
+                .await
+                .unwrap(),
+            "a1 expired"
+        );
+        assert!(
+            !store
+                .other_live_activation(&g1, &u1, "a1", now + TimeDelta::seconds(60))
+                .await
+                .unwrap(),
+            "a2 expired by then"
+        );
+        assert!(
+            !store
+                .other_live_activation(&g1, &"u2".into(), "a1", now)
+                .await
+                .unwrap(),
+            "another user"
+        );
+        assert!(
+            !store
+                .other_live_activation(&"g2".into(), &"u2".into(), "a3", now)
+                .await
+                .unwrap(),
+            "itself does not count"
+        );
+    }
+
+    #[tokio::test]
+    async fn prune_forgets_only_fully_removed_and_old() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let removed = |app| (app, PushState::Removed, None);
+        // Expired and removed everywhere: pruned.
+        store
+            .record_activation(
+                &act("a1", "g", "u1", 0, -100),
+                &[removed(crm()), removed(hr())],
+            )
+            .await
+            .unwrap();
+        // Expired, still to be removed from hr: kept.
+        store
+            .record_activation(
+                &act("a2", "g", "u2", 0, -100),
+                &[removed(crm()), (hr(), PushState::Pushed, None)],
+            )
+            .await
+            .unwrap();
+        // Removed everywhere but expiring after `before`: kept.
+        store
+            .record_activation(&act("a3", "g", "u3", 0, -10), &[removed(crm())])
+            .await
+            .unwrap();
+        let before = t0() - TimeDelta::seconds(50);
+        assert_eq!(store.prune_activations(before).await.unwrap(), 1);
+        let count = |sql: &'static str| {
+            let pool = store.pool.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM activations WHERE id = 'a1'").await,
+            0
+        );
+        assert_eq!(
+            count("SELECT COUNT(*) FROM activation_apps WHERE activation_id = 'a1'").await,
+            0,
+            "with its app rows"
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM activations").await, 2);
+        assert_eq!(count("SELECT COUNT(*) FROM activation_apps").await, 3);
+        assert_eq!(store.prune_activations(before).await.unwrap(), 0);
+        // Once hr confirms, a2 goes too; a3 once `before` passes it.
+        store
+            .set_push_state("a2", &hr(), PushState::Removed, None, None)
+            .await
+            .unwrap();
+        assert_eq!(store.prune_activations(t0()).await.unwrap(), 2);
+        assert_eq!(count("SELECT COUNT(*) FROM activation_apps").await, 0);
+    }
+
+    #[tokio::test]
+    async fn has_member_reads_confirmed_memberships() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let user = ObservedUser {
+            scim_id: ScimId::from("s1"),
+            origin: Origin::Created,
+            attrs: attrs_from_json(serde_json::json!({"userName": "a@x"})),
+        };
+        store
+            .commit(
+                &crm(),
+                &[
+                    Change::PutUser("u1".into(), user),
+                    Change::PutGroup("g1".into(), "sg".into(), Origin::Created, "G".into()),
+                    Change::AddMembers("g1".into(), vec!["u1".into()]),
+                ],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let (g1, u1) = (SourceId::from("g1"), SourceId::from("u1"));
+        assert!(store.has_member(&crm(), &g1, &u1).await.unwrap());
+        assert!(!store.has_member(&hr(), &g1, &u1).await.unwrap());
+        assert!(!store.has_member(&crm(), &g1, &"u2".into()).await.unwrap());
+        assert!(!store.has_member(&crm(), &"g2".into(), &u1).await.unwrap());
+        store
+            .commit(
+                &crm(),
+                &[Change::RemoveMembers("g1".into(), vec!["u1".into()])],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert!(!store.has_member(&crm(), &g1, &u1).await.unwrap());
+    }
+}
