@@ -13,8 +13,13 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
 use crate::config::{Config, SourceConfig};
-use crate::engine::{App, CycleOptions, Engine};
-use crate::report::{Outcome, Reason};
+use crate::drive::activation::{Accepted, ActivationRequest};
+use crate::drive::lease::{HolderInfo, Leases};
+use crate::engine::{App, AppCycle, CycleOptions, Engine};
+use crate::model::AppName;
+use crate::plan::Plan;
+use crate::report::{CycleReport, Outcome, Reason};
+use crate::service::{Options as ServiceOptions, Service};
 use crate::source::{FileSource, Source};
 use crate::store::Store;
 
@@ -50,7 +55,25 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Per app: the last cycle report, failing objects and managed objects, from the store.
+    /// The background service: start-up cycle, a full cycle every full_sync_interval,
+    /// activation intake and admin HTTP on service.listen. SIGINT/SIGTERM stop it cleanly.
+    Run,
+    /// Report a PIM activation to the running service; prints the per-app outcome.
+    Activate {
+        /// Source id of the group.
+        #[arg(long, value_name = "ID")]
+        group: String,
+        /// Source id of the user.
+        #[arg(long, value_name = "ID")]
+        user: String,
+        /// When the activation ends (RFC 3339) [default: now + service.max_activation].
+        #[arg(long, value_name = "RFC3339", value_parser = parse_rfc3339, conflicts_with = "for_")]
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+        /// How long the activation lasts, e.g. 1h or 30m.
+        #[arg(long = "for", id = "for_", value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        for_: Option<std::time::Duration>,
+    },
+    /// Per app: the last cycle report, activations, failing objects and managed objects.
     Status {
         /// JSON on stdout.
         #[arg(long)]
@@ -99,6 +122,19 @@ pub async fn run(cli: Cli) -> ExitCode {
             dry_run,
             json,
         } => sync_now(&config_path, &apps, dry_run, json).await,
+        Command::Run => run_service(&config_path).await,
+        Command::Activate {
+            group,
+            user,
+            expires_at,
+            for_,
+        } => {
+            let expires_at = expires_at.or_else(|| {
+                for_.and_then(|d| chrono::Duration::from_std(d).ok())
+                    .map(|d| chrono::Utc::now() + d)
+            });
+            activate(&config_path, group, user, expires_at).await
+        }
         Command::Status { json } => status(&config_path, json).await,
         Command::CheckConfig => check_config(&config_path).await,
         Command::Sandbox { listen } => sandbox(listen).await,
@@ -133,6 +169,153 @@ pub fn build_apps(cfg: &Config, names: &[String]) -> Result<Vec<App>, Fatal> {
         .collect()
 }
 
+fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-11-23T18:00:00Z: {e}"))
+}
+
+/// The URL a client uses to reach the service's admin HTTP (an unspecified listen address
+/// is reached on loopback).
+fn service_url(listen: &str) -> String {
+    match listen.parse::<SocketAddr>() {
+        Ok(a) if a.ip().is_unspecified() => format!("http://127.0.0.1:{}", a.port()),
+        _ => format!("http://{listen}"),
+    }
+}
+
+/// How long a stopping service gives operations and HTTP requests in flight.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
+
+async fn run_service(config: &std::path::Path) -> Result<u8, Fatal> {
+    let cfg = Config::load(config)?;
+    let token = cfg.service.webhook_token()?;
+    let apps = build_apps(&cfg, &[])?;
+    let store = Store::open(&cfg.service.state).await?;
+    let listener = tokio::net::TcpListener::bind(&cfg.service.listen)
+        .await
+        .map_err(|e| {
+            Fatal(format!(
+                "{}: service.listen {}: {e}",
+                cfg.path.display(),
+                cfg.service.listen
+            ))
+        })?;
+    let addr = listener.local_addr().map_err(Fatal::from)?;
+    crate::metrics::install();
+    let engine = Engine::new(source_of(&cfg), store);
+    let interval = cfg.service.full_sync_interval;
+    let n = cfg.apps.len();
+    let svc = Service::start(cfg, apps, engine, token, ServiceOptions::default())
+        .await
+        .map_err(Fatal::from)?;
+    println!(
+        "scim-sync run: {n} app(s); admin and webhook on http://{addr}; a full cycle every {}; SIGINT or SIGTERM stops it",
+        humantime::format_duration(interval)
+    );
+    let left = svc
+        .serve(listener, shutdown_signal(), SHUTDOWN_GRACE)
+        .await
+        .map_err(|e| Fatal(format!("admin HTTP on {addr}: {e}")))?;
+    if left > 0 {
+        println!(
+            "stopped; {left} operation(s) were still running after {} and were abandoned (the next start redoes them)",
+            humantime::format_duration(SHUTDOWN_GRACE)
+        );
+    } else {
+        println!("stopped cleanly");
+    }
+    Ok(exit::OK)
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("stop signal received; shutting down");
+}
+
+async fn activate(
+    config: &std::path::Path,
+    group: String,
+    user: String,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<u8, Fatal> {
+    let cfg = Config::load(config)?;
+    let token = cfg.service.webhook_token()?;
+    let url = format!("{}/v1/activations", service_url(&cfg.service.listen));
+    let body = ActivationRequest {
+        group_id: group.as_str().into(),
+        user_id: user.as_str().into(),
+        expires_at,
+    };
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token.expose())
+        .json(&body)
+        .timeout(std::time::Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| {
+            Fatal(format!(
+                "cannot reach the service at {url} (service.listen in {}): is `scim-sync run` running? ({e})",
+                cfg.path.display()
+            ))
+        })?;
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    if status != reqwest::StatusCode::ACCEPTED {
+        let why = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        return Err(Fatal(format!(
+            "the service refused the activation ({}): {why}",
+            status.as_u16()
+        )));
+    }
+    let accepted: Accepted = serde_json::from_str(&text)
+        .map_err(|e| Fatal(format!("unexpected answer from {url}: {e}")))?;
+    println!(
+        "activation {}: user {user} in group {group} until {}",
+        accepted.activation_id,
+        accepted.expires_at.to_rfc3339()
+    );
+    for a in &accepted.apps {
+        match (a.outcome.as_str(), a.latency_ms) {
+            ("pushed", Some(ms)) => println!("  {}: pushed, the app confirmed in {ms} ms", a.app),
+            ("pushed", None) => println!("  {}: pushed, not yet confirmed", a.app),
+            (other, _) => println!(
+                "  {}: {other}{}",
+                a.app,
+                a.detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+    Ok(exit::OK)
+}
+
 async fn sync_now(
     config: &std::path::Path,
     names: &[String],
@@ -142,17 +325,42 @@ async fn sync_now(
     let cfg = Config::load(config)?;
     let apps = build_apps(&cfg, names)?;
     let store = Store::open(&cfg.service.state).await?;
-    let engine = Engine::new(source_of(&cfg), store);
-    let run = engine
-        .cycle(
-            &apps,
-            CycleOptions {
-                reason: Reason::SyncNow,
-                dry_run,
-                progress: !json,
-            },
-        )
-        .await;
+    let engine = Engine::new(source_of(&cfg), store.clone());
+    let opts = CycleOptions {
+        reason: Reason::SyncNow,
+        dry_run,
+        progress: !json,
+    };
+    let run = if dry_run {
+        // A dry run writes nothing, so it needs no lease.
+        engine.cycle(&apps, opts).await
+    } else {
+        let leases = Leases::new(
+            store,
+            &HolderInfo::this_process("sync-now", None),
+            crate::drive::lease::TTL,
+        );
+        let (mine, handed) = take_leases(&cfg, &leases, &apps).await?;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let keeper = tokio::spawn(leases.clone().keep(
+            mine.iter().map(|a| a.cfg.name.clone()).collect(),
+            stop.clone().cancelled_owned(),
+        ));
+        let mut run = engine.cycle(&mine, opts).await;
+        stop.cancel();
+        let _ = keeper.await;
+        run.apps.extend(handed.into_iter().map(|report| AppCycle {
+            report,
+            plan: Plan::default(),
+        }));
+        // Keep the order the apps were asked in.
+        run.apps.sort_by_key(|c| {
+            apps.iter()
+                .position(|a| a.cfg.name.as_str() == c.report.app)
+                .unwrap_or(usize::MAX)
+        });
+        run
+    };
 
     if json {
         let reports: Vec<Value> = run
@@ -228,37 +436,123 @@ async fn sync_now(
     Ok(if any_failed { exit::FAILED } else { exit::OK })
 }
 
+/// Takes the lease of every app for this `sync-now`. An app whose lease a running service
+/// holds has its cycle handed to that service (`POST /v1/sync?wait=true`); an app another
+/// `sync-now` holds is waited for. Returns the apps to run here and the reports of the cycles
+/// the service ran. Says on stderr what it did.
+async fn take_leases(
+    cfg: &Config,
+    leases: &Leases,
+    apps: &[App],
+) -> Result<(Vec<App>, Vec<CycleReport>), Fatal> {
+    let names: Vec<AppName> = apps.iter().map(|a| a.cfg.name.clone()).collect();
+    let mut waiting = leases.renew(&names).await?;
+    let mut handed = Vec::new();
+    let services: Vec<(AppName, HolderInfo)> = waiting
+        .iter()
+        .filter(|(_, who)| who.kind == "run" && who.listen.is_some())
+        .cloned()
+        .collect();
+    if !services.is_empty() {
+        let asked: Vec<String> = services.iter().map(|(a, _)| a.to_string()).collect();
+        let who = &services[0].1;
+        let listen = who.listen.clone().unwrap_or_default();
+        match hand_over(cfg, &listen, &asked).await {
+            Ok(reports) => {
+                for app in &asked {
+                    eprintln!(
+                        "{app}: the running service holds its lease ({who}); the cycle ran there"
+                    );
+                }
+                waiting.retain(|(a, _)| !asked.contains(&a.to_string()));
+                handed = reports;
+            }
+            Err(e) => {
+                eprintln!(
+                    "{}: the running service holds the lease ({who}) and the cycle could not be handed to it: {e}; waiting for the lease",
+                    asked.join(", ")
+                );
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut told = std::collections::BTreeSet::new();
+    while !waiting.is_empty() {
+        for (app, who) in &waiting {
+            if told.insert(app.clone()) {
+                eprintln!("{app}: waiting for its lease, held by {who}");
+            }
+            // A live service renews forever: after two lease lifetimes, stop waiting for it.
+            if who.kind == "run" && started.elapsed() > leases.ttl() * 2 {
+                return Err(Fatal(format!(
+                    "app {app}: its lease is held by {who}; hand the cycle to it (set ${} so sync-now can call it) or stop it",
+                    cfg.service.webhook_token_env
+                )));
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let still: Vec<AppName> = waiting.iter().map(|(a, _)| a.clone()).collect();
+        waiting = leases.renew(&still).await?;
+        for app in &still {
+            if !waiting.iter().any(|(a, _)| a == app) {
+                eprintln!("{app}: lease taken after {}s", started.elapsed().as_secs());
+            }
+        }
+    }
+    let mine = apps
+        .iter()
+        .filter(|a| leases.holds(&a.cfg.name))
+        .cloned()
+        .collect();
+    Ok((mine, handed))
+}
+
+/// Asks the running service at `listen` to run the cycles of `apps` and waits for them.
+async fn hand_over(
+    cfg: &Config,
+    listen: &str,
+    apps: &[String],
+) -> Result<Vec<CycleReport>, String> {
+    let token = cfg.service.webhook_token().map_err(|e| e.to_string())?;
+    let url = format!("{}/v1/sync?wait=true", service_url(listen));
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(token.expose())
+        .json(&json!({ "apps": apps }))
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let body: Value = resp.json().await.map_err(|e| format!("{url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!(
+            "{url} answered {}: {}",
+            status.as_u16(),
+            body["error"].as_str().unwrap_or_default()
+        ));
+    }
+    let reports: Vec<CycleReport> =
+        serde_json::from_value(body["apps"].clone()).map_err(|e| format!("{url}: {e}"))?;
+    let skipped: Vec<String> = ["busy", "leased_elsewhere"]
+        .iter()
+        .flat_map(|k| body[*k].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    if !skipped.is_empty() {
+        return Err(format!("the service could not run {}", skipped.join(", ")));
+    }
+    Ok(reports)
+}
+
 async fn status(config: &std::path::Path, json: bool) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
     let store = Store::open(&cfg.service.state).await?;
-    let mut apps = Vec::new();
-    for app in &cfg.apps {
-        let last = store.last_report(&app.name).await?;
-        let failing = store.failures(&app.name).await?;
-        let (users, groups) = store.counts(&app.name).await?;
-        // Quarantined: the app's last cycle could change nothing at all (token rejected, app
-        // down); it is retried at the next cycle.
-        let quarantined = last
-            .as_ref()
-            .is_some_and(|r| r.outcome == Outcome::Failed && r.error.is_some());
-        apps.push(json!({
-            "name": app.name.as_str(),
-            "last_cycle": last,
-            "deferred_activations": [],
-            "active_activations": [],
-            "failing_objects": failing,
-            "quarantined": quarantined,
-            "managed_users": users,
-            "managed_groups": groups,
-        }));
-    }
+    let all = crate::status::collect(&cfg.apps, &store).await?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({ "apps": apps })).unwrap_or_default()
-        );
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
         return Ok(exit::OK);
     }
+    let apps = all["apps"].as_array().cloned().unwrap_or_default();
     println!("state: {}", cfg.service.state);
     for a in &apps {
         println!(
@@ -295,6 +589,25 @@ async fn status(config: &std::path::Path, json: bool) -> Result<u8, Fatal> {
                     f["object"].as_str().unwrap_or_default(),
                     f["attempts"],
                     f["error"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        for (key, label) in [
+            ("active_activations", "active"),
+            ("deferred_activations", "DEFERRED"),
+        ] {
+            for act in a[key].as_array().into_iter().flatten() {
+                println!(
+                    "  {label} activation {}: user {} in group {} until {} ({}{})",
+                    act["id"].as_str().unwrap_or_default(),
+                    act["user"].as_str().unwrap_or_default(),
+                    act["group"].as_str().unwrap_or_default(),
+                    act["expires_at"].as_str().unwrap_or_default(),
+                    act["state"].as_str().unwrap_or_default(),
+                    act["detail"]
+                        .as_str()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
                 );
             }
         }

@@ -250,6 +250,28 @@ impl Config {
                 ),
             });
         }
+        // The scheduler counts whole seconds; a zero interval or expiry would be a busy loop.
+        for (name, value, least) in [
+            (
+                "full_sync_interval",
+                service.full_sync_interval.0,
+                Duration::from_secs(1),
+            ),
+            (
+                "max_activation",
+                service.max_activation.0,
+                Duration::from_secs(1),
+            ),
+        ] {
+            if value < least {
+                return Err(Error::Invalid {
+                    path: path.to_owned(),
+                    line: find_key_line(text, name),
+                    key: format!("service.{name}"),
+                    message: "must be at least 1s".into(),
+                });
+            }
+        }
         let service = ServiceConfig {
             listen: service.listen,
             full_sync_interval: service.full_sync_interval.0,

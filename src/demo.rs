@@ -3,23 +3,28 @@
 //! Starts the sandbox SCIM app on a free loopback port, syncs `config/directory.json` into it
 //! (the copy embedded in the binary when the file is not there), changes the directory in
 //! memory (a user disabled, a member removed, a user renamed), syncs again and shows just those
-//! changes, then syncs a third time and shows that nothing is sent. Every step checks what it
-//! claims against the sandbox's own state; the exit status is 0 only when all of them held.
+//! changes, then syncs a third time and shows that nothing is sent. Then it starts the service
+//! (webhook on loopback, limiter, expiry timers): a burst of 8 PIM activations (5 pushed at
+//! once, 3 deferred), the next cycle applying the 3, and an activation that ends after 3
+//! seconds and leaves the app at once. Every step checks what it claims against the sandbox's
+//! own state; the exit status is 0 only when all of them held.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cli::{Fatal, exit};
-use crate::config::{AppConfig, PushLimit, Secret};
+use crate::config::{AppConfig, Config, PushLimit, Secret, ServiceConfig, SourceConfig};
+use crate::drive::activation::{Accepted, ActivationRequest};
 use crate::engine::{App, AppCycle, CycleOptions, Engine};
 use crate::model::{AppName, Deprovision, Directory, SourceId};
 use crate::report::Reason;
 use crate::sandbox::{SandboxHandle, SandboxState};
+use crate::service::{Options as ServiceOptions, Service, TickSource};
 use crate::source::{MemorySource, file};
 use crate::store::Store;
 
@@ -197,6 +202,17 @@ pub async fn run() -> Result<u8, Fatal> {
     );
     println!();
 
+    // Steps 4 to 6: the service, with its webhook, limiter and expiry timers.
+    activations(
+        &dir,
+        &engine,
+        &apps,
+        &sandbox,
+        state_dir.path(),
+        &mut checks,
+    )
+    .await?;
+
     sandbox.shutdown().await;
     if checks.failed.is_empty() {
         println!("demo: every step behaved as described.");
@@ -215,6 +231,243 @@ pub async fn run() -> Result<u8, Fatal> {
         }
         Ok(exit::FAILED)
     }
+}
+
+/// The PIM group of the sample directory.
+const PIM_GROUP: &str = "g-prod-admins";
+
+/// Steps 4 to 6: a burst of 8 activations through the webhook (5 pushed, 3 deferred), the next
+/// cycle applying the 3, and an activation that expires after 3 seconds.
+async fn activations(
+    dir: &Directory,
+    engine: &Engine,
+    apps: &[App],
+    sandbox: &SandboxHandle,
+    state_dir: &Path,
+    checks: &mut Checks,
+) -> Result<(), Fatal> {
+    let group = SourceId::from(PIM_GROUP);
+    let Some(pim) = dir.groups.get(&group) else {
+        return Err(Fatal(format!(
+            "demo: the sample directory has no group {PIM_GROUP}"
+        )));
+    };
+    let eligible: Vec<SourceId> = pim.eligible.to_vec();
+    if eligible.len() < 9 {
+        return Err(Fatal(format!(
+            "demo: group {PIM_GROUP} needs 9 eligible users, it has {}",
+            eligible.len()
+        )));
+    }
+    let cfg = Config {
+        path: PathBuf::from("demo (built in)"),
+        service: ServiceConfig {
+            listen: "127.0.0.1:0".into(),
+            full_sync_interval: Duration::from_secs(40 * 60),
+            state: format!("sqlite://{}", state_dir.join("demo.db").display()),
+            webhook_token_env: "DEMO (built in)".into(),
+            max_activation: Duration::from_secs(8 * 3600),
+        },
+        source: SourceConfig::File {
+            path: PathBuf::from(DIRECTORY_PATH),
+        },
+        apps: apps.iter().map(|a| a.cfg.clone()).collect(),
+    };
+    let svc = Service::start(
+        cfg,
+        apps.to_vec(),
+        engine.clone(),
+        Secret::new(TOKEN),
+        ServiceOptions {
+            ticks: TickSource::Tokio,
+            startup_cycle: false,
+            ..ServiceOptions::default()
+        },
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| Fatal(format!("demo: cannot listen on loopback: {e}")))?;
+    let webhook = format!(
+        "http://{}/v1/activations",
+        listener.local_addr().map_err(Fatal::from)?
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(svc.clone().serve(
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let http = reqwest::Client::new();
+    let pim_name = pim.display_name.clone();
+    let members = |state: &SandboxState| -> usize {
+        state
+            .groups()
+            .iter()
+            .find(|g| g["displayName"] == pim_name.as_str())
+            .and_then(|g| g["members"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let before = members(sandbox.state());
+
+    println!(
+        "4. A burst of 8 PIM activations for {:?} through the webhook (push_limit: 5 per 10s)",
+        pim.display_name
+    );
+    let burst = Instant::now();
+    let answers = futures::future::join_all(
+        eligible[..8]
+            .iter()
+            .map(|u| post_activation(&http, &webhook, &group, u, None)),
+    )
+    .await;
+    let mut pushed = 0;
+    let mut deferred = 0;
+    for (user, answer) in eligible[..8].iter().zip(&answers) {
+        match answer {
+            Ok(a) => {
+                for o in &a.apps {
+                    match (o.outcome.as_str(), o.latency_ms) {
+                        ("pushed", Some(ms)) => {
+                            pushed += 1;
+                            println!("  {user}: pushed, the app confirmed in {ms} ms");
+                        }
+                        ("pushed", None) => {
+                            pushed += 1;
+                            println!("  {user}: pushed, not yet confirmed");
+                        }
+                        _ => {
+                            deferred += 1;
+                            println!("  {user}: deferred: {}", o.detail.as_deref().unwrap_or(""));
+                        }
+                    }
+                }
+            }
+            Err(e) => println!("  {user}: refused: {e}"),
+        }
+    }
+    checks.check(
+        pushed == 5 && members(sandbox.state()) == before + 5,
+        "5 pushed at once and in the app",
+    );
+    let status = crate::status::collect(&svc.config().apps, engine.store()).await?;
+    let waiting = status["apps"][0]["deferred_activations"]
+        .as_array()
+        .map_or(0, Vec::len);
+    checks.check(
+        deferred == 3 && waiting == 3,
+        "3 deferred, recorded and shown by `status`, not queued behind a sleep",
+    );
+    println!();
+
+    println!("5. The next cycle (started now instead of in 40 minutes)");
+    let started = svc
+        .cycles(None, Reason::Schedule, true)
+        .await
+        .apps
+        .unwrap_or_default();
+    for r in &started {
+        println!("  {r}");
+    }
+    checks.check(
+        started.first().is_some_and(|r| r.deferred_applied == 3)
+            && members(sandbox.state()) == before + 8,
+        "the 3 deferred activations applied (deferred_applied = 3)",
+    );
+    println!();
+
+    println!("6. One more activation, ending 3 seconds after it starts");
+    // The burst used the quota: one more push passes 2 s after it.
+    let ready = burst + Duration::from_millis(2100);
+    if Instant::now() < ready {
+        println!("  (waiting for the limiter: after a burst of 5, one push every 2 s)");
+        tokio::time::sleep_until(ready.into()).await;
+    }
+    let ninth = &eligible[8];
+    let ends = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let answer = post_activation(&http, &webhook, &group, ninth, Some(ends)).await;
+    let confirmed = match &answer {
+        Ok(a) => a.apps.iter().any(|o| o.outcome == "pushed"),
+        Err(_) => false,
+    };
+    match &answer {
+        Ok(a) => {
+            for o in &a.apps {
+                println!(
+                    "  {ninth}: {}{}",
+                    o.outcome,
+                    o.latency_ms
+                        .map(|ms| format!(", the app confirmed in {ms} ms"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        Err(e) => println!("  {ninth}: refused: {e}"),
+    }
+    checks.check(
+        confirmed && members(sandbox.state()) == before + 9,
+        "pushed at once (the user created in the app first)",
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut removed_after = None;
+    while Instant::now() < deadline {
+        if members(sandbox.state()) == before + 8 {
+            removed_after = Some(chrono::Utc::now() - ends);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    match removed_after {
+        Some(after) => println!(
+            "  {ninth}: removed from {:?} {} ms after the activation ended",
+            pim.display_name,
+            after.num_milliseconds().max(0)
+        ),
+        None => println!("  {ninth}: still a member 10 s later"),
+    }
+    checks.check(
+        removed_after.is_some(),
+        "removed at expiry, not at the next cycle",
+    );
+    println!();
+
+    let _ = stop.send(());
+    match server.await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(left)) => println!("  ({left} operations were still running at shutdown)"),
+        Ok(Err(e)) => println!("  (admin server: {e})"),
+        Err(e) => println!("  (admin server: {e})"),
+    }
+    Ok(())
+}
+
+/// POSTs one activation to the demo's webhook.
+async fn post_activation(
+    http: &reqwest::Client,
+    url: &str,
+    group: &SourceId,
+    user: &SourceId,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Accepted, String> {
+    let resp = http
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(&ActivationRequest {
+            group_id: group.clone(),
+            user_id: user.clone(),
+            expires_at,
+        })
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    if status != reqwest::StatusCode::ACCEPTED {
+        return Err(format!("{}: {text}", status.as_u16()));
+    }
+    serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
 fn load_directory() -> Result<(Directory, String), Fatal> {

@@ -1,14 +1,21 @@
-//! The engine: reconcile every selected app with the source, one cycle each.
+//! The engine: reconcile apps with the source: full cycles, and one-membership pushes.
 //!
-//! A cycle reads the source once, then per app: maps the snapshot to desired state, loads the
-//! observed state from the store, plans (pure), and either returns the plan (`dry_run`) or
-//! applies it and saves the report. Every driver (`sync-now`, the demo, and later the scheduler
-//! and activation pushes) goes through [`Engine::cycle`]; none talks SCIM directly.
+//! A cycle reads the source once, then per app: loads the observed state from the store, then
+//! the live activations, maps the snapshot plus those activations to desired state, plans
+//! (pure), and either returns the plan (`dry_run`) or applies it and saves the report. Every
+//! driver (`sync-now`, the demo, the scheduler, activation pushes and expiries) goes through
+//! this module; none talks SCIM directly.
+//!
+//! A push ([`Engine::push`]) and an expiry ([`Engine::revoke`]) are the same reconcile scoped
+//! to one (app, group, user): desired and observed state are cut down to that user and that
+//! group, so the plan can only create or re-enable the user, create the group, and add or
+//! remove that one member.
 //!
 //! A failed source read fails every app's cycle before planning: nothing is deprovisioned on a
 //! read we cannot trust.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use chrono::{SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -16,12 +23,12 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::apply::{self, Target};
 use crate::config::{AppConfig, Secret};
 use crate::mapping;
-use crate::model::Directory;
+use crate::model::{Desired, DesiredGroup, DesiredUser, Directory, Observed, SourceId};
 use crate::plan::{self, Op, Plan, Policy, UserEffect};
 use crate::report::{CycleReport, ObjectError, Outcome, Reason};
 use crate::scim::{self, ClientOptions, RetryPolicy, ScimClient};
 use crate::source::Source;
-use crate::store::Store;
+use crate::store::{Activation, PushState, Store};
 
 /// One configured app with its SCIM client, kept across cycles.
 #[derive(Clone, Debug)]
@@ -79,17 +86,41 @@ pub struct CycleOptions {
     pub progress: bool,
 }
 
-/// The reconcile engine: a source and a store.
+/// What an expiry did for one app.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// The app confirmed the removal, or never held the membership.
+    Removed,
+    /// The membership stays: the source lists the user as a member, or another live
+    /// activation backs it.
+    Kept(String),
+    /// The app did not confirm; retry.
+    Failed(String),
+}
+
+/// The reconcile engine: a source, a store, and the last snapshot read.
 #[derive(Clone)]
 pub struct Engine {
     source: Arc<dyn Source>,
     store: Store,
+    /// The last complete snapshot, for pushes and expiries between cycles.
+    snapshot: Arc<RwLock<Option<Arc<Directory>>>>,
+    /// One source read at a time outside cycles.
+    reading: Arc<tokio::sync::Mutex<()>>,
+    /// Set at shutdown: running applies send nothing more.
+    shutdown: Arc<AtomicBool>,
 }
 
 impl Engine {
     /// An engine reading `source` and remembering in `store`.
     pub fn new(source: Arc<dyn Source>, store: Store) -> Self {
-        Engine { source, store }
+        Engine {
+            source,
+            store,
+            snapshot: Arc::default(),
+            reading: Arc::default(),
+            shutdown: Arc::default(),
+        }
     }
 
     /// The store.
@@ -97,11 +128,58 @@ impl Engine {
         &self.store
     }
 
+    /// What the source is (for messages).
+    pub fn describe_source(&self) -> String {
+        self.source.describe()
+    }
+
+    /// Stops every running apply after its operations in flight; nothing new is sent.
+    pub fn shut_down(&self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+    }
+
+    /// The last snapshot read by a cycle or a refresh, reading the source when there is none.
+    ///
+    /// # Errors
+    /// The source's error when it has to be read and cannot be.
+    pub async fn directory(&self) -> Result<Arc<Directory>, crate::source::Error> {
+        if let Some(d) = self.cached() {
+            return Ok(d);
+        }
+        self.refresh_directory().await
+    }
+
+    /// Reads the source now (one read at a time; a caller that waited for another read gets
+    /// a fresh one too) and keeps the result for pushes and expiries.
+    ///
+    /// # Errors
+    /// The source's error; the previous snapshot is kept then.
+    pub async fn refresh_directory(&self) -> Result<Arc<Directory>, crate::source::Error> {
+        let _one = self.reading.lock().await;
+        let d = Arc::new(self.source.snapshot().await?);
+        self.keep(&d);
+        Ok(d)
+    }
+
+    fn cached(&self) -> Option<Arc<Directory>> {
+        self.snapshot.read().ok().and_then(|s| s.clone())
+    }
+
+    fn keep(&self, d: &Arc<Directory>) {
+        if let Ok(mut s) = self.snapshot.write() {
+            *s = Some(d.clone());
+        }
+    }
+
     /// Runs one cycle for each of `apps`, concurrently, reading the source once.
     pub async fn cycle(&self, apps: &[App], opts: CycleOptions) -> CycleRun {
         let started = now();
         let snapshot = match self.source.snapshot().await {
-            Ok(d) => Arc::new(d),
+            Ok(d) => {
+                let d = Arc::new(d);
+                self.keep(&d);
+                d
+            }
             Err(e) => {
                 let why = format!("source read failed, nothing was changed: {e}");
                 tracing::warn!(source = %self.source.describe(), error = %e, "source read failed; every app's cycle is aborted");
@@ -165,18 +243,33 @@ impl Engine {
             report
         };
 
-        let desired = match mapping::desired_for_app(dir, &app.cfg, &[]) {
-            Ok(d) => d,
-            Err(e) => {
-                let report = fail(report, e.to_string());
-                return self.finish(report, Plan::default(), opts).await;
-            }
-        };
+        crate::metrics::cycle_started(name);
+        let clock = std::time::Instant::now();
+        // Observed first, activations second: a push confirmed in between is then backed by
+        // an activation this cycle knows, so the cycle cannot plan to remove it.
         let observed = match self.store.load_observed(name).await {
             Ok(o) => o,
             Err(e) => {
                 let report = fail(report, e.to_string());
-                return self.finish(report, Plan::default(), opts).await;
+                return self.finish(report, Plan::default(), opts, clock).await;
+            }
+        };
+        let live = match self.store.live_activations(name, Utc::now()).await {
+            Ok(l) => l,
+            Err(e) => {
+                let report = fail(report, e.to_string());
+                return self.finish(report, Plan::default(), opts, clock).await;
+            }
+        };
+        let backed: Vec<(SourceId, SourceId)> = live
+            .iter()
+            .map(|a| (a.activation.group.clone(), a.activation.user.clone()))
+            .collect();
+        let desired = match mapping::desired_for_app(dir, &app.cfg, &backed) {
+            Ok(d) => d,
+            Err(e) => {
+                let report = fail(report, e.to_string());
+                return self.finish(report, Plan::default(), opts, clock).await;
             }
         };
         if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
@@ -211,8 +304,17 @@ impl Engine {
                 "more disables and deletes than max_deprovisions: all of them are held, not sent");
         }
 
+        let deferred: Vec<&Activation> = live
+            .iter()
+            .filter(|a| a.state == PushState::Deferred)
+            .map(|a| &a.activation)
+            .collect();
         if opts.dry_run {
             count_planned(&mut report, &plan);
+            report.deferred_applied = deferred
+                .iter()
+                .filter(|a| plan.ops.iter().any(|op| adds(op, &a.group, &a.user)))
+                .count() as u64;
         } else if !plan.ops.is_empty() {
             bar.set_length(plan.ops.len() as u64);
             bar.set_style(
@@ -228,6 +330,7 @@ impl Engine {
                 client: &app.client,
                 matching: &app.cfg.matching,
                 concurrency: app.cfg.concurrency,
+                shutdown: &self.shutdown,
             };
             if let Err(e) =
                 apply::apply(&target, &plan, &observed, &self.store, &mut report, &bar).await
@@ -237,18 +340,233 @@ impl Engine {
             report.requests = app.client.requests_sent() - before;
             bar.finish_and_clear();
         }
+        if !opts.dry_run {
+            report.deferred_applied = self.mark_applied(name, &deferred, opts.reason).await;
+        }
         report.finished_at = now();
         report.outcome = outcome(&report);
-        self.finish(report, plan, opts).await
+        self.finish(report, plan, opts, clock).await
     }
 
-    async fn finish(&self, report: CycleReport, plan: Plan, opts: CycleOptions) -> AppCycle {
+    /// Marks the deferred activations the app now holds as applied; returns how many.
+    async fn mark_applied(
+        &self,
+        app: &crate::model::AppName,
+        deferred: &[&Activation],
+        reason: Reason,
+    ) -> u64 {
+        let mut applied = 0;
+        for a in deferred {
+            match self.store.has_member(app, &a.group, &a.user).await {
+                Ok(true) => {
+                    let why = format!("applied by the {reason} cycle");
+                    match self
+                        .store
+                        .set_push_state(&a.id, app, PushState::Applied, Some(&why), None)
+                        .await
+                    {
+                        Ok(()) => applied += 1,
+                        Err(e) => {
+                            tracing::error!(app = %app, activation = %a.id, error = %e, "could not record a deferred activation as applied");
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(app = %app, activation = %a.id, error = %e, "could not check a deferred activation");
+                }
+            }
+        }
+        applied
+    }
+
+    async fn finish(
+        &self,
+        report: CycleReport,
+        plan: Plan,
+        opts: CycleOptions,
+        clock: std::time::Instant,
+    ) -> AppCycle {
         if !opts.dry_run {
             self.save(&report).await;
+            crate::metrics::cycle_finished(&report, clock.elapsed().as_secs_f64());
         }
         tracing::info!(app = %report.app, outcome = %report.outcome, requests = report.requests,
-            failed = report.failed, held = report.held, "cycle finished");
+            failed = report.failed, held = report.held, deferred_applied = report.deferred_applied,
+            "cycle finished");
         AppCycle { report, plan }
+    }
+
+    /// Pushes one membership to one app at once: creates or re-enables the user and creates
+    /// the group when needed, then adds the member. Returns the push's report (reason
+    /// `activation`, not saved as a cycle report) and whether the app now holds the member.
+    pub async fn push(&self, app: &App, group: &SourceId, user: &SourceId) -> (CycleReport, bool) {
+        let name = &app.cfg.name;
+        let span = tracing::info_span!("push", app = %name, group = %group, user = %user);
+        let _enter = span.enter();
+        let mut report = CycleReport::new(name.as_str(), Reason::Activation, now(), false);
+        let prepared = async {
+            let dir = self.directory().await.map_err(|e| e.to_string())?;
+            let desired = mapping::desired_for_membership(&dir, &app.cfg, group, user)
+                .map_err(|e| e.to_string())?;
+            let observed = self
+                .store
+                .load_observed_scope(
+                    name,
+                    std::slice::from_ref(user),
+                    std::slice::from_ref(group),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((desired, observed))
+        }
+        .await;
+        match prepared {
+            Ok((desired, observed)) => {
+                self.apply_scoped(app, &desired, &observed, &mut report)
+                    .await
+            }
+            Err(e) => report.error = Some(e),
+        }
+        let held = self.holds(app, group, user).await;
+        report.finished_at = now();
+        report.outcome = if held { Outcome::Ok } else { outcome(&report) };
+        tracing::info!(app = %name, held, requests = report.requests, "activation push finished");
+        (report, held)
+    }
+
+    /// Ends one activation in one app: removes the membership unless the source lists the
+    /// user as a member or another live activation backs it.
+    pub async fn revoke(&self, app: &App, activation: &Activation) -> Revoked {
+        let name = &app.cfg.name;
+        let (group, user) = (&activation.group, &activation.user);
+        let span = tracing::info_span!("revoke", app = %name, group = %group, user = %user);
+        let _enter = span.enter();
+        match self
+            .store
+            .other_live_activation(group, user, &activation.id, Utc::now())
+            .await
+        {
+            Ok(true) => {
+                return Revoked::Kept("another live activation backs the membership".into());
+            }
+            Ok(false) => {}
+            Err(e) => return Revoked::Failed(e.to_string()),
+        }
+        // A snapshot we cannot read does not keep a privilege alive: remove, and let the next
+        // cycle add the member back if the source does list it.
+        if let Ok(dir) = self.directory().await
+            && mapping::standing_member(&dir, &app.cfg, group, user)
+        {
+            return Revoked::Kept("the source lists the user as a member".into());
+        }
+        let observed = match self
+            .store
+            .load_observed_scope(
+                name,
+                std::slice::from_ref(user),
+                std::slice::from_ref(group),
+            )
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => return Revoked::Failed(e.to_string()),
+        };
+        let Some(g) = observed.groups.get(group) else {
+            return Revoked::Removed;
+        };
+        if !g.members.contains(user) {
+            return Revoked::Removed;
+        }
+        // Desired: the group without the member, the user exactly as the app holds it.
+        let mut desired = Desired::default();
+        desired.groups.insert(
+            group.clone(),
+            DesiredGroup {
+                source_id: group.clone(),
+                display_name: g.display_name.clone(),
+                members: Default::default(),
+            },
+        );
+        for (id, u) in &observed.users {
+            desired.users.insert(
+                id.clone(),
+                DesiredUser {
+                    source_id: id.clone(),
+                    attrs: u.attrs.clone(),
+                },
+            );
+        }
+        let mut report = CycleReport::new(name.as_str(), Reason::Activation, now(), false);
+        self.apply_scoped(app, &desired, &observed, &mut report)
+            .await;
+        if self.holds(app, group, user).await {
+            Revoked::Failed(
+                report
+                    .errors
+                    .first()
+                    .map(|e| e.error.clone())
+                    .or(report.error)
+                    .unwrap_or_else(|| "the app did not confirm the removal".into()),
+            )
+        } else {
+            Revoked::Removed
+        }
+    }
+
+    /// Plans and applies a desired state cut down to a few objects against the same cut of
+    /// the observed state.
+    async fn apply_scoped(
+        &self,
+        app: &App,
+        desired: &Desired,
+        observed: &Observed,
+        report: &mut CycleReport,
+    ) {
+        let name = &app.cfg.name;
+        if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
+            tracing::warn!(app = %name, error = %e, "could not read what earlier runs learnt about the app");
+        }
+        let plan = plan::plan(
+            desired,
+            observed,
+            &[],
+            Policy {
+                deprovision: app.cfg.deprovision,
+                max_deprovisions: app.cfg.max_deprovisions,
+            },
+        );
+        if plan.ops.is_empty() {
+            return;
+        }
+        let before = app.client.requests_sent();
+        let target = Target {
+            app: name,
+            client: &app.client,
+            matching: &app.cfg.matching,
+            concurrency: 1,
+            shutdown: &self.shutdown,
+        };
+        if let Err(e) = apply::apply(
+            &target,
+            &plan,
+            observed,
+            &self.store,
+            report,
+            &ProgressBar::hidden(),
+        )
+        .await
+        {
+            report.error = Some(e.to_string());
+        }
+        report.requests = app.client.requests_sent() - before;
+    }
+
+    async fn holds(&self, app: &App, group: &SourceId, user: &SourceId) -> bool {
+        self.store
+            .has_member(&app.cfg.name, group, user)
+            .await
+            .unwrap_or(false)
     }
 
     async fn save(&self, report: &CycleReport) {
@@ -273,6 +591,11 @@ fn outcome(r: &CycleReport) -> Outcome {
     } else {
         Outcome::Ok
     }
+}
+
+/// Whether `op` adds `user` to `group`.
+fn adds(op: &Op, group: &SourceId, user: &SourceId) -> bool {
+    matches!(op, Op::AddMembers { group: g, members } if g == group && members.contains(user))
 }
 
 /// Fills a dry run's counts from the plan: what would be done.

@@ -13,24 +13,32 @@
 //! - [`plan`]: desired × observed → ordered operations (pure; `Display` is the dry-run output).
 //! - [`apply`]: runs a plan against one app in phases and commits what the app confirmed.
 //! - [`scim`]: the only module that speaks SCIM (RFC 7643/7644): wire types and the client.
-//! - [`engine`]: one cycle per app: source → mapping → plan → apply → report.
-//! - [`report`]: cycle reports (SPEC §5).
+//! - [`engine`]: one cycle per app: source → mapping → plan → apply → report; and the same
+//!   reconcile scoped to one membership for activation pushes and expiries.
+//! - [`report`]: cycle reports (SPEC §5); [`status`]: what `status` and `/v1/status` show.
+//! - [`service`]: `run`: the engine kept running with its [`drive`]rs (schedule, limiter,
+//!   activations, leases); [`admin`]: its HTTP face; [`metrics`]: Prometheus names.
 //! - [`cli`], [`demo`]: the commands; [`sandbox`]: the built-in in-memory SCIM app.
 //! - [`synthetic`]: generated tenant-sized directories and churn, for benchmarks.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod admin;
 pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod drive;
 pub mod engine;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod report;
 pub mod sandbox;
 pub mod scim;
+pub mod service;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod synthetic;

@@ -47,6 +47,15 @@ pub enum Error {
         "assigned group {0} is not in the source; fix the app's `groups` or the source (nothing was deprovisioned)"
     )]
     MissingGroup(SourceId),
+    /// One user cannot be provisioned (only for a single membership; a cycle reports such
+    /// users as [`Unmapped`] instead).
+    #[error("user {user} cannot be provisioned: {reason}")]
+    Unmappable {
+        /// The user.
+        user: SourceId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A user in scope that cannot be provisioned (for instance no value for `userName`).
@@ -229,6 +238,70 @@ pub fn desired_for_app(
     }
     out.desired.groups = groups;
     Ok(out)
+}
+
+/// Whether the source lists `user` as a standing member of `group` for `app` (directly, or
+/// through nested groups when the app sets `flatten_nested`). Eligibility does not count.
+pub fn standing_member(
+    dir: &Directory,
+    app: &AppConfig,
+    group: &SourceId,
+    user: &SourceId,
+) -> bool {
+    if app.flatten_nested {
+        transitive_users(dir, group).contains(user)
+    } else {
+        dir.groups
+            .get(group)
+            .is_some_and(|g| g.members.contains(user))
+    }
+}
+
+/// The desired state of one membership: `user` mapped, and `group` with `user` as its only
+/// member. An activation push plans against this and the store's record of the same two
+/// objects, so it can create the user and the group, re-enable or update the user, and add
+/// the member, and never touches anything else.
+///
+/// # Errors
+/// [`Error::MissingGroup`] when the group is not in the snapshot; [`Error::Unmappable`] when
+/// the user is not in the snapshot or cannot be mapped.
+pub fn desired_for_membership(
+    dir: &Directory,
+    app: &AppConfig,
+    group: &SourceId,
+    user: &SourceId,
+) -> Result<Desired, Error> {
+    let g = dir
+        .groups
+        .get(group)
+        .ok_or_else(|| Error::MissingGroup(group.clone()))?;
+    let u = dir.users.get(user).ok_or_else(|| Error::Unmappable {
+        user: user.clone(),
+        reason: "the user is not in the source".into(),
+    })?;
+    let attrs = map_user(user, &u.attrs, &user_mapping(&app.attributes)).map_err(|reason| {
+        Error::Unmappable {
+            user: user.clone(),
+            reason,
+        }
+    })?;
+    let mut desired = Desired::default();
+    desired.users.insert(
+        user.clone(),
+        DesiredUser {
+            source_id: user.clone(),
+            attrs,
+        },
+    );
+    desired.groups.insert(
+        group.clone(),
+        DesiredGroup {
+            source_id: group.clone(),
+            display_name: g.display_name.clone(),
+            members: BTreeSet::from([user.clone()]),
+        },
+    );
+    Ok(desired)
 }
 
 /// Users reachable from `root` through nested groups, cycle-safe.

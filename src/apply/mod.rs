@@ -100,6 +100,9 @@ pub struct Target<'a> {
     pub matching: &'a str,
     /// Its `concurrency`.
     pub concurrency: usize,
+    /// Set when the process is shutting down: no further operation starts; the ones in flight
+    /// finish and are recorded.
+    pub shutdown: &'a AtomicBool,
 }
 
 /// Why apply stopped before the end of the plan.
@@ -187,24 +190,14 @@ pub async fn apply(
                 _ => tasks.push(vec![op]),
             }
         }
-        let ids_now = &ids;
-        let stop_ref = &stop;
-        let results: Vec<Done> = futures::stream::iter(tasks)
-            .map(|task| async move {
-                let mut out = Vec::new();
-                for op in task {
-                    if stop_ref.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let done = run_op(target, op, ids_now).await;
-                    if done.app_down.is_some() {
-                        stop_ref.store(true, Ordering::Relaxed);
-                    }
-                    progress.inc(1);
-                    out.push(done);
-                }
-                out
-            })
+        // The task futures are built here, not in a closure inside the stream: a closure
+        // over borrowed ops makes the stream's future fail the higher-ranked `Send` check
+        // once a cycle runs in a spawned task.
+        let running: Vec<_> = tasks
+            .into_iter()
+            .map(|task| run_task(target, task, &ids, &stop, progress))
+            .collect();
+        let results: Vec<Done> = futures::stream::iter(running)
             .buffer_unordered(target.concurrency.max(1))
             .flat_map(futures::stream::iter)
             .collect()
@@ -254,10 +247,41 @@ pub async fn apply(
         if stop.load(Ordering::Relaxed) {
             break;
         }
+        if target.shutdown.load(Ordering::Relaxed) {
+            report.error.get_or_insert_with(|| {
+                "stopped by shutdown before every operation was sent; the next cycle sends the rest"
+                    .to_owned()
+            });
+            break;
+        }
     }
 
     save_app_facts(store, target.app, facts_before, AppFacts::of(target.client)).await?;
     Ok(())
+}
+
+/// Runs one task's operations in order (one operation, or one group's member batches),
+/// stopping when the app is down or the process shuts down.
+async fn run_task(
+    target: &Target<'_>,
+    task: Vec<&Op>,
+    ids: &Ids,
+    stop: &AtomicBool,
+    progress: &ProgressBar,
+) -> Vec<Done> {
+    let mut out = Vec::new();
+    for op in task {
+        if stop.load(Ordering::Relaxed) || target.shutdown.load(Ordering::Relaxed) {
+            break;
+        }
+        let done = run_op(target, op, ids).await;
+        if done.app_down.is_some() {
+            stop.store(true, Ordering::Relaxed);
+        }
+        progress.inc(1);
+        out.push(done);
+    }
+    out
 }
 
 /// Source id ↔ SCIM id, as known so far in the cycle.

@@ -937,6 +937,11 @@ impl ScimClient {
             })
         }
         .await;
+        crate::metrics::scim_request(
+            &self.inner.app,
+            req.method.as_str(),
+            result.as_ref().map_or(0, |r| r.status),
+        );
         match result {
             Ok(resp) => {
                 debug!(

@@ -1,0 +1,424 @@
+//! Service mode (`scim-sync run`): the engine kept running, with its drivers around it.
+//!
+//! [`Service::start`] wires the pieces: leases for every app (one writer per app across
+//! processes), expiry timers rebuilt from the store, the start-up cycle, and the full-cycle
+//! ticks. Cycles of one app never overlap: each app has a busy lock, and a tick that finds it
+//! taken is skipped and counted. Activation intake and expiry live in
+//! [`crate::drive::activation`] (an `impl Service` block); the HTTP face is [`crate::admin`].
+//!
+//! Shutdown ([`Service::shutdown`]) stops intake and ticks, lets running operations finish
+//! within a grace period, turns pushes that did not finish into deferred activations (the next
+//! cycle applies them), and releases the leases.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Secret};
+use crate::drive::activation::ExpiryQueue;
+use crate::drive::lease::{HolderInfo, Leases};
+use crate::drive::limiter::PushLimiter;
+use crate::drive::schedule::Ticks;
+use crate::engine::{App, CycleOptions, Engine};
+use crate::model::AppName;
+use crate::report::{CycleReport, Reason};
+use crate::store;
+
+/// How the service gets its full-cycle ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TickSource {
+    /// tokio-cron-scheduler (production).
+    Cron,
+    /// `tokio::time` (tests with paused time).
+    Tokio,
+}
+
+/// Knobs that are not in the config file.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where ticks come from.
+    pub ticks: TickSource,
+    /// Lease lifetime without renewal.
+    pub lease_ttl: Duration,
+    /// How long the webhook waits for pushes to be confirmed before answering.
+    pub push_wait: Duration,
+    /// Run the start-up cycle.
+    pub startup_cycle: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ticks: TickSource::Cron,
+            lease_ttl: crate::drive::lease::TTL,
+            push_wait: Duration::from_secs(5),
+            startup_cycle: true,
+        }
+    }
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    /// The scheduler failed.
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+/// One app as the service keeps it.
+pub(crate) struct Slot {
+    pub(crate) app: App,
+    /// Held for the length of a cycle.
+    pub(crate) busy: Arc<tokio::sync::Mutex<()>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Config,
+    pub(crate) engine: Engine,
+    pub(crate) apps: BTreeMap<AppName, Slot>,
+    pub(crate) limiter: PushLimiter,
+    pub(crate) leases: Arc<Leases>,
+    pub(crate) expiry: ExpiryQueue,
+    pub(crate) token: Secret,
+    pub(crate) options: Options,
+    /// Cancelled at shutdown: intake, ticks, expiry timers and retries stop.
+    pub(crate) cancel: CancellationToken,
+    /// Every spawned cycle, push and expiry removal, so shutdown can wait for them.
+    pub(crate) tasks: TaskTracker,
+    /// When the last cycle started (or the service, before the first).
+    last_cycle: Mutex<Instant>,
+    cycles_started: AtomicU64,
+    release: CancellationToken,
+}
+
+/// The running service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What a request to start cycles did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Started {
+    /// Apps whose cycle started (or ran, when waited for).
+    pub started: Vec<String>,
+    /// Apps skipped because a cycle was already running.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub busy: Vec<String>,
+    /// Apps skipped because another process holds their lease, with the holder.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leased_elsewhere: Vec<String>,
+    /// The reports, when the caller waited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apps: Option<Vec<CycleReport>>,
+}
+
+impl Service {
+    /// Starts the service's background work: leases, expiry timers, the start-up cycle and
+    /// the ticks. The HTTP face is served separately ([`crate::admin::router`]).
+    ///
+    /// # Errors
+    /// [`StartError`] when the store or the scheduler cannot be used.
+    pub async fn start(
+        cfg: Config,
+        apps: Vec<App>,
+        engine: Engine,
+        token: Secret,
+        options: Options,
+    ) -> Result<Service, StartError> {
+        let store = engine.store().clone();
+        let recovered = store
+            .pending_to_deferred(
+                "the process stopped before the app confirmed the push; the next cycle applies it",
+            )
+            .await?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "pushes left unconfirmed by an earlier process are deferred to the next cycle"
+            );
+        }
+        let info = HolderInfo::this_process("run", Some(&cfg.service.listen));
+        let leases = Leases::new(store.clone(), &info, options.lease_ttl);
+        let names: Vec<AppName> = apps.iter().map(|a| a.cfg.name.clone()).collect();
+        for (app, who) in leases.renew(&names).await? {
+            tracing::warn!(app = %app, holder = %who, "another process holds the app's lease; its cycles and pushes wait until it is free");
+        }
+        let limiter = PushLimiter::new(&cfg.apps);
+        let (expiry, expiry_rx) = ExpiryQueue::new();
+        let slots = apps
+            .into_iter()
+            .map(|app| {
+                (
+                    app.cfg.name.clone(),
+                    Slot {
+                        app,
+                        busy: Arc::default(),
+                    },
+                )
+            })
+            .collect();
+        let ticks = match options.ticks {
+            TickSource::Cron => Ticks::cron(cfg.service.full_sync_interval)
+                .await
+                .map_err(|e| StartError::Scheduler(e.to_string()))?,
+            TickSource::Tokio => Ticks::interval(cfg.service.full_sync_interval),
+        };
+        let svc = Service {
+            inner: Arc::new(Inner {
+                cfg,
+                engine,
+                apps: slots,
+                limiter,
+                leases: leases.clone(),
+                expiry,
+                token,
+                options,
+                cancel: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                last_cycle: Mutex::new(Instant::now()),
+                cycles_started: AtomicU64::new(0),
+                release: CancellationToken::new(),
+            }),
+        };
+        let release = svc.inner.release.clone();
+        tokio::spawn(leases.keep(names, async move { release.cancelled().await }));
+        svc.spawn_expiry(expiry_rx).await?;
+        if svc.inner.options.startup_cycle {
+            svc.cycles(None, Reason::Startup, false).await;
+        }
+        svc.spawn_ticks(ticks);
+        Ok(svc)
+    }
+
+    fn spawn_ticks(&self, mut ticks: Ticks) {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = svc.inner.cancel.cancelled() => break,
+                    tick = ticks.next() => {
+                        if tick.is_none() {
+                            break;
+                        }
+                        svc.cycles(None, Reason::Schedule, false).await;
+                    }
+                }
+            }
+            ticks.stop().await;
+        });
+    }
+
+    /// The loaded config.
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    /// The webhook bearer token.
+    pub(crate) fn token(&self) -> &Secret {
+        &self.inner.token
+    }
+
+    /// Cycles started since the service started.
+    pub fn cycles_started(&self) -> u64 {
+        self.inner.cycles_started.load(Ordering::Relaxed)
+    }
+
+    /// Starts a full cycle for the named apps (all when `None`). An app whose cycle is still
+    /// running is skipped and counted, unless `wait`, which waits for it and then runs; an app
+    /// whose lease another process holds is skipped. With `wait` the reports come back.
+    pub async fn cycles(&self, names: Option<&[AppName]>, reason: Reason, wait: bool) -> Started {
+        let mut out = Started::default();
+        let mut guards: Vec<OwnedMutexGuard<()>> = Vec::new();
+        let mut apps = Vec::new();
+        for (name, slot) in &self.inner.apps {
+            if names.is_some_and(|n| !n.contains(name)) {
+                continue;
+            }
+            if !self.inner.leases.holds(name) {
+                crate::metrics::cycle_skipped(name, "lease");
+                tracing::warn!(app = %name, reason = %reason, "cycle skipped: another process holds the app's lease");
+                out.leased_elsewhere.push(name.to_string());
+                continue;
+            }
+            let guard = if wait {
+                Some(slot.busy.clone().lock_owned().await)
+            } else {
+                slot.busy.clone().try_lock_owned().ok()
+            };
+            match guard {
+                Some(g) => {
+                    guards.push(g);
+                    apps.push(slot.app.clone());
+                    out.started.push(name.to_string());
+                }
+                None => {
+                    crate::metrics::cycle_skipped(name, "busy");
+                    tracing::warn!(app = %name, reason = %reason, "cycle skipped: the app's previous cycle is still running");
+                    out.busy.push(name.to_string());
+                }
+            }
+        }
+        if apps.is_empty() {
+            if wait {
+                out.apps = Some(Vec::new());
+            }
+            return out;
+        }
+        if let Ok(mut last) = self.inner.last_cycle.lock() {
+            *last = Instant::now();
+        }
+        self.inner.cycles_started.fetch_add(1, Ordering::Relaxed);
+        let engine = self.inner.engine.clone();
+        let task = self.inner.tasks.spawn(async move {
+            let run = engine
+                .cycle(
+                    &apps,
+                    CycleOptions {
+                        reason,
+                        dry_run: false,
+                        progress: false,
+                    },
+                )
+                .await;
+            drop(guards);
+            run.apps.into_iter().map(|c| c.report).collect::<Vec<_>>()
+        });
+        if wait {
+            out.apps = Some(task.await.unwrap_or_default());
+        }
+        out
+    }
+
+    /// The Prometheus text of `/metrics`, with the activation gauges refreshed from the
+    /// store. `None` when no recorder is installed in this process.
+    pub async fn metrics_text(&self) -> Option<String> {
+        let handle = crate::metrics::install()?;
+        let now = chrono::Utc::now();
+        for name in self.inner.apps.keys() {
+            if let Ok(live) = self.inner.engine.store().live_activations(name, now).await {
+                let deferred = live
+                    .iter()
+                    .filter(|a| a.state == crate::store::PushState::Deferred)
+                    .count();
+                crate::metrics::activation_gauges(name, deferred, live.len() - deferred);
+            }
+        }
+        handle.run_upkeep();
+        Some(handle.render())
+    }
+
+    /// Serves the admin HTTP on `listener` until `stop` resolves, then shuts the service
+    /// down: intake stops at once, requests in flight get `grace`, then [`Service::shutdown`].
+    /// Returns how many operations were abandoned.
+    ///
+    /// # Errors
+    /// The IO error of the server.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        stop: impl std::future::Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<usize> {
+        let stopping = CancellationToken::new();
+        let signal = stopping.clone();
+        let server = axum::serve(listener, crate::admin::router(self.clone()))
+            .with_graceful_shutdown(async move {
+                stop.await;
+                signal.cancel();
+            });
+        // axum waits for every open connection without a bound: give it `grace`.
+        tokio::select! {
+            r = server => r?,
+            () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("HTTP requests still open at the end of the grace period were dropped");
+            }
+        }
+        Ok(self.shutdown(grace).await)
+    }
+
+    /// Ready: the store answers and a cycle started within twice the interval (a stalled
+    /// scheduler fails this).
+    ///
+    /// # Errors
+    /// Why the service is not ready.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.inner
+            .engine
+            .store()
+            .ping()
+            .await
+            .map_err(|e| format!("state store unreachable: {e}"))?;
+        let since = self
+            .inner
+            .last_cycle
+            .lock()
+            .map(|l| l.elapsed())
+            .unwrap_or_default();
+        let limit = self.inner.cfg.service.full_sync_interval * 2;
+        if since > limit {
+            return Err(format!(
+                "no cycle started for {} (more than twice full_sync_interval): the scheduler is not ticking",
+                humantime::format_duration(Duration::from_secs(since.as_secs()))
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stops the service: no new intake, ticks or timers; operations in flight get `grace` to
+    /// finish; pushes that did not finish become deferred; leases are released. Returns how
+    /// many tasks were still running when the grace period ended.
+    pub async fn shutdown(&self, grace: Duration) -> usize {
+        let inner = &self.inner;
+        inner.cancel.cancel();
+        inner.engine.shut_down();
+        inner.tasks.close();
+        let left = if tokio::time::timeout(grace, inner.tasks.wait())
+            .await
+            .is_err()
+        {
+            inner.tasks.len()
+        } else {
+            0
+        };
+        if left > 0 {
+            tracing::warn!(
+                left,
+                grace = %humantime::format_duration(grace),
+                "operations still running at the end of the shutdown grace period were abandoned; the next start redoes them"
+            );
+        }
+        match inner
+            .engine
+            .store()
+            .pending_to_deferred(
+                "the service stopped before the app confirmed the push; the next cycle applies it",
+            )
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(n, "unconfirmed pushes recorded as deferred"),
+            Err(e) => tracing::error!(error = %e, "could not record unconfirmed pushes"),
+        }
+        inner.release.cancel();
+        // The lease keeper releases on its way out; give it a moment.
+        let names: Vec<AppName> = inner.apps.keys().cloned().collect();
+        inner.leases.release(&names).await;
+        left
+    }
+}
