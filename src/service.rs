@@ -98,6 +98,7 @@ pub(crate) struct Inner {
     /// When the last cycle started (or the service, before the first).
     last_cycle: Mutex<Instant>,
     cycles_started: AtomicU64,
+    cycles_skipped: AtomicU64,
     release: CancellationToken,
 }
 
@@ -188,6 +189,7 @@ impl Service {
                 tasks: TaskTracker::new(),
                 last_cycle: Mutex::new(Instant::now()),
                 cycles_started: AtomicU64::new(0),
+                cycles_skipped: AtomicU64::new(0),
                 release: CancellationToken::new(),
             }),
         };
@@ -239,6 +241,11 @@ impl Service {
         self.inner.cycles_started.load(Ordering::Relaxed)
     }
 
+    /// App cycles skipped since the service started (busy, or leased elsewhere).
+    pub fn cycles_skipped(&self) -> u64 {
+        self.inner.cycles_skipped.load(Ordering::Relaxed)
+    }
+
     /// Starts a full cycle for the named apps (all when `None`). An app whose cycle is still
     /// running is skipped and counted, unless `wait`, which waits for it and then runs; an app
     /// whose lease another process holds is skipped. With `wait` the reports come back.
@@ -252,6 +259,7 @@ impl Service {
             }
             if !self.inner.leases.holds(name) {
                 crate::metrics::cycle_skipped(name, "lease");
+                self.inner.cycles_skipped.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(app = %name, reason = %reason, "cycle skipped: another process holds the app's lease");
                 out.leased_elsewhere.push(name.to_string());
                 continue;
@@ -269,6 +277,7 @@ impl Service {
                 }
                 None => {
                     crate::metrics::cycle_skipped(name, "busy");
+                    self.inner.cycles_skipped.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(app = %name, reason = %reason, "cycle skipped: the app's previous cycle is still running");
                     out.busy.push(name.to_string());
                 }
