@@ -128,11 +128,6 @@ impl Engine {
         &self.store
     }
 
-    /// What the source is (for messages).
-    pub fn describe_source(&self) -> String {
-        self.source.describe()
-    }
-
     /// Stops every running apply after its operations in flight; nothing new is sent.
     pub fn shut_down(&self) {
         self.shutdown.store(true, Ordering::Relaxed);
@@ -410,12 +405,7 @@ impl Engine {
             let desired = mapping::desired_for_membership(&dir, &app.cfg, group, user)
                 .map_err(|e| e.to_string())?;
             let observed = self
-                .store
-                .load_observed_scope(
-                    name,
-                    std::slice::from_ref(user),
-                    std::slice::from_ref(group),
-                )
+                .membership_scope(name, group, user)
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<_, String>((desired, observed))
@@ -460,15 +450,7 @@ impl Engine {
         {
             return Revoked::Kept("the source lists the user as a member".into());
         }
-        let observed = match self
-            .store
-            .load_observed_scope(
-                name,
-                std::slice::from_ref(user),
-                std::slice::from_ref(group),
-            )
-            .await
-        {
+        let observed = match self.membership_scope(name, group, user).await {
             Ok(o) => o,
             Err(e) => return Revoked::Failed(e.to_string()),
         };
@@ -514,8 +496,21 @@ impl Engine {
         }
     }
 
+    /// What the store says the app holds of one user and one group.
+    async fn membership_scope(
+        &self,
+        app: &crate::model::AppName,
+        group: &SourceId,
+        user: &SourceId,
+    ) -> Result<Observed, crate::store::Error> {
+        self.store
+            .load_observed_scope(app, std::slice::from_ref(user), std::slice::from_ref(group))
+            .await
+    }
+
     /// Plans and applies a desired state cut down to a few objects against the same cut of
-    /// the observed state.
+    /// the observed state. The app's learnt facts are restored once when the service starts,
+    /// not on every push.
     async fn apply_scoped(
         &self,
         app: &App,
@@ -524,9 +519,6 @@ impl Engine {
         report: &mut CycleReport,
     ) {
         let name = &app.cfg.name;
-        if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
-            tracing::warn!(app = %name, error = %e, "could not read what earlier runs learnt about the app");
-        }
         let plan = plan::plan(
             desired,
             observed,

@@ -99,7 +99,9 @@ pub(crate) struct Inner {
     last_cycle: Mutex<Instant>,
     cycles_started: AtomicU64,
     cycles_skipped: AtomicU64,
+    /// Cancelled last at shutdown: the lease keeper releases the leases and ends.
     release: CancellationToken,
+    keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// The running service. Cheap to clone.
@@ -155,6 +157,23 @@ impl Service {
         for (app, who) in leases.renew(&names).await? {
             tracing::warn!(app = %app, holder = %who, "another process holds the app's lease; its cycles and pushes wait until it is free");
         }
+        // Pushes and expiries between cycles use what earlier runs learnt about each app.
+        for app in &apps {
+            if let Err(e) =
+                crate::apply::restore_app_facts(&store, &app.cfg.name, &app.client).await
+            {
+                tracing::warn!(app = %app.cfg.name, error = %e, "could not read what earlier runs learnt about the app");
+            }
+        }
+        // Ended activations are kept a week for `status` and audits, then dropped.
+        match store
+            .prune_activations(chrono::Utc::now() - chrono::Duration::days(7))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(n, "activations ended over a week ago pruned from the store"),
+            Err(e) => tracing::warn!(error = %e, "could not prune ended activations"),
+        }
         let limiter = PushLimiter::new(&cfg.apps);
         let (expiry, expiry_rx) = ExpiryQueue::new();
         let slots = apps
@@ -191,10 +210,14 @@ impl Service {
                 cycles_started: AtomicU64::new(0),
                 cycles_skipped: AtomicU64::new(0),
                 release: CancellationToken::new(),
+                keeper: Mutex::new(None),
             }),
         };
         let release = svc.inner.release.clone();
-        tokio::spawn(leases.keep(names, async move { release.cancelled().await }));
+        let keeper = tokio::spawn(leases.keep(names, async move { release.cancelled().await }));
+        if let Ok(mut k) = svc.inner.keeper.lock() {
+            *k = Some(keeper);
+        }
         svc.spawn_expiry(expiry_rx).await?;
         if svc.inner.options.startup_cycle {
             svc.cycles(None, Reason::Startup, false).await;
@@ -425,9 +448,11 @@ impl Service {
             Err(e) => tracing::error!(error = %e, "could not record unconfirmed pushes"),
         }
         inner.release.cancel();
-        // The lease keeper releases on its way out; give it a moment.
-        let names: Vec<AppName> = inner.apps.keys().cloned().collect();
-        inner.leases.release(&names).await;
+        // The lease keeper releases the leases on its way out.
+        let keeper = inner.keeper.lock().ok().and_then(|mut k| k.take());
+        if let Some(keeper) = keeper {
+            let _ = keeper.await;
+        }
         left
     }
 }

@@ -179,7 +179,7 @@ impl Service {
         let mut allowed: Vec<&Slot> = Vec::new();
         for slot in targets {
             let app = &slot.app.cfg.name;
-            let deferred = if !inner.leases.holds(app) {
+            let refused = if !inner.leases.holds(app) {
                 Some("another process holds the app's lease; the next cycle applies it".to_owned())
             } else {
                 match inner.limiter.check(app) {
@@ -192,7 +192,7 @@ impl Service {
                     )),
                 }
             };
-            match deferred {
+            match refused {
                 None => {
                     rows.push((app.clone(), PushState::Pending, None));
                     allowed.push(slot);
@@ -200,13 +200,7 @@ impl Service {
                 Some(why) => {
                     crate::metrics::activation(app, "deferred");
                     rows.push((app.clone(), PushState::Deferred, Some(why.clone())));
-                    outcomes.push(AppOutcome {
-                        app: app.to_string(),
-                        outcome: "deferred".into(),
-                        latency_ms: None,
-                        unconfirmed: false,
-                        detail: Some(why),
-                    });
+                    outcomes.push(deferred(app, why));
                 }
             }
         }
