@@ -12,5 +12,7 @@ mod scim_contract;
 mod e2e;
 // The binary as a user runs it: exit codes, messages, dry run, JSON, status, demo.
 mod cli;
+// Service mode: webhook, limiter, deferral, the interval, expiry and restarts.
+mod service;
 // House rules checked mechanically (module docs).
 mod tidy;

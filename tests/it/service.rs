@@ -1,0 +1,892 @@
+//! Service mode in-process: the webhook against wiremock apps (limiter, deferral, the next
+//! cycle), every webhook refusal, the fixed interval under paused tokio time, and expiry and
+//! restarts against the sandbox. The HTTP face is driven through `admin::router` exactly as
+//! a client would reach it.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use wiremock::MockServer;
+
+use scim_sync::admin;
+use scim_sync::config::{Config, Secret};
+use scim_sync::engine::{App, Engine};
+use scim_sync::mapping;
+use scim_sync::model::{
+    AppName, Directory, ObservedUser, Origin, ScimId, SourceGroup, SourceId, SourceUser,
+};
+use scim_sync::report::Reason;
+use scim_sync::sandbox::{SandboxHandle, SandboxState};
+use scim_sync::service::{Options, Service, TickSource};
+use scim_sync::source::{MemorySource, Source};
+use scim_sync::store::{Change, Store};
+
+use crate::support::{BASE, TOKEN, given};
+
+const WEBHOOK_TOKEN: &str = "webhook-secret-for-tests";
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A directory with users `u0`..`u9`, each eligible for the PIM groups `g-pim` and
+/// `g-pim-2`; `u0` is also a standing member of `g-staff`.
+fn directory() -> Directory {
+    let mut d = Directory::default();
+    let ids: Vec<SourceId> = (0..10).map(|i| SourceId::new(format!("u{i}"))).collect();
+    for id in &ids {
+        let attrs = json!({
+            "userPrincipalName": format!("{id}@contoso.example"),
+            "displayName": format!("User {id}"),
+            "givenName": "User",
+            "surname": id.as_str(),
+            "mail": format!("{id}@contoso.example"),
+            "accountEnabled": true,
+        });
+        let Value::Object(attrs) = attrs else {
+            unreachable!()
+        };
+        d.users.insert(
+            id.clone(),
+            SourceUser {
+                id: id.clone(),
+                attrs,
+            },
+        );
+    }
+    for (gid, name) in [("g-pim", "PIM Admins"), ("g-pim-2", "PIM Operators")] {
+        d.groups.insert(
+            SourceId::from(gid),
+            SourceGroup {
+                id: SourceId::from(gid),
+                display_name: name.into(),
+                members: vec![],
+                eligible: ids.clone(),
+            },
+        );
+    }
+    d.groups.insert(
+        SourceId::from("g-staff"),
+        SourceGroup {
+            id: SourceId::from("g-staff"),
+            display_name: "Staff".into(),
+            members: vec![SourceId::from("u0")],
+            eligible: vec![],
+        },
+    );
+    d
+}
+
+/// One `[[apps]]` entry as TOML.
+fn app_toml(name: &str, base_url: &str, groups: &[&str], extra: &str) -> String {
+    format!(
+        "[[apps]]\nname = \"{name}\"\nbase_url = \"{base_url}\"\ntoken_env = \"T_{name}\"\ngroups = {groups:?}\n{extra}\n"
+    )
+}
+
+/// A config with a state file in `dir` and the given `[[apps]]` entries.
+fn config(dir: &Path, apps: &[String], interval: &str) -> Config {
+    let text = format!(
+        "[service]\nfull_sync_interval = \"{interval}\"\nstate = \"sqlite://{}\"\n\n[source]\nkind = \"file\"\npath = \"unused.json\"\n\n{}",
+        dir.join("state.db").display(),
+        apps.join("\n")
+    );
+    Config::parse(Path::new("service-test.toml"), &text).unwrap()
+}
+
+/// Everything a test service needs, started from `cfg` over `source`.
+async fn start(cfg: &Config, source: Arc<dyn Source>, token: &str, options: Options) -> Service {
+    let store = Store::open(&cfg.service.state).await.unwrap();
+    let engine = Engine::new(source, store);
+    let apps = cfg
+        .apps
+        .iter()
+        .map(|a| App::new(a.clone(), &Secret::new(token)).unwrap())
+        .collect();
+    Service::start(
+        cfg.clone(),
+        apps,
+        engine,
+        Secret::new(WEBHOOK_TOKEN),
+        options,
+    )
+    .await
+    .unwrap()
+}
+
+/// Records, in the store of `svc`, that `app` already holds every user of the directory (as
+/// `scim-{id}`, with exactly the mapped attributes) and each of `groups` (as `grp-{id}`, no
+/// members): a push is then one `PATCH /Groups/grp-{id}`, and a cycle sends only members.
+async fn seed(svc: &Service, dir: &Directory, app: &str, groups: &[&str]) {
+    let cfg = svc
+        .config()
+        .apps
+        .iter()
+        .find(|a| a.name.as_str() == app)
+        .unwrap()
+        .clone();
+    let mut changes = Vec::new();
+    for g in groups {
+        let group = SourceId::from(*g);
+        let desired =
+            mapping::desired_for_membership(dir, &cfg, &group, &SourceId::from("u1")).unwrap();
+        changes.push(Change::PutGroup(
+            group.clone(),
+            ScimId::new(format!("grp-{g}")),
+            Origin::Created,
+            desired.groups[&group].display_name.clone(),
+        ));
+        for user in dir.users.keys() {
+            let d = mapping::desired_for_membership(dir, &cfg, &group, user).unwrap();
+            changes.push(Change::PutUser(
+                user.clone(),
+                ObservedUser {
+                    scim_id: ScimId::new(format!("scim-{user}")),
+                    origin: Origin::Created,
+                    attrs: d.users[user].attrs.clone(),
+                },
+            ));
+        }
+    }
+    svc.engine()
+        .store()
+        .commit(&AppName::from(app), &changes, chrono::Utc::now())
+        .await
+        .unwrap();
+}
+
+/// Sends one request to the service's HTTP face.
+async fn call(svc: &Service, req: Request<Body>) -> (StatusCode, Value) {
+    let resp = admin::router(svc.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, body)
+}
+
+fn post(uri: &str, token: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut b = Request::post(uri).header("content-type", "application/json");
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    b.body(body.into()).unwrap()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+async fn activate(svc: &Service, group: &str, user: &str) -> (StatusCode, Value) {
+    let body = json!({ "group_id": group, "user_id": user }).to_string();
+    call(svc, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await
+}
+
+/// The outcome an accepted activation reports for `app`.
+fn outcome<'a>(answer: &'a Value, app: &str) -> &'a str {
+    answer["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["app"] == app)
+        .unwrap()["outcome"]
+        .as_str()
+        .unwrap()
+}
+
+/// The member values of every PATCH the server received on `/Groups/{id}`.
+async fn patched_members(server: &MockServer, group_scim_id: &str) -> Vec<Vec<String>> {
+    let path = format!("{BASE}/Groups/{group_scim_id}");
+    server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "PATCH" && r.url.path() == path)
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            let mut values: Vec<String> = body["Operations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|op| op["op"].as_str().unwrap().eq_ignore_ascii_case("add"))
+                .flat_map(|op| op["value"].as_array().cloned().unwrap_or_default())
+                .map(|v| v["value"].as_str().unwrap().to_owned())
+                .collect();
+            values.sort();
+            values
+        })
+        .collect()
+}
+
+fn wiremock_options() -> Options {
+    Options {
+        ticks: TickSource::Tokio,
+        startup_cycle: false,
+        ..Options::default()
+    }
+}
+
+#[tokio::test]
+async fn burst_of_eight_pushes_five_defers_three_and_the_next_cycle_sends_them() {
+    let server = MockServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory();
+    let base = format!("{}{BASE}", server.uri());
+    let cfg = config(tmp.path(), &[app_toml("crm", &base, &["g-pim"], "")], "40m");
+    let svc = start(
+        &cfg,
+        Arc::new(MemorySource::new(dir.clone())),
+        TOKEN,
+        wiremock_options(),
+    )
+    .await;
+    seed(&svc, &dir, "crm", &["g-pim"]).await;
+
+    given("PATCH", "/Groups/grp-g-pim")
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .expect(5)
+        .named("member PATCHes of the burst")
+        .mount(&server)
+        .await;
+    let mut outcomes = Vec::new();
+    for i in 1..=8 {
+        let (status, answer) = activate(&svc, "g-pim", &format!("u{i}")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        outcomes.push(outcome(&answer, "crm").to_owned());
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "pushed", "pushed", "pushed", "pushed", "pushed", "deferred", "deferred", "deferred"
+        ]
+    );
+    server.verify().await;
+    let pushed: Vec<String> = patched_members(&server, "grp-g-pim")
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(pushed.len(), 5);
+
+    // Status shows the three deferred ones, for the app.
+    let (status, body) = call(&svc, get("/v1/status")).await;
+    assert_eq!(status, StatusCode::OK);
+    let crm = &body["apps"][0];
+    assert_eq!(
+        crm["deferred_activations"].as_array().unwrap().len(),
+        3,
+        "{body}"
+    );
+    assert_eq!(
+        crm["active_activations"].as_array().unwrap().len(),
+        5,
+        "{body}"
+    );
+
+    // The next cycle sends the three, in one PATCH, and counts them.
+    server.reset().await;
+    given("PATCH", "/Groups/grp-g-pim")
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .expect(1)
+        .named("the next cycle's member PATCH")
+        .mount(&server)
+        .await;
+    let run = svc.cycles(None, Reason::Schedule, true).await;
+    let report = &run.apps.unwrap()[0];
+    assert_eq!(report.deferred_applied, 3, "{report:?}");
+    server.verify().await;
+    assert_eq!(
+        patched_members(&server, "grp-g-pim").await,
+        vec![vec!["scim-u6", "scim-u7", "scim-u8"]]
+    );
+
+    // And the cycle after that has nothing to send.
+    server.reset().await;
+    let run = svc.cycles(None, Reason::Schedule, true).await;
+    assert_eq!(run.apps.unwrap()[0].deferred_applied, 0);
+    assert!(server.received_requests().await.unwrap().is_empty());
+    let (_, body) = call(&svc, get("/v1/status")).await;
+    assert!(
+        body["apps"][0]["deferred_activations"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn two_apps_each_get_their_own_five() {
+    let (crm, erp) = (MockServer::start().await, MockServer::start().await);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory();
+    let cfg = config(
+        tmp.path(),
+        &[
+            app_toml("crm", &format!("{}{BASE}", crm.uri()), &["g-pim"], ""),
+            app_toml("erp", &format!("{}{BASE}", erp.uri()), &["g-pim-2"], ""),
+        ],
+        "40m",
+    );
+    let svc = start(
+        &cfg,
+        Arc::new(MemorySource::new(dir.clone())),
+        TOKEN,
+        wiremock_options(),
+    )
+    .await;
+    seed(&svc, &dir, "crm", &["g-pim"]).await;
+    seed(&svc, &dir, "erp", &["g-pim-2"]).await;
+    for (server, group) in [(&crm, "grp-g-pim"), (&erp, "grp-g-pim-2")] {
+        given("PATCH", &format!("/Groups/{group}"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_body_json(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "id": group,
+                "displayName": "x"
+            })))
+            .expect(5)
+            .mount(server)
+            .await;
+    }
+    // crm's burst first, then erp's: the first burst must not use erp's quota.
+    for (group, app) in [("g-pim", "crm"), ("g-pim-2", "erp")] {
+        let mut pushed = 0;
+        for i in 1..=8 {
+            let (status, answer) = activate(&svc, group, &format!("u{i}")).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+            assert_eq!(answer["apps"].as_array().unwrap().len(), 1, "{answer}");
+            pushed += usize::from(outcome(&answer, app) == "pushed");
+        }
+        assert_eq!(pushed, 5, "{app}");
+    }
+    crm.verify().await;
+    erp.verify().await;
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn every_refusal_changes_nothing_and_the_service_stays_healthy() {
+    let server = MockServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory();
+    let mut not_eligible = dir.clone();
+    not_eligible
+        .groups
+        .get_mut(&SourceId::from("g-pim"))
+        .unwrap()
+        .eligible
+        .retain(|u| u.as_str() != "u9");
+    let cfg = config(
+        tmp.path(),
+        &[app_toml(
+            "crm",
+            &format!("{}{BASE}", server.uri()),
+            &["g-pim"],
+            "",
+        )],
+        "40m",
+    );
+    let svc = start(
+        &cfg,
+        Arc::new(MemorySource::new(not_eligible)),
+        TOKEN,
+        wiremock_options(),
+    )
+    .await;
+
+    let good = json!({"group_id": "g-pim", "user_id": "u1"}).to_string();
+    let past = json!({"group_id": "g-pim", "user_id": "u1", "expires_at": "2020-01-01T00:00:00Z"});
+    let huge = json!({"group_id": "g-pim", "user_id": "u1", "pad": "x".repeat(65 * 1024)});
+    let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
+        (
+            "bad JSON",
+            post("/v1/activations", Some(WEBHOOK_TOKEN), "{not json"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "unknown field",
+            post(
+                "/v1/activations",
+                Some(WEBHOOK_TOKEN),
+                json!({"group_id": "g-pim", "user_id": "u1", "role": "owner"}).to_string(),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "missing field",
+            post(
+                "/v1/activations",
+                Some(WEBHOOK_TOKEN),
+                json!({"group_id": "g-pim"}).to_string(),
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "expires_at in the past",
+            post("/v1/activations", Some(WEBHOOK_TOKEN), past.to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no token",
+            post("/v1/activations", None, good.clone()),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "wrong token",
+            post(
+                "/v1/activations",
+                Some("webhook-secret-for-tesTS"),
+                good.clone(),
+            ),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "not eligible",
+            post(
+                "/v1/activations",
+                Some(WEBHOOK_TOKEN),
+                json!({"group_id": "g-pim", "user_id": "u9"}).to_string(),
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "unknown user",
+            post(
+                "/v1/activations",
+                Some(WEBHOOK_TOKEN),
+                json!({"group_id": "g-pim", "user_id": "nobody"}).to_string(),
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "group not assigned",
+            post(
+                "/v1/activations",
+                Some(WEBHOOK_TOKEN),
+                json!({"group_id": "g-staff", "user_id": "u0"}).to_string(),
+            ),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "body over 64 KiB",
+            post("/v1/activations", Some(WEBHOOK_TOKEN), huge.to_string()),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (what, req, want) in cases {
+        let (status, body) = call(&svc, req).await;
+        assert_eq!(status, want, "{what}: {body}");
+        if want != StatusCode::PAYLOAD_TOO_LARGE {
+            let why = body["error"].as_str().unwrap_or_default();
+            assert!(!why.is_empty(), "{what}: the refusal says why: {body}");
+            assert!(!why.contains(WEBHOOK_TOKEN), "{what}: token echoed: {why}");
+        }
+        let live = svc
+            .engine()
+            .store()
+            .live_activations(&AppName::from("crm"), chrono::Utc::now())
+            .await
+            .unwrap();
+        assert!(live.is_empty(), "{what}: recorded {live:?}");
+        let (health, _) = call(&svc, get("/healthz")).await;
+        assert_eq!(health, StatusCode::OK, "{what}");
+    }
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "a refused activation reached the app"
+    );
+    let (ready, body) = call(&svc, get("/readyz")).await;
+    assert_eq!(ready, StatusCode::OK, "{body}");
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A source that notes when each snapshot starts (tokio time), and can be made slow.
+#[derive(Clone)]
+struct Clocked {
+    inner: MemorySource,
+    start: tokio::time::Instant,
+    takes: Duration,
+    seen: Arc<Mutex<Vec<Duration>>>,
+    in_flight: Arc<Mutex<(u32, u32)>>,
+}
+
+impl Source for Clocked {
+    fn describe(&self) -> String {
+        "clocked test source".into()
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Directory, scim_sync::source::Error>> {
+        Box::pin(async move {
+            self.seen.lock().unwrap().push(self.start.elapsed());
+            {
+                let mut f = self.in_flight.lock().unwrap();
+                f.0 += 1;
+                f.1 = f.1.max(f.0);
+            }
+            tokio::time::sleep(self.takes).await;
+            self.in_flight.lock().unwrap().0 -= 1;
+            self.inner.snapshot().await
+        })
+    }
+}
+
+/// Paused tokio time that moves only when the test says so.
+///
+/// Paused time normally jumps to the next timer whenever the runtime is idle, and a runtime
+/// waiting on SQLite's worker thread looks idle: the store's pool would time out and ticks
+/// would fire mid-query. A task that always yields keeps the runtime busy, so the clock
+/// stands still until [`HeldClock::pass`] moves it, a minute at a time, giving the service
+/// real time to finish its store work after each step.
+struct HeldClock(tokio::task::JoinHandle<()>);
+
+impl HeldClock {
+    fn hold() -> HeldClock {
+        HeldClock(tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        }))
+    }
+
+    async fn pass(&self, total: Duration) {
+        let mut passed = Duration::ZERO;
+        while passed < total {
+            tokio::time::advance(MINUTE).await;
+            passed += MINUTE;
+            settle().await;
+        }
+    }
+}
+
+impl Drop for HeldClock {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Lets tasks woken by the last step run their store work (real time; the clock holds).
+async fn settle() {
+    let until = std::time::Instant::now() + Duration::from_millis(25);
+    while std::time::Instant::now() < until {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Starts a service over a [`Clocked`] source whose snapshots take `takes`, under a held
+/// clock, and lets `run_for` pass. Returns the snapshot start times in whole minutes, the
+/// most snapshots ever in flight at once, and the skipped ticks.
+async fn clocked_service(takes: Duration, run_for: Duration) -> (Vec<u64>, u32, u64) {
+    let clock = HeldClock::hold();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory();
+    // The app's group has no members, and the store already holds it: a cycle plans
+    // nothing, so no SCIM request is made (the address is never reached).
+    let cfg = config(
+        tmp.path(),
+        &[app_toml(
+            "crm",
+            "http://127.0.0.1:9/scim/v2",
+            &["g-pim"],
+            "",
+        )],
+        "40m",
+    );
+    let source = Clocked {
+        inner: MemorySource::new(dir.clone()),
+        start: tokio::time::Instant::now(),
+        takes,
+        seen: Arc::default(),
+        in_flight: Arc::default(),
+    };
+    let store = Store::open(&cfg.service.state).await.unwrap();
+    let group = SourceId::from("g-pim");
+    store
+        .commit(
+            &AppName::from("crm"),
+            &[Change::PutGroup(
+                group.clone(),
+                ScimId::new("grp-g-pim"),
+                Origin::Created,
+                "PIM Admins".into(),
+            )],
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let engine = Engine::new(Arc::new(source.clone()), store);
+    let app = App::new(cfg.apps[0].clone(), &Secret::new(TOKEN)).unwrap();
+    let svc = Service::start(
+        cfg,
+        vec![app],
+        engine,
+        Secret::new(WEBHOOK_TOKEN),
+        Options {
+            ticks: TickSource::Tokio,
+            // A lease that never needs renewing keeps the keeper out of the timeline.
+            lease_ttl: Duration::from_secs(365 * 24 * 3600),
+            startup_cycle: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    settle().await;
+    clock.pass(run_for).await;
+    let seen: Vec<u64> = source
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_secs() / 60)
+        .collect();
+    let max_in_flight = source.in_flight.lock().unwrap().1;
+    let skipped = svc.cycles_skipped();
+    // Let the clock run again, so that shutdown's grace can pass over a cycle still asleep.
+    drop(clock);
+    svc.shutdown(Duration::from_secs(1)).await;
+    (seen, max_in_flight, skipped)
+}
+
+#[tokio::test(start_paused = true)]
+async fn cycles_run_every_forty_minutes_from_the_start() {
+    let (seen, max_in_flight, skipped) = clocked_service(Duration::ZERO, 130 * MINUTE).await;
+    // The start-up cycle, then 40, 80 and 120 minutes after the start: nothing at a :00
+    // boundary (60, 120 would be one, but so is 120 = 3 × 40) and nothing in between.
+    assert_eq!(seen, vec![0, 40, 80, 120]);
+    assert_eq!(max_in_flight, 1);
+    assert_eq!(skipped, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cycle_slower_than_the_interval_is_not_overlapped() {
+    // Each cycle takes 50 minutes: the ticks at 40 and 120 find the app busy and are skipped.
+    let (seen, max_in_flight, skipped) = clocked_service(50 * MINUTE, 170 * MINUTE).await;
+    assert_eq!(max_in_flight, 1, "two cycles of one app ran at once");
+    assert_eq!(seen, vec![0, 80, 160]);
+    assert!(skipped >= 2, "skipped ticks are counted: {skipped}");
+}
+
+/// The sandbox, a directory, and a state folder shared by successive services.
+struct Sandboxed {
+    sandbox: SandboxHandle,
+    source: MemorySource,
+    tmp: tempfile::TempDir,
+}
+
+impl Sandboxed {
+    async fn new() -> Sandboxed {
+        let sandbox =
+            SandboxHandle::start(([127, 0, 0, 1], 0).into(), SandboxState::with_token(TOKEN))
+                .await
+                .unwrap();
+        Sandboxed {
+            sandbox,
+            source: MemorySource::new(directory()),
+            tmp: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn config(&self, extra: &str) -> Config {
+        config(
+            self.tmp.path(),
+            &[app_toml(
+                "crm",
+                self.sandbox.base_url(),
+                &["g-pim", "g-staff"],
+                extra,
+            )],
+            "40m",
+        )
+    }
+
+    /// A service over the shared state; the first one runs the start-up cycle.
+    async fn service(&self, extra: &str, startup_cycle: bool) -> Service {
+        start(
+            &self.config(extra),
+            Arc::new(self.source.clone()),
+            TOKEN,
+            Options {
+                ticks: TickSource::Tokio,
+                startup_cycle,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
+    /// userNames of the members the sandbox holds in the group named `name`.
+    fn members(&self, name: &str) -> Vec<String> {
+        let state = self.sandbox.state();
+        let users = state.users();
+        let Some(g) = state
+            .groups()
+            .into_iter()
+            .find(|g| g["displayName"] == name)
+        else {
+            return vec![];
+        };
+        let mut out: Vec<String> = g["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| users.iter().find(|u| u["id"] == m["value"]))
+            .map(|u| u["userName"].as_str().unwrap().to_owned())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Waits until the group's members are `want`, up to `within`.
+    async fn await_members(&self, name: &str, want: &[&str], within: Duration) {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let got = self.members(name);
+            if got == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < until,
+                "{name}: members {got:?}, want {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn expiring(group: &str, user: &str, in_ms: i64) -> String {
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(in_ms);
+    json!({"group_id": group, "user_id": user, "expires_at": at.to_rfc3339()}).to_string()
+}
+
+#[tokio::test]
+async fn an_expired_activation_leaves_the_app_at_once() {
+    let w = Sandboxed::new().await;
+    let svc = w.service("", true).await;
+    w.await_members("Staff", &["u0@contoso.example"], Duration::from_secs(10))
+        .await;
+    let (status, answer) = call(
+        &svc,
+        post(
+            "/v1/activations",
+            Some(WEBHOOK_TOKEN),
+            expiring("g-pim", "u3", 1500),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(outcome(&answer, "crm"), "pushed", "{answer}");
+    assert!(answer["apps"][0]["latency_ms"].is_number(), "{answer}");
+    assert_eq!(w.members("PIM Admins"), ["u3@contoso.example"]);
+    w.await_members("PIM Admins", &[], Duration::from_secs(10))
+        .await;
+    // The standing member of another group is untouched, and the store says removed.
+    assert_eq!(w.members("Staff"), ["u0@contoso.example"]);
+    let live = svc
+        .engine()
+        .store()
+        .live_activations(&AppName::from("crm"), chrono::Utc::now())
+        .await
+        .unwrap();
+    assert!(live.is_empty(), "{live:?}");
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_standing_member_is_not_removed_when_the_activation_ends() {
+    let w = Sandboxed::new().await;
+    // u4 is both a standing member of g-pim and (like everyone) eligible for it.
+    w.source.update(|d| {
+        d.groups
+            .get_mut(&SourceId::from("g-pim"))
+            .unwrap()
+            .members
+            .push(SourceId::from("u4"));
+    });
+    let svc = w.service("", true).await;
+    w.await_members(
+        "PIM Admins",
+        &["u4@contoso.example"],
+        Duration::from_secs(10),
+    )
+    .await;
+    let (status, answer) = call(
+        &svc,
+        post(
+            "/v1/activations",
+            Some(WEBHOOK_TOKEN),
+            expiring("g-pim", "u4", 800),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(w.members("PIM Admins"), ["u4@contoso.example"]);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_restart_still_removes_a_pending_expiry() {
+    let w = Sandboxed::new().await;
+    let first = w.service("", true).await;
+    w.await_members("Staff", &["u0@contoso.example"], Duration::from_secs(10))
+        .await;
+    let (status, answer) = call(
+        &first,
+        post(
+            "/v1/activations",
+            Some(WEBHOOK_TOKEN),
+            expiring("g-pim", "u5", 2500),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(w.members("PIM Admins"), ["u5@contoso.example"]);
+    first.shutdown(Duration::from_secs(5)).await;
+    drop(first);
+
+    // A new process on the same state, without a start-up cycle: only the rebuilt expiry
+    // timer can remove the membership.
+    let second = w.service("", false).await;
+    assert_eq!(w.members("PIM Admins"), ["u5@contoso.example"]);
+    w.await_members("PIM Admins", &[], Duration::from_secs(10))
+        .await;
+    second.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_restart_keeps_deferred_activations_and_the_next_cycle_applies_them() {
+    let w = Sandboxed::new().await;
+    let limit = "push_limit = { burst = 1, per = \"1h\" }";
+    let first = w.service(limit, true).await;
+    w.await_members("Staff", &["u0@contoso.example"], Duration::from_secs(10))
+        .await;
+    let (_, a) = activate(&first, "g-pim", "u1").await;
+    let (_, b) = activate(&first, "g-pim", "u2").await;
+    assert_eq!(outcome(&a, "crm"), "pushed", "{a}");
+    assert_eq!(outcome(&b, "crm"), "deferred", "{b}");
+    assert_eq!(w.members("PIM Admins"), ["u1@contoso.example"]);
+    first.shutdown(Duration::from_secs(5)).await;
+    drop(first);
+
+    let second = w.service(limit, false).await;
+    let (_, status) = call(&second, get("/v1/status")).await;
+    let deferred = status["apps"][0]["deferred_activations"]
+        .as_array()
+        .unwrap();
+    assert_eq!(deferred.len(), 1, "{status}");
+    assert_eq!(deferred[0]["user"], "u2", "{status}");
+    let run = second.cycles(None, Reason::Schedule, true).await;
+    let report = &run.apps.unwrap()[0];
+    assert_eq!(report.deferred_applied, 1, "{report:?}");
+    assert_eq!(
+        w.members("PIM Admins"),
+        ["u1@contoso.example", "u2@contoso.example"]
+    );
+    second.shutdown(Duration::from_secs(5)).await;
+}
