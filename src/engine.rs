@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use chrono::{SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing::Instrument;
 
 use crate::apply::{self, Target};
 use crate::config::{AppConfig, Secret};
@@ -228,119 +229,122 @@ impl Engine {
     ) -> AppCycle {
         let name = &app.cfg.name;
         let span = tracing::info_span!("cycle", app = %name, reason = ?opts.reason, dry_run = opts.dry_run);
-        let _enter = span.enter();
-        let mut report = CycleReport::new(name.as_str(), opts.reason, now(), opts.dry_run);
-        let fail = |mut report: CycleReport, why: String| {
-            tracing::warn!(app = %name, error = %why, "cycle failed before any change");
-            report.outcome = Outcome::Failed;
-            report.error = Some(why);
-            report.finished_at = now();
-            report
-        };
-
-        crate::metrics::cycle_started(name);
-        let clock = std::time::Instant::now();
-        // Observed first, activations second: a push confirmed in between is then backed by
-        // an activation this cycle knows, so the cycle cannot plan to remove it.
-        let observed = match self.store.load_observed(name).await {
-            Ok(o) => o,
-            Err(e) => {
-                let report = fail(report, e.to_string());
-                return self.finish(report, Plan::default(), opts, clock).await;
-            }
-        };
-        let live = match self.store.live_activations(name, Utc::now()).await {
-            Ok(l) => l,
-            Err(e) => {
-                let report = fail(report, e.to_string());
-                return self.finish(report, Plan::default(), opts, clock).await;
-            }
-        };
-        let backed: Vec<(SourceId, SourceId)> = live
-            .iter()
-            .map(|a| (a.activation.group.clone(), a.activation.user.clone()))
-            .collect();
-        let desired = match mapping::desired_for_app(dir, &app.cfg, &backed) {
-            Ok(d) => d,
-            Err(e) => {
-                let report = fail(report, e.to_string());
-                return self.finish(report, Plan::default(), opts, clock).await;
-            }
-        };
-        if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
-            tracing::warn!(app = %name, error = %e, "could not read what earlier runs learnt about the app");
-        }
-        let plan = plan::plan(
-            &desired.desired,
-            &observed,
-            &desired.unmapped,
-            Policy {
-                deprovision: app.cfg.deprovision,
-                max_deprovisions: app.cfg.max_deprovisions,
-            },
-        );
-        let mut unmapped = Vec::new();
-        for u in &desired.unmapped {
-            let e = ObjectError {
-                object: apply::user_object(&u.source_id),
-                op: "map".into(),
-                error: format!("{}; the user is left as the app holds it", u.reason),
+        async move {
+            let mut report = CycleReport::new(name.as_str(), opts.reason, now(), opts.dry_run);
+            let fail = |mut report: CycleReport, why: String| {
+                tracing::warn!(app = %name, error = %why, "cycle failed before any change");
+                report.outcome = Outcome::Failed;
+                report.error = Some(why);
+                report.finished_at = now();
+                report
             };
-            apply::record_failure(&mut report, &mut unmapped, e);
-        }
-        if !opts.dry_run
-            && let Err(e) = self.store.commit(name, &unmapped, Utc::now()).await
-        {
-            tracing::error!(app = %name, error = %e, "could not record failing objects");
-        }
-        report.held = plan.held.len() as u64;
-        if report.held > 0 {
-            tracing::warn!(app = %name, held = report.held, max = app.cfg.max_deprovisions,
-                "more disables and deletes than max_deprovisions: all of them are held, not sent");
-        }
 
-        let deferred: Vec<&Activation> = live
-            .iter()
-            .filter(|a| a.state == PushState::Deferred)
-            .map(|a| &a.activation)
-            .collect();
-        if opts.dry_run {
-            count_planned(&mut report, &plan);
-            report.deferred_applied = deferred
+            crate::metrics::cycle_started(name);
+            let clock = std::time::Instant::now();
+            // Observed first, activations second: a push confirmed in between is then backed by
+            // an activation this cycle knows, so the cycle cannot plan to remove it.
+            let observed = match self.store.load_observed(name).await {
+                Ok(o) => o,
+                Err(e) => {
+                    let report = fail(report, e.to_string());
+                    return self.finish(report, Plan::default(), opts, clock).await;
+                }
+            };
+            let live = match self.store.live_activations(name, Utc::now()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let report = fail(report, e.to_string());
+                    return self.finish(report, Plan::default(), opts, clock).await;
+                }
+            };
+            let backed: Vec<(SourceId, SourceId)> = live
                 .iter()
-                .filter(|a| plan.ops.iter().any(|op| adds(op, &a.group, &a.user)))
-                .count() as u64;
-        } else if !plan.ops.is_empty() {
-            bar.set_length(plan.ops.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{prefix:>12} [{elapsed_precise}] {bar:40} {pos}/{len} operations",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar.set_prefix(name.to_string());
-            let before = app.client.requests_sent();
-            let target = Target {
-                app: name,
-                client: &app.client,
-                matching: &app.cfg.matching,
-                concurrency: app.cfg.concurrency,
-                shutdown: &self.shutdown,
+                .map(|a| (a.activation.group.clone(), a.activation.user.clone()))
+                .collect();
+            let desired = match mapping::desired_for_app(dir, &app.cfg, &backed) {
+                Ok(d) => d,
+                Err(e) => {
+                    let report = fail(report, e.to_string());
+                    return self.finish(report, Plan::default(), opts, clock).await;
+                }
             };
-            if let Err(e) =
-                apply::apply(&target, &plan, &observed, &self.store, &mut report, &bar).await
-            {
-                report.error = Some(e.to_string());
+            if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
+                tracing::warn!(app = %name, error = %e, "could not read what earlier runs learnt about the app");
             }
-            report.requests = app.client.requests_sent() - before;
-            bar.finish_and_clear();
+            let plan = plan::plan(
+                &desired.desired,
+                &observed,
+                &desired.unmapped,
+                Policy {
+                    deprovision: app.cfg.deprovision,
+                    max_deprovisions: app.cfg.max_deprovisions,
+                },
+            );
+            let mut unmapped = Vec::new();
+            for u in &desired.unmapped {
+                let e = ObjectError {
+                    object: apply::user_object(&u.source_id),
+                    op: "map".into(),
+                    error: format!("{}; the user is left as the app holds it", u.reason),
+                };
+                apply::record_failure(&mut report, &mut unmapped, e);
+            }
+            if !opts.dry_run
+                && let Err(e) = self.store.commit(name, &unmapped, Utc::now()).await
+            {
+                tracing::error!(app = %name, error = %e, "could not record failing objects");
+            }
+            report.held = plan.held.len() as u64;
+            if report.held > 0 {
+                tracing::warn!(app = %name, held = report.held, max = app.cfg.max_deprovisions,
+                    "more disables and deletes than max_deprovisions: all of them are held, not sent");
+            }
+
+            let deferred: Vec<&Activation> = live
+                .iter()
+                .filter(|a| a.state == PushState::Deferred)
+                .map(|a| &a.activation)
+                .collect();
+            if opts.dry_run {
+                count_planned(&mut report, &plan);
+                report.deferred_applied = deferred
+                    .iter()
+                    .filter(|a| plan.ops.iter().any(|op| adds(op, &a.group, &a.user)))
+                    .count() as u64;
+            } else if !plan.ops.is_empty() {
+                bar.set_length(plan.ops.len() as u64);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>12} [{elapsed_precise}] {bar:40} {pos}/{len} operations",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                bar.set_prefix(name.to_string());
+                let before = app.client.requests_sent();
+                let target = Target {
+                    app: name,
+                    client: &app.client,
+                    matching: &app.cfg.matching,
+                    concurrency: app.cfg.concurrency,
+                    shutdown: &self.shutdown,
+                };
+                if let Err(e) =
+                    apply::apply(&target, &plan, &observed, &self.store, &mut report, &bar).await
+                {
+                    report.error = Some(e.to_string());
+                }
+                report.requests = app.client.requests_sent() - before;
+                bar.finish_and_clear();
+            }
+            if !opts.dry_run {
+                report.deferred_applied = self.mark_applied(name, &deferred, opts.reason).await;
+            }
+            report.finished_at = now();
+            report.outcome = outcome(&report);
+            self.finish(report, plan, opts, clock).await
         }
-        if !opts.dry_run {
-            report.deferred_applied = self.mark_applied(name, &deferred, opts.reason).await;
-        }
-        report.finished_at = now();
-        report.outcome = outcome(&report);
-        self.finish(report, plan, opts, clock).await
+        .instrument(span)
+        .await
     }
 
     /// Marks the deferred activations the app now holds as applied; returns how many.
@@ -398,31 +402,34 @@ impl Engine {
     pub async fn push(&self, app: &App, group: &SourceId, user: &SourceId) -> (CycleReport, bool) {
         let name = &app.cfg.name;
         let span = tracing::info_span!("push", app = %name, group = %group, user = %user);
-        let _enter = span.enter();
-        let mut report = CycleReport::new(name.as_str(), Reason::Activation, now(), false);
-        let prepared = async {
-            let dir = self.directory().await.map_err(|e| e.to_string())?;
-            let desired = mapping::desired_for_membership(&dir, &app.cfg, group, user)
-                .map_err(|e| e.to_string())?;
-            let observed = self
-                .membership_scope(name, group, user)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((desired, observed))
-        }
-        .await;
-        match prepared {
-            Ok((desired, observed)) => {
-                self.apply_scoped(app, &desired, &observed, &mut report)
+        async move {
+            let mut report = CycleReport::new(name.as_str(), Reason::Activation, now(), false);
+            let prepared = async {
+                let dir = self.directory().await.map_err(|e| e.to_string())?;
+                let desired = mapping::desired_for_membership(&dir, &app.cfg, group, user)
+                    .map_err(|e| e.to_string())?;
+                let observed = self
+                    .membership_scope(name, group, user)
                     .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((desired, observed))
             }
-            Err(e) => report.error = Some(e),
+            .await;
+            match prepared {
+                Ok((desired, observed)) => {
+                    self.apply_scoped(app, &desired, &observed, &mut report)
+                        .await
+                }
+                Err(e) => report.error = Some(e),
+            }
+            let held = self.holds(app, group, user).await;
+            report.finished_at = now();
+            report.outcome = if held { Outcome::Ok } else { outcome(&report) };
+            tracing::info!(app = %name, held, requests = report.requests, "activation push finished");
+            (report, held)
         }
-        let held = self.holds(app, group, user).await;
-        report.finished_at = now();
-        report.outcome = if held { Outcome::Ok } else { outcome(&report) };
-        tracing::info!(app = %name, held, requests = report.requests, "activation push finished");
-        (report, held)
+        .instrument(span)
+        .await
     }
 
     /// Ends one activation in one app: removes the membership unless the source lists the
@@ -431,69 +438,72 @@ impl Engine {
         let name = &app.cfg.name;
         let (group, user) = (&activation.group, &activation.user);
         let span = tracing::info_span!("revoke", app = %name, group = %group, user = %user);
-        let _enter = span.enter();
-        match self
-            .store
-            .other_live_activation(group, user, &activation.id, Utc::now())
-            .await
-        {
-            Ok(true) => {
-                return Revoked::Kept("another live activation backs the membership".into());
+        async move {
+            match self
+                .store
+                .other_live_activation(group, user, &activation.id, Utc::now())
+                .await
+            {
+                Ok(true) => {
+                    return Revoked::Kept("another live activation backs the membership".into());
+                }
+                Ok(false) => {}
+                Err(e) => return Revoked::Failed(e.to_string()),
             }
-            Ok(false) => {}
-            Err(e) => return Revoked::Failed(e.to_string()),
-        }
-        // A snapshot we cannot read does not keep a privilege alive: remove, and let the next
-        // cycle add the member back if the source does list it.
-        if let Ok(dir) = self.directory().await
-            && mapping::standing_member(&dir, &app.cfg, group, user)
-        {
-            return Revoked::Kept("the source lists the user as a member".into());
-        }
-        let observed = match self.membership_scope(name, group, user).await {
-            Ok(o) => o,
-            Err(e) => return Revoked::Failed(e.to_string()),
-        };
-        let Some(g) = observed.groups.get(group) else {
-            return Revoked::Removed;
-        };
-        if !g.members.contains(user) {
-            return Revoked::Removed;
-        }
-        // Desired: the group without the member, the user exactly as the app holds it.
-        let mut desired = Desired::default();
-        desired.groups.insert(
-            group.clone(),
-            DesiredGroup {
-                source_id: group.clone(),
-                display_name: g.display_name.clone(),
-                members: Default::default(),
-            },
-        );
-        for (id, u) in &observed.users {
-            desired.users.insert(
-                id.clone(),
-                DesiredUser {
-                    source_id: id.clone(),
-                    attrs: u.attrs.clone(),
+            // A snapshot we cannot read does not keep a privilege alive: remove, and let the next
+            // cycle add the member back if the source does list it.
+            if let Ok(dir) = self.directory().await
+                && mapping::standing_member(&dir, &app.cfg, group, user)
+            {
+                return Revoked::Kept("the source lists the user as a member".into());
+            }
+            let observed = match self.membership_scope(name, group, user).await {
+                Ok(o) => o,
+                Err(e) => return Revoked::Failed(e.to_string()),
+            };
+            let Some(g) = observed.groups.get(group) else {
+                return Revoked::Removed;
+            };
+            if !g.members.contains(user) {
+                return Revoked::Removed;
+            }
+            // Desired: the group without the member, the user exactly as the app holds it.
+            let mut desired = Desired::default();
+            desired.groups.insert(
+                group.clone(),
+                DesiredGroup {
+                    source_id: group.clone(),
+                    display_name: g.display_name.clone(),
+                    members: Default::default(),
                 },
             );
+            for (id, u) in &observed.users {
+                desired.users.insert(
+                    id.clone(),
+                    DesiredUser {
+                        source_id: id.clone(),
+                        attrs: u.attrs.clone(),
+                    },
+                );
+            }
+            let mut report = CycleReport::new(name.as_str(), Reason::Activation, now(), false);
+            self.apply_scoped(app, &desired, &observed, &mut report)
+                .await;
+            if self.holds(app, group, user).await {
+                Revoked::Failed(
+                    report
+                        .errors
+                        .first()
+                        .map(|e| e.error.clone())
+                        .or(report.error)
+                        .unwrap_or_else(|| "the app did not confirm the removal".into()),
+                )
+            } else {
+                Revoked::Removed
+            }
         }
-        let mut report = CycleReport::new(name.as_str(), Reason::Activation, now(), false);
-        self.apply_scoped(app, &desired, &observed, &mut report)
-            .await;
-        if self.holds(app, group, user).await {
-            Revoked::Failed(
-                report
-                    .errors
-                    .first()
-                    .map(|e| e.error.clone())
-                    .or(report.error)
-                    .unwrap_or_else(|| "the app did not confirm the removal".into()),
-            )
-        } else {
-            Revoked::Removed
-        }
+        .instrument(span)
+        .await
     }
 
     /// What the store says the app holds of one user and one group.
