@@ -52,6 +52,9 @@ use scim_sync::source::{MemorySource, Source};
 use scim_sync::store::{Change, Store};
 use scim_sync::synthetic::{self, Churn};
 
+mod common;
+use common::{Machine, mb};
+
 #[global_allocator]
 static ALLOC: count_alloc::Counting = count_alloc::Counting::new();
 
@@ -1106,57 +1109,6 @@ fn app_config(
         bail!("the benchmark config has no app");
     }
     Ok(cfg.apps.remove(0))
-}
-
-/// The machine the figures come from.
-struct Machine {
-    cores: usize,
-    cpu: String,
-    memory: String,
-    profile: &'static str,
-}
-
-impl Machine {
-    fn detect() -> Machine {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let cpuinfo = read("/proc/cpuinfo");
-        let cpu = cpuinfo
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map_or_else(|| "unknown CPU".to_owned(), |(_, v)| v.trim().to_owned());
-        let meminfo = read("/proc/meminfo");
-        let memory = meminfo
-            .lines()
-            .find(|l| l.starts_with("MemTotal:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kb| kb.parse::<f64>().ok())
-            .map_or_else(
-                || "unknown".to_owned(),
-                |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
-            );
-        Machine {
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            cpu,
-            memory,
-            profile: if cfg!(debug_assertions) {
-                "debug (unoptimised: figures are not representative)"
-            } else {
-                "release (optimised)"
-            },
-        }
-    }
-
-    fn line(&self) -> String {
-        format!(
-            "machine: {} cores ({}), {} RAM; build: {}",
-            self.cores, self.cpu, self.memory, self.profile
-        )
-    }
-}
-
-fn mb(bytes: usize) -> String {
-    format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
 }
 
 fn secs(d: Duration) -> String {
