@@ -169,6 +169,15 @@ pub(crate) fn diff(
     }
 }
 
+/// Whether a new instance ending at `end` is already covered by a recorded live activation
+/// of the same (group, user) that expires at `recorded` (after a restart, or one the webhook
+/// reported): adopted without a new push. A recorded activation ending sooner is not enough:
+/// it would remove the membership while PIM still grants it, so a new one is recorded (its
+/// push finds the app already holding the member and sends nothing).
+pub(crate) fn adopts(recorded: Option<&DateTime<Utc>>, end: Option<DateTime<Utc>>) -> bool {
+    recorded.is_some_and(|at| end.is_none_or(|end| *at >= end))
+}
+
 /// The loop's state: what it has seen, by instance id.
 struct Poller {
     svc: Service,
@@ -232,10 +241,7 @@ impl Poller {
             return;
         };
         for i in d.new {
-            let adopt = recorded
-                .get(&i.user)
-                .is_some_and(|at| i.end.is_none_or(|end| *at >= end));
-            if adopt {
+            if adopts(recorded.get(&i.user), i.end) {
                 crate::metrics::pim_poll_activation("adopted");
                 tracing::info!(group = %group, user = %i.user, instance = %i.id,
                     "PIM poll: activation already recorded; adopted without a new push");
@@ -467,6 +473,20 @@ mod tests {
         assert_eq!(ids(&d), ["b"]);
         assert_eq!(d.gone, ["a"]);
         assert!(d.ended.is_empty());
+    }
+
+    #[test]
+    fn adoption_needs_a_recorded_activation_lasting_as_long() {
+        let (t, later) = (t0(), t0() + chrono::Duration::seconds(1));
+        assert!(adopts(Some(&t), Some(t)));
+        assert!(adopts(Some(&later), Some(t)));
+        assert!(
+            adopts(Some(&t), None),
+            "no end: any live activation covers it"
+        );
+        assert!(!adopts(Some(&t), Some(later)), "PIM extended it");
+        assert!(!adopts(None, Some(t)));
+        assert!(!adopts(None, None));
     }
 
     #[test]

@@ -30,6 +30,10 @@ struct Script {
     instances: Arc<Mutex<Vec<PimInstance>>>,
     failing: Arc<AtomicBool>,
     reads: Arc<AtomicU64>,
+    /// How long each read takes.
+    takes: Duration,
+    /// Reads in flight now, and the most ever at once.
+    in_flight: Arc<Mutex<(u32, u32)>>,
 }
 
 impl PimFeed for Script {
@@ -44,6 +48,13 @@ impl PimFeed for Script {
         let group = group.clone();
         Box::pin(async move {
             self.reads.fetch_add(1, Ordering::SeqCst);
+            {
+                let mut f = self.in_flight.lock().unwrap();
+                f.0 += 1;
+                f.1 = f.1.max(f.0);
+            }
+            tokio::time::sleep(self.takes).await;
+            self.in_flight.lock().unwrap().0 -= 1;
             if self.failing.load(Ordering::SeqCst) {
                 return Err(scim_sync::source::Error::Read {
                     path: "graph:assignmentScheduleInstances".into(),
@@ -168,6 +179,29 @@ async fn a_new_activated_instance_is_pushed_once() {
     assert_eq!(
         live(&svc).await,
         [("g-pim".into(), "u1".into(), "pim-poll".into())]
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+    // Shutdown stopped the loop.
+    let reads = feed.reads.load(Ordering::SeqCst);
+    tokio::time::sleep(EVERY * 4).await;
+    assert_eq!(feed.reads.load(Ordering::SeqCst), reads);
+}
+
+#[tokio::test]
+async fn rounds_slower_than_the_interval_never_overlap() {
+    let server = MockServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Each read takes four intervals.
+    let feed = Script {
+        takes: EVERY * 4,
+        ..Script::default()
+    };
+    let svc = wiremocked(&server, &tmp, &feed).await;
+    feed.pass(3, 1).await;
+    assert_eq!(
+        feed.in_flight.lock().unwrap().1,
+        1,
+        "two rounds ran at once"
     );
     svc.shutdown(Duration::from_secs(5)).await;
 }
