@@ -7,7 +7,7 @@
 //! feed's business, not this module's). Only `accessId` `member` with `assignmentType`
 //! `activated` (any case) counts. [`diff`] decides, purely, what changed since the last round:
 //!
-//! - an instance not seen before, unended → an activation through exactly the webhook's path
+//! - an instance not seen before (or seen, with its end moved later), unended → an activation through exactly the webhook's path
 //!   ([`Service::activate`], origin `pim-poll`), so the limiter, deferral, recording and
 //!   expiry timers are shared; unless the store already has a live activation of the same
 //!   (group, user) lasting at least as long, which is adopted without a new push (after a
@@ -120,17 +120,29 @@ impl fmt::Debug for PimPoll {
 pub(crate) struct Tracked {
     pub(crate) group: SourceId,
     pub(crate) user: SourceId,
+    /// The instance's end when it was last activated or adopted.
+    pub(crate) end: Option<DateTime<Utc>>,
 }
 
 /// What one group's read changes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Decisions {
-    /// Live instances not seen before, by id: to activate or adopt.
+    /// Live instances not seen before, or seen with an earlier end (PIM extended them), by
+    /// id: to activate or adopt.
     pub(crate) new: Vec<PimInstance>,
     /// Seen instances that vanished or ended: to forget.
     pub(crate) gone: Vec<String>,
     /// (group, user) pairs to end now: a gone instance backed them and no live one does.
     pub(crate) ended: Vec<(SourceId, SourceId)>,
+}
+
+/// Whether an instance's end moved later than the one its activation was recorded with.
+fn extended(was: Option<DateTime<Utc>>, now: Option<DateTime<Utc>>) -> bool {
+    match (was, now) {
+        (Some(was), Some(now)) => now > was,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
 }
 
 /// Compares what the poller has seen of `group` with a successful read of it at `now`.
@@ -149,7 +161,7 @@ pub(crate) fn diff(
     let covered: BTreeSet<&SourceId> = live.values().map(|i| &i.user).collect();
     let new = live
         .values()
-        .filter(|i| !seen.contains_key(&i.id))
+        .filter(|i| seen.get(&i.id).is_none_or(|t| extended(t.end, i.end)))
         .map(|i| (*i).clone())
         .collect();
     let mut gone = Vec::new();
@@ -281,6 +293,7 @@ impl Poller {
             Tracked {
                 group: i.group,
                 user: i.user,
+                end: i.end,
             },
         );
     }
@@ -376,6 +389,7 @@ mod tests {
                     Tracked {
                         group: (*g).into(),
                         user: (*u).into(),
+                        end: Some(t0() + chrono::Duration::seconds(60)),
                     },
                 )
             })
@@ -435,6 +449,23 @@ mod tests {
         let fetched = vec![inst("a", "u1", "activated", Some(60))];
         let d = diff(&seen(&[("a", "g", "u1")]), &"g".into(), &fetched, t0());
         assert_eq!(d, Decisions::default());
+    }
+
+    #[test]
+    fn an_extended_instance_is_new_again_and_a_shortened_one_is_not() {
+        let fetched = vec![
+            inst("a", "u1", "activated", Some(600)),
+            inst("b", "u2", "activated", Some(30)),
+            inst("c", "u3", "activated", None),
+        ];
+        let d = diff(
+            &seen(&[("a", "g", "u1"), ("b", "g", "u2"), ("c", "g", "u3")]),
+            &"g".into(),
+            &fetched,
+            t0(),
+        );
+        assert_eq!(ids(&d), ["a", "c"]);
+        assert!(d.gone.is_empty() && d.ended.is_empty());
     }
 
     #[test]

@@ -409,3 +409,28 @@ async fn a_standing_member_stays_when_the_pim_activation_vanishes() {
     assert_eq!(w.members("PIM Admins"), ["u4@contoso.example"]);
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn an_extended_instance_outlives_its_first_end() {
+    let w = Sandboxed::new().await;
+    let feed = Script::default();
+    let svc = sandboxed(&w, &feed).await;
+    feed.set(vec![instance("i3", "g-pim", "u3", "activated", 2)]);
+    w.await_members(
+        "PIM Admins",
+        &["u3@contoso.example"],
+        Duration::from_secs(10),
+    )
+    .await;
+    let requests = w.sandbox.state().requests();
+    // PIM moves the same instance's end an hour out; the first end passes.
+    feed.edit(|v| v[0].end = Some(Utc::now() + chrono::Duration::hours(1)));
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(w.members("PIM Admins"), ["u3@contoso.example"]);
+    assert_eq!(
+        w.sandbox.state().requests(),
+        requests,
+        "the extension sent nothing to the app"
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+}
