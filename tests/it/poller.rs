@@ -340,8 +340,18 @@ async fn a_vanished_or_ended_instance_leaves_the_app_at_once() {
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
+/// The value of the unlabelled counter `name` in the Prometheus text of `svc`.
+async fn counter(svc: &Service, name: &str) -> f64 {
+    let text = svc.metrics_text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test]
 async fn a_failed_read_removes_nothing() {
+    // The process-wide recorder, installed before anything is counted.
+    scim_sync::metrics::install().unwrap();
     let w = Sandboxed::new().await;
     let feed = Script::default();
     let svc = sandboxed(&w, &feed).await;
@@ -354,11 +364,21 @@ async fn a_failed_read_removes_nothing() {
     .await;
 
     // The feed fails, and would say "gone" if it answered.
+    let failures = counter(&svc, "scim_sync_pim_poll_failures_total").await;
     feed.failing.store(true, Ordering::SeqCst);
     feed.set(vec![]);
     feed.pass(4, 2).await;
     assert_eq!(w.members("PIM Admins"), ["u3@contoso.example"]);
     assert_eq!(live(&svc).await.len(), 1);
+    // Other tests in this process count too: at least 2 groups × 4 rounds here.
+    let failed = counter(&svc, "scim_sync_pim_poll_failures_total").await - failures;
+    assert!(failed >= 8.0, "failures counted: {failed}");
+    let text = svc.metrics_text().await.unwrap();
+    assert!(
+        text.contains("scim_sync_pim_poll_activations_total{outcome=\"activated\"}"),
+        "{text}"
+    );
+    assert!(text.contains("scim_sync_pim_poll_seconds"), "{text}");
 
     // Once it answers again, the end is seen.
     feed.failing.store(false, Ordering::SeqCst);
