@@ -82,7 +82,7 @@ fn describe() {
     );
     describe_counter!(
         "scim_sync_pim_poll_activations_total",
-        "What the PIM poller did with activated instances: activated, adopted (already recorded), refused, or ended."
+        "What the PIM poller did with activated instances: activated, adopted (already recorded), refused, unavailable (retried next round), or ended."
     );
     describe_counter!(
         "scim_sync_pim_poll_failures_total",
@@ -153,7 +153,8 @@ pub fn activation_gauges(app: &AppName, deferred: usize, active: usize) {
     gauge!("scim_sync_active_activations", "app" => app.to_string()).set(active as f64);
 }
 
-/// The PIM poller did `outcome` (`activated`, `adopted`, `refused`, `ended`) with an instance.
+/// The PIM poller did `outcome` (`activated`, `adopted`, `refused`, `unavailable`, `ended`)
+/// with an instance.
 pub fn pim_poll_activation(outcome: &'static str) {
     counter!("scim_sync_pim_poll_activations_total", "outcome" => outcome).increment(1);
 }

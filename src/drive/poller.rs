@@ -15,6 +15,9 @@
 //! - a seen instance that vanished, or whose `endDateTime` passed → the membership ends at
 //!   once ([`Service::end_activation`], the expiry path: a standing source member stays).
 //!
+//! After a restart, the first successful read of a group also ends the activations an earlier
+//! process recorded from PIM that PIM no longer lists (deactivated while no poller watched).
+//!
 //! A group whose read fails is logged and counted and changes nothing this round: a failed
 //! read never ends an activation. Rounds never overlap (one loop; a late tick is skipped, not
 //! queued). This module never talks SCIM or Graph.
@@ -32,6 +35,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::drive::activation::{ActivationRequest, Refusal};
 use crate::model::SourceId;
 use crate::service::Service;
+use crate::store::Activation;
 
 /// The origin recorded on activations the poller produces.
 pub const ORIGIN: &str = "pim-poll";
@@ -190,11 +194,36 @@ pub(crate) fn adopts(recorded: Option<&DateTime<Utc>>, end: Option<DateTime<Utc>
     recorded.is_some_and(|at| end.is_none_or(|end| *at >= end))
 }
 
+/// Users of `group` whose activation an earlier process recorded from PIM (`recorded`:
+/// user and origin of each live recorded activation) and that no live instance in a
+/// successful read of the group backs any more: PIM ended them while no poller was watching.
+/// Activations of other origins (the webhook) are not PIM's to end.
+pub(crate) fn orphaned(
+    recorded: &[(SourceId, String)],
+    group: &SourceId,
+    fetched: &[PimInstance],
+    now: DateTime<Utc>,
+) -> BTreeSet<SourceId> {
+    let live: BTreeSet<&SourceId> = fetched
+        .iter()
+        .filter(|i| i.group == *group && i.live(now))
+        .map(|i| &i.user)
+        .collect();
+    recorded
+        .iter()
+        .filter(|(user, origin)| origin == ORIGIN && !live.contains(user))
+        .map(|(user, _)| user.clone())
+        .collect()
+}
+
 /// The loop's state: what it has seen, by instance id.
 struct Poller {
     svc: Service,
     feed: Arc<dyn PimFeed>,
     seen: BTreeMap<String, Tracked>,
+    /// Groups read successfully at least once by this process: their recorded activations
+    /// were compared with PIM (see [`orphaned`]).
+    reconciled: BTreeSet<SourceId>,
 }
 
 impl Poller {
@@ -211,6 +240,9 @@ impl Poller {
         for group in &groups {
             match self.feed.active_instances(group).await {
                 Ok(fetched) => {
+                    if !self.reconciled.contains(group) {
+                        self.reconcile(group, &fetched).await;
+                    }
                     let d = diff(&self.seen, group, &fetched, Utc::now());
                     self.apply(group, d).await;
                 }
@@ -252,8 +284,14 @@ impl Poller {
         let Some(recorded) = self.recorded(group).await else {
             return;
         };
+        // The latest recorded expiry of each user.
+        let mut until: BTreeMap<SourceId, DateTime<Utc>> = BTreeMap::new();
+        for a in recorded {
+            let at = until.entry(a.user).or_insert(a.expires_at);
+            *at = (*at).max(a.expires_at);
+        }
         for i in d.new {
-            if adopts(recorded.get(&i.user), i.end) {
+            if adopts(until.get(&i.user), i.end) {
                 crate::metrics::pim_poll_activation("adopted");
                 tracing::info!(group = %group, user = %i.user, instance = %i.id,
                     "PIM poll: activation already recorded; adopted without a new push");
@@ -273,6 +311,7 @@ impl Poller {
                     self.track(i);
                 }
                 Err(Refusal::Unavailable(why)) => {
+                    crate::metrics::pim_poll_activation("unavailable");
                     tracing::warn!(group = %group, user = %i.user, instance = %i.id, error = %why,
                         "PIM poll: activation cannot be decided now; retrying next round");
                 }
@@ -287,6 +326,35 @@ impl Poller {
         }
     }
 
+    /// The first successful read of `group` in this process: ends the activations an earlier
+    /// process recorded from PIM that PIM no longer lists (deactivated during the downtime).
+    /// Done once the store could be read and every end was recorded.
+    async fn reconcile(&mut self, group: &SourceId, fetched: &[PimInstance]) {
+        let Some(recorded) = self.recorded(group).await else {
+            return;
+        };
+        let recorded: Vec<(SourceId, String)> =
+            recorded.into_iter().map(|a| (a.user, a.origin)).collect();
+        let mut done = true;
+        for user in orphaned(&recorded, group, fetched, Utc::now()) {
+            match self.svc.end_activation(group, &user).await {
+                Ok(n) => {
+                    crate::metrics::pim_poll_activation("ended");
+                    tracing::info!(group = %group, user = %user, activations = n,
+                        "PIM poll: activation recorded earlier is no longer in PIM; removing the membership");
+                }
+                Err(e) => {
+                    done = false;
+                    tracing::error!(group = %group, user = %user, error = %e,
+                        "PIM poll: cannot end the activation; retrying next round");
+                }
+            }
+        }
+        if done {
+            self.reconciled.insert(group.clone());
+        }
+    }
+
     fn track(&mut self, i: PimInstance) {
         self.seen.insert(
             i.id,
@@ -298,29 +366,26 @@ impl Poller {
         );
     }
 
-    /// Users of `group` with a live recorded activation in some app that has it assigned,
-    /// with the latest expiry. `None` when the store cannot be read (nothing is activated
-    /// then: the next round retries).
-    async fn recorded(&self, group: &SourceId) -> Option<BTreeMap<SourceId, DateTime<Utc>>> {
+    /// The live recorded activations of `group`, in every app that has it assigned (one
+    /// activation may appear once per app). `None` when the store cannot be read: the caller
+    /// changes nothing and the next round retries.
+    async fn recorded(&self, group: &SourceId) -> Option<Vec<Activation>> {
         let store = self.svc.inner.engine.store();
         let now = Utc::now();
-        let mut out: BTreeMap<SourceId, DateTime<Utc>> = BTreeMap::new();
+        let mut out = Vec::new();
         for (name, slot) in &self.svc.inner.apps {
             if !slot.app.cfg.groups.contains(group) {
                 continue;
             }
             match store.live_activations(name, now).await {
-                Ok(live) => {
-                    for a in live.into_iter().filter(|a| a.activation.group == *group) {
-                        let at = out
-                            .entry(a.activation.user)
-                            .or_insert(a.activation.expires_at);
-                        *at = (*at).max(a.activation.expires_at);
-                    }
-                }
+                Ok(live) => out.extend(
+                    live.into_iter()
+                        .map(|a| a.activation)
+                        .filter(|a| a.group == *group),
+                ),
                 Err(e) => {
                     tracing::error!(app = %name, group = %group, error = %e,
-                        "PIM poll: cannot read recorded activations; new ones wait for the next round");
+                        "PIM poll: cannot read recorded activations; retrying next round");
                     return None;
                 }
             }
@@ -339,6 +404,7 @@ impl Service {
             svc: self.clone(),
             feed: poll.feed,
             seen: BTreeMap::new(),
+            reconciled: BTreeSet::new(),
         };
         let every = poll.every.max(Duration::from_millis(1));
         self.inner.tasks.spawn(async move {
@@ -518,6 +584,25 @@ mod tests {
         assert!(!adopts(Some(&t), Some(later)), "PIM extended it");
         assert!(!adopts(None, Some(t)));
         assert!(!adopts(None, None));
+    }
+
+    #[test]
+    fn orphans_are_recorded_pim_activations_no_live_instance_backs() {
+        let rec = |u: &str, origin: &str| (SourceId::from(u), origin.to_owned());
+        let recorded = vec![
+            rec("u1", ORIGIN),
+            rec("u2", ORIGIN),
+            rec("u3", ORIGIN),
+            rec("u4", "webhook"),
+        ];
+        let fetched = vec![
+            inst("a", "u1", "activated", Some(60)),
+            inst("b", "u2", "activated", Some(-1)),
+            inst("d", "u4", "Assigned", Some(60)),
+        ];
+        let got = orphaned(&recorded, &"g".into(), &fetched, t0());
+        let want: BTreeSet<SourceId> = ["u2".into(), "u3".into()].into();
+        assert_eq!(got, want, "u1 is live; u4 came from the webhook");
     }
 
     #[test]

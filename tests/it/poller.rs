@@ -12,6 +12,7 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use wiremock::{MockServer, ResponseTemplate};
 
+use scim_sync::drive::activation::ActivationRequest;
 use scim_sync::drive::poller::{PimFeed, PimInstance, PimPoll};
 use scim_sync::model::{AppName, SourceId};
 use scim_sync::service::{Options, Service, TickSource};
@@ -453,4 +454,36 @@ async fn an_extended_instance_outlives_its_first_end() {
         "the extension sent nothing to the app"
     );
     svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_restart_ends_what_pim_ended_during_the_downtime_and_leaves_webhook_activations() {
+    let w = Sandboxed::new().await;
+    let feed = Script::default();
+    let first = sandboxed(&w, &feed).await;
+    feed.set(vec![instance("i3", "g-pim", "u3", "activated", 3600)]);
+    let by_webhook = ActivationRequest {
+        group_id: "g-pim".into(),
+        user_id: "u6".into(),
+        expires_at: None,
+    };
+    first.activate(by_webhook, "webhook").await.unwrap();
+    let both = ["u3@contoso.example", "u6@contoso.example"];
+    w.await_members("PIM Admins", &both, Duration::from_secs(10))
+        .await;
+    first.shutdown(Duration::from_secs(5)).await;
+    drop(first);
+
+    // PIM deactivated i3 while no process ran; the expiry timer is an hour away.
+    let feed = Script::default();
+    let second = w.service_with("", polled(&feed, false)).await;
+    w.await_members(
+        "PIM Admins",
+        &["u6@contoso.example"],
+        Duration::from_secs(10),
+    )
+    .await;
+    feed.pass(3, 2).await;
+    assert_eq!(w.members("PIM Admins"), ["u6@contoso.example"]);
+    second.shutdown(Duration::from_secs(5)).await;
 }
