@@ -134,7 +134,8 @@ pub struct Started {
 
 impl Service {
     /// Starts the service's background work: leases, expiry timers, the start-up cycle, the
-    /// ticks and, when [`Options::pim`] is set, the PIM poller. The HTTP face is served separately ([`crate::admin::router`]).
+    /// ticks and, when [`Options::pim`] is set, the PIM poller. The HTTP face is served
+    /// separately ([`crate::admin::router`]).
     ///
     /// # Errors
     /// [`StartError`] when the store or the scheduler cannot be used.

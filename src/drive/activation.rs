@@ -375,9 +375,10 @@ impl Service {
     }
 
     /// Ends every live activation of (`group`, `user`) now, before its expiry: the PIM source
-    /// says the membership ended early. Each one goes through the expiry path ([`Self::expire`]):
-    /// removed from every app at once, retried until the app confirms, and kept when the
-    /// source lists the user as a member. Returns how many activations were ended (0 when
+    /// says the membership ended early. Each one goes through the expiry path, as if its timer
+    /// fired: removed from every app at once, retried until the app confirms, and kept when
+    /// the source lists the user as a member. (The original timer still fires later and finds
+    /// nothing left to remove.) Returns how many activations were ended (0 when
     /// none was live).
     ///
     /// # Errors

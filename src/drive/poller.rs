@@ -5,7 +5,7 @@
 //! Every `every`, one loop reads, for each group assigned to any app, the group's assignment
 //! schedule instances through a [`PimFeed`] (Graph in production; how Graph is read is the
 //! feed's business, not this module's). Only `accessId` `member` with `assignmentType`
-//! `activated` (any case) counts. [`diff`] decides, purely, what changed since the last round:
+//! `activated` (any case) counts. A pure `diff` decides, purely, what changed since the last round:
 //!
 //! - an instance not seen before (or seen, with its end moved later), unended → an activation through exactly the webhook's path
 //!   ([`Service::activate`], origin `pim-poll`), so the limiter, deferral, recording and
