@@ -5,13 +5,14 @@
 //! Every `every`, one loop reads, for each group assigned to any app, the group's assignment
 //! schedule instances through a [`PimFeed`] (Graph in production; how Graph is read is the
 //! feed's business, not this module's). Only `accessId` `member` with `assignmentType`
-//! `activated` (any case) counts. A pure `diff` decides, purely, what changed since the last round:
+//! `activated` (any case) counts. A pure function, `diff`, decides what changed since the last
+//! round:
 //!
-//! - an instance not seen before (or seen, with its end moved later), unended → an activation through exactly the webhook's path
-//!   ([`Service::activate`], origin `pim-poll`), so the limiter, deferral, recording and
-//!   expiry timers are shared; unless the store already has a live activation of the same
-//!   (group, user) lasting at least as long, which is adopted without a new push (after a
-//!   restart the app already has it);
+//! - an instance not seen before (or seen, with its end moved later), unended → an activation
+//!   through exactly the webhook's path ([`Service::activate`], origin `pim-poll`), so the
+//!   limiter, deferral, recording and expiry timers are shared; unless the store already has
+//!   a live activation of the same (group, user) lasting at least as long, which is adopted
+//!   without a new push (after a restart the app already has it);
 //! - a seen instance that vanished, or whose `endDateTime` passed → the membership ends at
 //!   once ([`Service::end_activation`], the expiry path: a standing source member stays).
 //!
