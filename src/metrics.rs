@@ -81,6 +81,18 @@ fn describe() {
         "Live activations the app holds (or is being sent)."
     );
     describe_counter!(
+        "scim_sync_pim_poll_activations_total",
+        "What the PIM poller did with activated instances: activated, adopted (already recorded), refused, unavailable (retried next round), or ended."
+    );
+    describe_counter!(
+        "scim_sync_pim_poll_failures_total",
+        "Group reads of the PIM poller that failed (nothing changes for the group that round)."
+    );
+    describe_histogram!(
+        "scim_sync_pim_poll_seconds",
+        "Duration of PIM poll rounds (every assigned group read once)."
+    );
+    describe_counter!(
         "scim_sync_webhook_refusals_total",
         "Activation or sync requests refused, by HTTP status."
     );
@@ -139,4 +151,20 @@ pub fn webhook_refused(status: u16) {
 pub fn activation_gauges(app: &AppName, deferred: usize, active: usize) {
     gauge!("scim_sync_deferred_activations", "app" => app.to_string()).set(deferred as f64);
     gauge!("scim_sync_active_activations", "app" => app.to_string()).set(active as f64);
+}
+
+/// The PIM poller did `outcome` (`activated`, `adopted`, `refused`, `unavailable`, `ended`)
+/// with an instance.
+pub fn pim_poll_activation(outcome: &'static str) {
+    counter!("scim_sync_pim_poll_activations_total", "outcome" => outcome).increment(1);
+}
+
+/// A PIM poll read of one group failed.
+pub fn pim_poll_failed() {
+    counter!("scim_sync_pim_poll_failures_total").increment(1);
+}
+
+/// A PIM poll round took `seconds`.
+pub fn pim_poll_seconds(seconds: f64) {
+    histogram!("scim_sync_pim_poll_seconds").record(seconds);
 }

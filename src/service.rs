@@ -4,7 +4,8 @@
 //! processes), expiry timers rebuilt from the store, the start-up cycle, and the full-cycle
 //! ticks. Cycles of one app never overlap: each app has a busy lock, and a tick that finds it
 //! taken is skipped and counted. Activation intake and expiry live in
-//! [`crate::drive::activation`] (an `impl Service` block); the HTTP face is [`crate::admin`].
+//! [`crate::drive::activation`] (an `impl Service` block), and with [`Options::pim`] the PIM
+//! poller ([`crate::drive::poller`]) feeds the same intake; the HTTP face is [`crate::admin`].
 //!
 //! Shutdown ([`Service::shutdown`]) stops intake and ticks, lets running operations finish
 //! within a grace period, turns pushes that did not finish into deferred activations (the next
@@ -25,6 +26,7 @@ use crate::config::{Config, Secret};
 use crate::drive::activation::ExpiryQueue;
 use crate::drive::lease::{HolderInfo, Leases};
 use crate::drive::limiter::PushLimiter;
+use crate::drive::poller::PimPoll;
 use crate::drive::schedule::Ticks;
 use crate::engine::{App, CycleOptions, Engine};
 use crate::model::AppName;
@@ -51,6 +53,9 @@ pub struct Options {
     pub push_wait: Duration,
     /// Run the start-up cycle.
     pub startup_cycle: bool,
+    /// The PIM poller's feed and interval (the Graph source); `None`: no poller, activations
+    /// come through the webhook only.
+    pub pim: Option<PimPoll>,
 }
 
 impl Default for Options {
@@ -60,6 +65,7 @@ impl Default for Options {
             lease_ttl: crate::drive::lease::TTL,
             push_wait: Duration::from_secs(5),
             startup_cycle: true,
+            pim: None,
         }
     }
 }
@@ -127,8 +133,9 @@ pub struct Started {
 }
 
 impl Service {
-    /// Starts the service's background work: leases, expiry timers, the start-up cycle and
-    /// the ticks. The HTTP face is served separately ([`crate::admin::router`]).
+    /// Starts the service's background work: leases, expiry timers, the start-up cycle, the
+    /// ticks and, when [`Options::pim`] is set, the PIM poller. The HTTP face is served
+    /// separately ([`crate::admin::router`]).
     ///
     /// # Errors
     /// [`StartError`] when the store or the scheduler cannot be used.
@@ -223,6 +230,9 @@ impl Service {
             svc.cycles(None, Reason::Startup, false).await;
         }
         svc.spawn_ticks(ticks);
+        if let Some(poll) = svc.inner.options.pim.clone() {
+            svc.spawn_poller(poll);
+        }
         Ok(svc)
     }
 

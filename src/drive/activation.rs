@@ -11,7 +11,8 @@
 //! Expiry ([`ExpiryQueue`]): one timer loop keyed by expiry time, rebuilt from the store at
 //! start-up. At expiry the membership is removed from every app at once (unless the source
 //! lists the user as a member or another live activation backs it), retried with backoff until
-//! the app confirms; never left to the next cycle.
+//! the app confirms; never left to the next cycle. [`Service::end_activation`] ends an
+//! activation early (the PIM poller saw it end) through the same path.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -371,6 +372,33 @@ impl Service {
             }
         });
         Ok(())
+    }
+
+    /// Ends every live activation of (`group`, `user`) now, before its expiry: the PIM source
+    /// says the membership ended early. Each one goes through the expiry path, as if its timer
+    /// fired: removed from every app at once, retried until the app confirms, and kept when
+    /// the source lists the user as a member. (The original timer still fires later and finds
+    /// nothing left to remove.) Returns how many activations were ended (0 when
+    /// none was live).
+    ///
+    /// # Errors
+    /// [`store::Error`] when the store cannot be read or written; nothing changes then.
+    pub async fn end_activation(
+        &self,
+        group: &SourceId,
+        user: &SourceId,
+    ) -> Result<usize, store::Error> {
+        let ended = self
+            .inner
+            .engine
+            .store()
+            .end_activations(group, user, Utc::now())
+            .await?;
+        let n = ended.len();
+        for a in ended {
+            self.expire(a);
+        }
+        Ok(n)
     }
 
     /// Removes an ended activation from every app that has the group assigned, each in its

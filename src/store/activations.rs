@@ -304,6 +304,56 @@ impl Store {
         .map_err(db("read member"))
     }
 
+    /// Ends early, at `at`, every activation of (`group`, `user`) that is unexpired at `at`:
+    /// their expiry becomes `at`, so cycles stop counting them as desired and
+    /// [`Store::other_live_activation`] (which looks at expiries only, whatever the app rows
+    /// say) no longer finds them. Returns the ended activations with their new expiry, for the
+    /// caller to revoke.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`]; nothing changes then.
+    pub async fn end_activations(
+        &self,
+        group: &SourceId,
+        user: &SourceId,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Activation>, Error> {
+        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
+        let rows = sqlx::query(
+            "SELECT a.id, a.group_id, a.user_id, a.expires_at, a.received_at, a.origin
+             FROM activations a
+             WHERE a.group_id = $1 AND a.user_id = $2 AND a.expires_ms > $3
+             ORDER BY a.received_at, a.id",
+        )
+        .bind(group.as_str())
+        .bind(user.as_str())
+        .bind(at.timestamp_millis())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db("read activations to end"))?;
+        let mut ended = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.get(0);
+            sqlx::query("UPDATE activations SET expires_at = $2, expires_ms = $3 WHERE id = $1")
+                .bind(&id)
+                .bind(stamp(at))
+                .bind(at.timestamp_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(db("end activation"))?;
+            ended.push(Activation {
+                id,
+                group: SourceId::new(row.get::<String, _>(1)),
+                user: SourceId::new(row.get::<String, _>(2)),
+                expires_at: at,
+                received_at: instant("(any)", "activation receipt time", row.get(4))?,
+                origin: row.get(5),
+            });
+        }
+        tx.commit().await.map_err(db("commit"))?;
+        Ok(ended)
+    }
+
     /// Forgets activations that expired before `before` and are removed from every app (with
     /// their app rows). Returns how many activations were deleted.
     ///
@@ -754,6 +804,47 @@ mod tests {
                 .await
                 .unwrap(),
             "itself does not count"
+        );
+    }
+
+    #[tokio::test]
+    async fn end_activations_shortens_only_live_ones_of_the_pair() {
+        let store = Store::open("sqlite::memory:").await.unwrap();
+        let now = t0();
+        // a1 and a2 back (g1, u1); a3 is removed but unexpired, which still counts as another
+        // live activation; a4 expired; a5 another user.
+        for (a, state) in [
+            (act("a1", "g1", "u1", -20, 60), PushState::Pushed),
+            (act("a2", "g1", "u1", -10, 120), PushState::Deferred),
+            (act("a3", "g1", "u1", -5, 60), PushState::Removed),
+            (act("a4", "g1", "u1", -100, -1), PushState::Pushed),
+            (act("a5", "g1", "u2", -5, 60), PushState::Pushed),
+        ] {
+            store
+                .record_activation(&a, &[(crm(), state, None)])
+                .await
+                .unwrap();
+        }
+        let (g1, u1) = (SourceId::from("g1"), SourceId::from("u1"));
+        let ended = store.end_activations(&g1, &u1, now).await.unwrap();
+        let ids: Vec<&str> = ended.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a1", "a2", "a3"]);
+        assert!(ended.iter().all(|a| a.expires_at == now && a.user == u1));
+        assert!(
+            !store
+                .other_live_activation(&g1, &u1, "x", now)
+                .await
+                .unwrap()
+        );
+        let live = store.live_activations(&crm(), now).await.unwrap();
+        let live: Vec<&str> = live.iter().map(|a| a.activation.id.as_str()).collect();
+        assert_eq!(live, ["a5"], "the other user's activation is untouched");
+        assert!(
+            store
+                .end_activations(&g1, &u1, now)
+                .await
+                .unwrap()
+                .is_empty()
         );
     }
 

@@ -14,5 +14,7 @@ mod e2e;
 mod cli;
 // Service mode: webhook, limiter, deferral, the interval, expiry and restarts.
 mod service;
+// The PIM poller: activations and their end read from a scripted PIM feed.
+mod poller;
 // House rules checked mechanically (module docs).
 mod tidy;

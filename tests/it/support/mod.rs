@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod service;
+
 use std::sync::Mutex;
 use std::time::Duration;
 

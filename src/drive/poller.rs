@@ -1,0 +1,616 @@
+//! The PIM poller: activations and their end read from PIM for Groups, for sources that do
+//! not call the webhook (SPEC §4: "the PIM poller produces the same activations from
+//! `assignmentScheduleInstances`").
+//!
+//! Every `every`, one loop reads, for each group assigned to any app, the group's assignment
+//! schedule instances through a [`PimFeed`] (Graph in production; how Graph is read is the
+//! feed's business, not this module's). Only `accessId` `member` with `assignmentType`
+//! `activated` (any case) counts. A pure function, `diff`, decides what changed since the last
+//! round:
+//!
+//! - an instance not seen before (or seen, with its end moved later), unended → an activation
+//!   through exactly the webhook's path ([`Service::activate`], origin `pim-poll`), so the
+//!   limiter, deferral, recording and expiry timers are shared; unless the store already has
+//!   a live activation of the same (group, user) lasting at least as long, which is adopted
+//!   without a new push (after a restart the app already has it);
+//! - a seen instance that vanished, or whose `endDateTime` passed → the membership ends at
+//!   once ([`Service::end_activation`], the expiry path: a standing source member stays).
+//!
+//! After a restart, the first successful read of a group also ends the activations an earlier
+//! process recorded from PIM that PIM no longer lists (deactivated while no poller watched).
+//!
+//! A group whose read fails is logged and counted and changes nothing this round: a failed
+//! read never ends an activation. Rounds never overlap (one loop; a late tick is skipped, not
+//! queued). This module never talks SCIM or Graph.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::Deserialize;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::drive::activation::{ActivationRequest, Refusal};
+use crate::model::SourceId;
+use crate::service::Service;
+use crate::store::Activation;
+
+/// The origin recorded on activations the poller produces.
+pub const ORIGIN: &str = "pim-poll";
+
+/// The poll interval when the config gives none (`pim_poll_interval`).
+pub const DEFAULT_EVERY: Duration = Duration::from_secs(30);
+
+/// Where the poller reads PIM for Groups assignment schedule instances.
+pub trait PimFeed: Send + Sync {
+    /// A short description for logs (a tenant, "scripted test feed").
+    fn describe(&self) -> String;
+
+    /// The current assignment schedule instances of `group`: Graph's
+    /// `GET /v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleInstances?$filter=groupId eq '{id}'`,
+    /// every page. An error means "unknown this round", never "none".
+    fn active_instances(
+        &self,
+        group: &SourceId,
+    ) -> BoxFuture<'_, Result<Vec<PimInstance>, crate::source::Error>>;
+}
+
+/// One `privilegedAccessGroupAssignmentScheduleInstance`, with Graph's JSON field names.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct PimInstance {
+    /// The instance id.
+    pub id: String,
+    /// The group (`groupId`).
+    #[serde(rename = "groupId")]
+    pub group: SourceId,
+    /// The user (`principalId`).
+    #[serde(rename = "principalId")]
+    pub user: SourceId,
+    /// `member` or `owner` (`accessId`).
+    #[serde(rename = "accessId", default, deserialize_with = "null_as_empty")]
+    pub access_id: String,
+    /// `activated` or `assigned`, in whatever case Graph sends it (`assignmentType`).
+    #[serde(rename = "assignmentType", default, deserialize_with = "null_as_empty")]
+    pub assignment_type: String,
+    /// When the instance started (`startDateTime`).
+    #[serde(rename = "startDateTime", default)]
+    pub start: Option<DateTime<Utc>>,
+    /// When the instance ends (`endDateTime`); `None`: no end.
+    #[serde(rename = "endDateTime", default)]
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// A string field Graph may send as `null`: read as empty (which never counts).
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Option::<String>::deserialize(d).map(Option::unwrap_or_default)
+}
+
+impl PimInstance {
+    /// Whether the instance is an activated membership (not an owner, not a permanent
+    /// assignment, which the source lists as a member already).
+    pub fn is_activated_member(&self) -> bool {
+        self.access_id.eq_ignore_ascii_case("member")
+            && self.assignment_type.eq_ignore_ascii_case("activated")
+    }
+
+    /// Whether the instance is an activated membership that has not ended at `now`.
+    fn live(&self, now: DateTime<Utc>) -> bool {
+        self.is_activated_member() && self.end.is_none_or(|end| end > now)
+    }
+}
+
+/// The poller as [`crate::service::Options`] carries it: a feed and its interval.
+#[derive(Clone)]
+pub struct PimPoll {
+    /// Where the instances come from.
+    pub feed: Arc<dyn PimFeed>,
+    /// Time between the starts of two rounds (`pim_poll_interval`).
+    pub every: Duration,
+}
+
+impl fmt::Debug for PimPoll {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PimPoll")
+            .field("feed", &self.feed.describe())
+            .field("every", &self.every)
+            .finish()
+    }
+}
+
+/// An instance the poller has turned into an activation (or adopted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Tracked {
+    pub(crate) group: SourceId,
+    pub(crate) user: SourceId,
+    /// The instance's end when it was last activated or adopted.
+    pub(crate) end: Option<DateTime<Utc>>,
+}
+
+/// What one group's read changes.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Decisions {
+    /// Live instances not seen before, or seen with an earlier end (PIM extended them), by
+    /// id: to activate or adopt.
+    pub(crate) new: Vec<PimInstance>,
+    /// Seen instances that vanished or ended: to forget.
+    pub(crate) gone: Vec<String>,
+    /// (group, user) pairs to end now: a gone instance backed them and no live one does.
+    pub(crate) ended: Vec<(SourceId, SourceId)>,
+}
+
+/// Whether an instance's end moved later than the one its activation was recorded with.
+fn extended(was: Option<DateTime<Utc>>, now: Option<DateTime<Utc>>) -> bool {
+    match (was, now) {
+        (Some(was), Some(now)) => now > was,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}
+
+/// Compares what the poller has seen of `group` with a successful read of it at `now`.
+/// Instances of other groups in `fetched` are ignored.
+pub(crate) fn diff(
+    seen: &BTreeMap<String, Tracked>,
+    group: &SourceId,
+    fetched: &[PimInstance],
+    now: DateTime<Utc>,
+) -> Decisions {
+    let live: BTreeMap<&str, &PimInstance> = fetched
+        .iter()
+        .filter(|i| i.group == *group && i.live(now))
+        .map(|i| (i.id.as_str(), i))
+        .collect();
+    let covered: BTreeSet<&SourceId> = live.values().map(|i| &i.user).collect();
+    let new = live
+        .values()
+        .filter(|i| seen.get(&i.id).is_none_or(|t| extended(t.end, i.end)))
+        .map(|i| (*i).clone())
+        .collect();
+    let mut gone = Vec::new();
+    let mut ended = BTreeSet::new();
+    for (id, t) in seen.iter().filter(|(_, t)| t.group == *group) {
+        if !live.contains_key(id.as_str()) {
+            gone.push(id.clone());
+            if !covered.contains(&t.user) {
+                ended.insert((t.group.clone(), t.user.clone()));
+            }
+        }
+    }
+    Decisions {
+        new,
+        gone,
+        ended: ended.into_iter().collect(),
+    }
+}
+
+/// Whether a new instance ending at `end` is already covered by a recorded live activation
+/// of the same (group, user) that expires at `recorded` (after a restart, or one the webhook
+/// reported): adopted without a new push. A recorded activation ending sooner is not enough:
+/// it would remove the membership while PIM still grants it, so a new one is recorded (its
+/// push finds the app already holding the member and sends nothing).
+pub(crate) fn adopts(recorded: Option<&DateTime<Utc>>, end: Option<DateTime<Utc>>) -> bool {
+    recorded.is_some_and(|at| end.is_none_or(|end| *at >= end))
+}
+
+/// Users of `group` whose activation an earlier process recorded from PIM (`recorded`:
+/// user and origin of each live recorded activation) and that no live instance in a
+/// successful read of the group backs any more: PIM ended them while no poller was watching.
+/// Activations of other origins (the webhook) are not PIM's to end.
+pub(crate) fn orphaned(
+    recorded: &[(SourceId, String)],
+    group: &SourceId,
+    fetched: &[PimInstance],
+    now: DateTime<Utc>,
+) -> BTreeSet<SourceId> {
+    let live: BTreeSet<&SourceId> = fetched
+        .iter()
+        .filter(|i| i.group == *group && i.live(now))
+        .map(|i| &i.user)
+        .collect();
+    recorded
+        .iter()
+        .filter(|(user, origin)| origin == ORIGIN && !live.contains(user))
+        .map(|(user, _)| user.clone())
+        .collect()
+}
+
+/// The loop's state: what it has seen, by instance id.
+struct Poller {
+    svc: Service,
+    feed: Arc<dyn PimFeed>,
+    seen: BTreeMap<String, Tracked>,
+    /// Groups read successfully at least once by this process: their recorded activations
+    /// were compared with PIM (see [`orphaned`]).
+    reconciled: BTreeSet<SourceId>,
+}
+
+impl Poller {
+    /// One round: every assigned group, one after the other.
+    async fn round(&mut self) {
+        let started = Instant::now();
+        let groups: BTreeSet<SourceId> = self
+            .svc
+            .inner
+            .apps
+            .values()
+            .flat_map(|s| s.app.cfg.groups.iter().cloned())
+            .collect();
+        for group in &groups {
+            match self.feed.active_instances(group).await {
+                Ok(fetched) => {
+                    if !self.reconciled.contains(group) {
+                        self.reconcile(group, &fetched).await;
+                    }
+                    let d = diff(&self.seen, group, &fetched, Utc::now());
+                    self.apply(group, d).await;
+                }
+                Err(e) => {
+                    crate::metrics::pim_poll_failed();
+                    tracing::warn!(group = %group, feed = %self.feed.describe(), error = %e,
+                        "PIM poll: cannot read the group's assignment schedule instances; nothing changes for it this round");
+                }
+            }
+        }
+        crate::metrics::pim_poll_seconds(started.elapsed().as_secs_f64());
+    }
+
+    async fn apply(&mut self, group: &SourceId, d: Decisions) {
+        // Ends first: a pair that could not be ended stays seen, so the next round retries.
+        let mut failed: BTreeSet<SourceId> = BTreeSet::new();
+        for (group, user) in &d.ended {
+            match self.svc.end_activation(group, user).await {
+                Ok(n) => {
+                    crate::metrics::pim_poll_activation("ended");
+                    tracing::info!(group = %group, user = %user, activations = n,
+                        "PIM poll: activation ended in PIM; removing the membership");
+                }
+                Err(e) => {
+                    failed.insert(user.clone());
+                    tracing::error!(group = %group, user = %user, error = %e,
+                        "PIM poll: cannot end the activation; retrying next round");
+                }
+            }
+        }
+        for id in &d.gone {
+            if self.seen.get(id).is_some_and(|t| !failed.contains(&t.user)) {
+                self.seen.remove(id);
+            }
+        }
+        if d.new.is_empty() {
+            return;
+        }
+        let Some(recorded) = self.recorded(group).await else {
+            return;
+        };
+        // The latest recorded expiry of each user.
+        let mut until: BTreeMap<SourceId, DateTime<Utc>> = BTreeMap::new();
+        for a in recorded {
+            let at = until.entry(a.user).or_insert(a.expires_at);
+            *at = (*at).max(a.expires_at);
+        }
+        for i in d.new {
+            if adopts(until.get(&i.user), i.end) {
+                crate::metrics::pim_poll_activation("adopted");
+                tracing::info!(group = %group, user = %i.user, instance = %i.id,
+                    "PIM poll: activation already recorded; adopted without a new push");
+                self.track(i);
+                continue;
+            }
+            let req = ActivationRequest {
+                group_id: i.group.clone(),
+                user_id: i.user.clone(),
+                expires_at: i.end,
+            };
+            match self.svc.activate(req, ORIGIN).await {
+                Ok(accepted) => {
+                    crate::metrics::pim_poll_activation("activated");
+                    tracing::info!(group = %group, user = %i.user, instance = %i.id,
+                        activation = %accepted.activation_id, "PIM poll: activation detected");
+                    self.track(i);
+                }
+                Err(Refusal::Unavailable(why)) => {
+                    crate::metrics::pim_poll_activation("unavailable");
+                    tracing::warn!(group = %group, user = %i.user, instance = %i.id, error = %why,
+                        "PIM poll: activation cannot be decided now; retrying next round");
+                }
+                Err(refusal) => {
+                    // Refused for good (not eligible, not assigned): do not retry every round.
+                    crate::metrics::pim_poll_activation("refused");
+                    tracing::warn!(group = %group, user = %i.user, instance = %i.id, error = %refusal,
+                        "PIM poll: activation refused");
+                    self.track(i);
+                }
+            }
+        }
+    }
+
+    /// The first successful read of `group` in this process: ends the activations an earlier
+    /// process recorded from PIM that PIM no longer lists (deactivated during the downtime).
+    /// Done once the store could be read and every end was recorded.
+    async fn reconcile(&mut self, group: &SourceId, fetched: &[PimInstance]) {
+        let Some(recorded) = self.recorded(group).await else {
+            return;
+        };
+        let recorded: Vec<(SourceId, String)> =
+            recorded.into_iter().map(|a| (a.user, a.origin)).collect();
+        let mut done = true;
+        for user in orphaned(&recorded, group, fetched, Utc::now()) {
+            match self.svc.end_activation(group, &user).await {
+                Ok(n) => {
+                    crate::metrics::pim_poll_activation("ended");
+                    tracing::info!(group = %group, user = %user, activations = n,
+                        "PIM poll: activation recorded earlier is no longer in PIM; removing the membership");
+                }
+                Err(e) => {
+                    done = false;
+                    tracing::error!(group = %group, user = %user, error = %e,
+                        "PIM poll: cannot end the activation; retrying next round");
+                }
+            }
+        }
+        if done {
+            self.reconciled.insert(group.clone());
+        }
+    }
+
+    fn track(&mut self, i: PimInstance) {
+        self.seen.insert(
+            i.id,
+            Tracked {
+                group: i.group,
+                user: i.user,
+                end: i.end,
+            },
+        );
+    }
+
+    /// The live recorded activations of `group`, in every app that has it assigned (one
+    /// activation may appear once per app). `None` when the store cannot be read: the caller
+    /// changes nothing and the next round retries.
+    async fn recorded(&self, group: &SourceId) -> Option<Vec<Activation>> {
+        let store = self.svc.inner.engine.store();
+        let now = Utc::now();
+        let mut out = Vec::new();
+        for (name, slot) in &self.svc.inner.apps {
+            if !slot.app.cfg.groups.contains(group) {
+                continue;
+            }
+            match store.live_activations(name, now).await {
+                Ok(live) => out.extend(
+                    live.into_iter()
+                        .map(|a| a.activation)
+                        .filter(|a| a.group == *group),
+                ),
+                Err(e) => {
+                    tracing::error!(app = %name, group = %group, error = %e,
+                        "PIM poll: cannot read recorded activations; retrying next round");
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
+impl Service {
+    /// Starts the poll loop under the service's task tracker; it stops at shutdown.
+    pub(crate) fn spawn_poller(&self, poll: PimPoll) {
+        let cancel = self.inner.cancel.clone();
+        tracing::info!(feed = %poll.feed.describe(), every = %humantime::format_duration(poll.every),
+            "PIM poller started");
+        let mut poller = Poller {
+            svc: self.clone(),
+            feed: poll.feed,
+            seen: BTreeMap::new(),
+            reconciled: BTreeSet::new(),
+        };
+        let every = poll.every.max(Duration::from_millis(1));
+        self.inner.tasks.spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    _ = ticks.tick() => {}
+                }
+                tokio::select! {
+                    () = cancel.cancelled() => break,
+                    () = poller.round() => {}
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn inst(id: &str, user: &str, kind: &str, end_in: Option<i64>) -> PimInstance {
+        PimInstance {
+            id: id.into(),
+            group: "g".into(),
+            user: user.into(),
+            access_id: "member".into(),
+            assignment_type: kind.into(),
+            start: Some(t0() - chrono::Duration::minutes(5)),
+            end: end_in.map(|s| t0() + chrono::Duration::seconds(s)),
+        }
+    }
+
+    fn seen(pairs: &[(&str, &str, &str)]) -> BTreeMap<String, Tracked> {
+        pairs
+            .iter()
+            .map(|(id, g, u)| {
+                (
+                    (*id).to_owned(),
+                    Tracked {
+                        group: (*g).into(),
+                        user: (*u).into(),
+                        end: Some(t0() + chrono::Duration::seconds(60)),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn ids(d: &Decisions) -> Vec<&str> {
+        d.new.iter().map(|i| i.id.as_str()).collect()
+    }
+
+    #[test]
+    fn graph_json_deserializes() {
+        let i: PimInstance = serde_json::from_value(serde_json::json!({
+            "id": "inst-1",
+            "groupId": "g-1",
+            "principalId": "u-1",
+            "accessId": "member",
+            "assignmentType": "Activated",
+            "memberType": "Direct",
+            "startDateTime": "2026-03-01T12:00:00Z",
+            "endDateTime": "2026-03-01T20:00:00.06Z",
+            "assignmentScheduleId": "s-1"
+        }))
+        .unwrap();
+        assert_eq!(i.group, SourceId::from("g-1"));
+        assert_eq!(i.user, SourceId::from("u-1"));
+        assert!(i.is_activated_member());
+        assert_eq!(i.start, Some(t0()));
+        assert!(i.end.is_some());
+        let i: PimInstance = serde_json::from_value(serde_json::json!({
+            "id": "inst-2", "groupId": "g-1", "principalId": "u-1",
+            "accessId": "owner", "assignmentType": null, "endDateTime": null
+        }))
+        .unwrap();
+        assert!(!i.is_activated_member());
+        assert_eq!(i.assignment_type, "");
+        assert_eq!((i.start, i.end), (None, None));
+    }
+
+    #[test]
+    fn only_activated_member_instances_count() {
+        let mut owner = inst("o", "u3", "Activated", Some(60));
+        owner.access_id = "owner".into();
+        let fetched = vec![
+            inst("a", "u1", "Activated", Some(60)),
+            inst("b", "u2", "activated", None),
+            inst("c", "u4", "Assigned", Some(60)),
+            owner,
+        ];
+        let d = diff(&BTreeMap::new(), &"g".into(), &fetched, t0());
+        assert_eq!(ids(&d), ["a", "b"]);
+        assert!(d.gone.is_empty() && d.ended.is_empty());
+    }
+
+    #[test]
+    fn seen_instances_are_not_new_again() {
+        let fetched = vec![inst("a", "u1", "activated", Some(60))];
+        let d = diff(&seen(&[("a", "g", "u1")]), &"g".into(), &fetched, t0());
+        assert_eq!(d, Decisions::default());
+    }
+
+    #[test]
+    fn an_extended_instance_is_new_again_and_a_shortened_one_is_not() {
+        let fetched = vec![
+            inst("a", "u1", "activated", Some(600)),
+            inst("b", "u2", "activated", Some(30)),
+            inst("c", "u3", "activated", None),
+        ];
+        let d = diff(
+            &seen(&[("a", "g", "u1"), ("b", "g", "u2"), ("c", "g", "u3")]),
+            &"g".into(),
+            &fetched,
+            t0(),
+        );
+        assert_eq!(ids(&d), ["a", "c"]);
+        assert!(d.gone.is_empty() && d.ended.is_empty());
+    }
+
+    #[test]
+    fn an_instance_ended_or_in_the_past_is_not_new() {
+        let fetched = vec![
+            inst("a", "u1", "activated", Some(0)),
+            inst("b", "u2", "activated", Some(-60)),
+        ];
+        let d = diff(&BTreeMap::new(), &"g".into(), &fetched, t0());
+        assert_eq!(d, Decisions::default());
+    }
+
+    #[test]
+    fn vanished_and_ended_instances_end_their_pair() {
+        let fetched = vec![inst("b", "u2", "activated", Some(-1))];
+        let d = diff(
+            &seen(&[("a", "g", "u1"), ("b", "g", "u2"), ("x", "other", "u9")]),
+            &"g".into(),
+            &fetched,
+            t0(),
+        );
+        assert!(d.new.is_empty());
+        assert_eq!(d.gone, ["a", "b"]);
+        assert_eq!(
+            d.ended,
+            [("g".into(), "u1".into()), ("g".into(), "u2".into())],
+            "another group's instance is not judged by this group's read"
+        );
+    }
+
+    #[test]
+    fn a_pair_still_backed_by_another_instance_is_not_ended() {
+        // PIM renewed: instance a vanished, b (same user) is new.
+        let fetched = vec![inst("b", "u1", "activated", Some(600))];
+        let d = diff(&seen(&[("a", "g", "u1")]), &"g".into(), &fetched, t0());
+        assert_eq!(ids(&d), ["b"]);
+        assert_eq!(d.gone, ["a"]);
+        assert!(d.ended.is_empty());
+    }
+
+    #[test]
+    fn adoption_needs_a_recorded_activation_lasting_as_long() {
+        let (t, later) = (t0(), t0() + chrono::Duration::seconds(1));
+        assert!(adopts(Some(&t), Some(t)));
+        assert!(adopts(Some(&later), Some(t)));
+        assert!(
+            adopts(Some(&t), None),
+            "no end: any live activation covers it"
+        );
+        assert!(!adopts(Some(&t), Some(later)), "PIM extended it");
+        assert!(!adopts(None, Some(t)));
+        assert!(!adopts(None, None));
+    }
+
+    #[test]
+    fn orphans_are_recorded_pim_activations_no_live_instance_backs() {
+        let rec = |u: &str, origin: &str| (SourceId::from(u), origin.to_owned());
+        let recorded = vec![
+            rec("u1", ORIGIN),
+            rec("u2", ORIGIN),
+            rec("u3", ORIGIN),
+            rec("u4", "webhook"),
+        ];
+        let fetched = vec![
+            inst("a", "u1", "activated", Some(60)),
+            inst("b", "u2", "activated", Some(-1)),
+            inst("d", "u4", "Assigned", Some(60)),
+        ];
+        let got = orphaned(&recorded, &"g".into(), &fetched, t0());
+        let want: BTreeSet<SourceId> = ["u2".into(), "u3".into()].into();
+        assert_eq!(got, want, "u1 is live; u4 came from the webhook");
+    }
+
+    #[test]
+    fn instances_of_other_groups_in_the_answer_are_ignored() {
+        let mut stray = inst("s", "u1", "activated", Some(60));
+        stray.group = "other".into();
+        let d = diff(&BTreeMap::new(), &"g".into(), &[stray], t0());
+        assert_eq!(d, Decisions::default());
+    }
+}
