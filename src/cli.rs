@@ -297,7 +297,9 @@ async fn activate(
     println!(
         "activation {}: user {user} in group {group} until {}",
         accepted.activation_id,
-        accepted.expires_at.to_rfc3339()
+        accepted
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     );
     for a in &accepted.apps {
         match (a.outcome.as_str(), a.latency_ms) {
@@ -602,7 +604,7 @@ async fn status(config: &std::path::Path, json: bool) -> Result<u8, Fatal> {
                     act["id"].as_str().unwrap_or_default(),
                     act["user"].as_str().unwrap_or_default(),
                     act["group"].as_str().unwrap_or_default(),
-                    act["expires_at"].as_str().unwrap_or_default(),
+                    to_the_second(act["expires_at"].as_str().unwrap_or_default()),
                     act["state"].as_str().unwrap_or_default(),
                     act["detail"]
                         .as_str()
@@ -728,4 +730,12 @@ async fn sandbox(listen: SocketAddr) -> Result<u8, Fatal> {
     .await
     .map_err(Fatal::from)?;
     Ok(exit::OK)
+}
+
+/// An RFC 3339 time shown to the second (the store keeps nanoseconds); other text unchanged.
+fn to_the_second(at: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(at).map_or_else(
+        |_| at.to_owned(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }

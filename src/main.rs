@@ -10,7 +10,11 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> std::process::ExitCode {
     let cli = scim_sync::cli::Cli::parse();
     // The reports already say what failed; logs add detail on request (-v) or RUST_LOG.
+    // The service has no report to print: its log is the record of cycles, activations and
+    // refusals, so it logs at info by default.
+    let service = matches!(cli.command, scim_sync::cli::Command::Run);
     let default = match cli.verbose {
+        0 if service => "warn,scim_sync=info",
         0 => "error",
         1 => "info,scim_sync=info",
         _ => "debug,hyper=info,reqwest=info,sqlx=warn",
