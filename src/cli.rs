@@ -20,7 +20,7 @@ use crate::model::AppName;
 use crate::plan::Plan;
 use crate::report::{CycleReport, Outcome, Reason};
 use crate::service::{Options as ServiceOptions, Service};
-use crate::source::{FileSource, Source};
+use crate::source::{FileSource, GraphSource, Source};
 use crate::store::Store;
 
 /// scim-sync: keeps SCIM 2.0 apps in line with Entra ID or a JSON directory.
@@ -148,11 +148,18 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// The source a config names.
-pub fn source_of(cfg: &Config) -> Arc<dyn Source> {
-    match &cfg.source {
+/// The source a config names. The Graph source reads its client secret here, at start, and
+/// reads the groups assigned to every configured app.
+///
+/// # Errors
+/// [`Fatal`] naming the secret's key when it cannot be read.
+pub fn source_of(cfg: &Config) -> Result<Arc<dyn Source>, Fatal> {
+    Ok(match &cfg.source {
         SourceConfig::File { path } => Arc::new(FileSource::new(path.clone())),
-    }
+        SourceConfig::Graph(g) => Arc::new(
+            GraphSource::new(g, g.client_secret()?, &cfg.apps).map_err(|e| Fatal(e.to_string()))?,
+        ),
+    })
 }
 
 /// Builds the apps named in `names` (all when empty), reading their tokens.
@@ -203,7 +210,7 @@ async fn run_service(config: &std::path::Path) -> Result<u8, Fatal> {
         })?;
     let addr = listener.local_addr().map_err(Fatal::from)?;
     crate::metrics::install();
-    let engine = Engine::new(source_of(&cfg), store);
+    let engine = Engine::new(source_of(&cfg)?, store);
     let interval = cfg.service.full_sync_interval;
     let n = cfg.apps.len();
     let svc = Service::start(cfg, apps, engine, token, ServiceOptions::default())
@@ -325,7 +332,7 @@ async fn sync_now(
     let cfg = Config::load(config)?;
     let apps = build_apps(&cfg, names)?;
     let store = Store::open(&cfg.service.state).await?;
-    let engine = Engine::new(source_of(&cfg), store.clone());
+    let engine = Engine::new(source_of(&cfg)?, store.clone());
     let opts = CycleOptions {
         reason: Reason::SyncNow,
         dry_run,
@@ -618,10 +625,16 @@ async fn status(config: &std::path::Path, json: bool) -> Result<u8, Fatal> {
 async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
     let mut problems = Vec::new();
-    let dir = match source_of(&cfg).snapshot().await {
-        Ok(d) => Some(d),
-        Err(e) => {
-            problems.push(e.to_string());
+    let dir = match source_of(&cfg) {
+        Ok(source) => match source.snapshot().await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        },
+        Err(Fatal(e)) => {
+            problems.push(e);
             None
         }
     };
@@ -636,6 +649,20 @@ async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
         (SourceConfig::File { path }, None) => {
             println!("source: file {} (unreadable)", path.display())
         }
+        (SourceConfig::Graph(g), d) => println!(
+            "source: graph tenant {} at {} (client {}, secret from {}; {})",
+            g.tenant_id,
+            g.graph_url,
+            g.client_id,
+            match &g.client_secret {
+                crate::config::SecretFrom::Env(var) => format!("${var}"),
+                crate::config::SecretFrom::File(path) => path.display().to_string(),
+            },
+            match d {
+                Some(d) => format!("{} users, {} groups read", d.users.len(), d.groups.len()),
+                None => "unreadable".to_owned(),
+            }
+        ),
     }
     println!("state: {}", cfg.service.state);
     println!(
