@@ -14,5 +14,7 @@ mod e2e;
 mod cli;
 // Service mode: webhook, limiter, deferral, the interval, expiry and restarts.
 mod service;
+// The Microsoft Graph source against wiremock and the Graph double.
+mod graph;
 // House rules checked mechanically (module docs).
 mod tidy;

@@ -91,7 +91,7 @@ impl TokenSource {
             token_url: format!(
                 "{}/{}/oauth2/v2.0/token",
                 login_url.trim_end_matches('/'),
-                utf8_percent_encode(tenant_id, NON_ALPHANUMERIC)
+                utf8_percent_encode(tenant_id, super::SEGMENT)
             ),
             scope: format!("{}/.default", graph_url.trim_end_matches('/')),
             cached: tokio::sync::Mutex::new(None),

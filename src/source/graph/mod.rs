@@ -128,7 +128,7 @@ pub const PAGE_SIZE: usize = 999;
 const CONCURRENCY: usize = 8;
 
 /// Path segments: everything but unreserved characters is encoded.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
