@@ -125,7 +125,12 @@ impl GraphHttp {
                         self.auth.invalidate(&token).await;
                         continue;
                     }
-                    let (code, message) = graph_error(&body);
+                    let (code, mut message) = graph_error(&body);
+                    if status == 403 {
+                        message.push_str(
+                            " (check that the app registration has the application permissions of docs/GRAPH.md, with admin consent)",
+                        );
+                    }
                     let err = Error::Status {
                         what: what.to_owned(),
                         path: path.clone(),

@@ -254,7 +254,8 @@ impl GraphSource {
             }
             let mut group = read.group;
             if let Some(transitive) = read.transitive {
-                if group.members.is_empty() && !self.groups[&group.id].direct {
+                if group.members.is_empty() && !self.groups.get(&group.id).is_some_and(|r| r.direct)
+                {
                     group.members = transitive;
                 } else {
                     let nested = SourceId::new(format!("{}/transitiveMembers", group.id));
