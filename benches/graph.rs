@@ -166,6 +166,7 @@ fn tenant(users: usize, groups: usize, seed: u64) -> Directory {
 
 struct Run {
     secs: f64,
+    users: usize,
     requests: BTreeMap<&'static str, u64>,
 }
 
@@ -218,22 +219,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if i == 0 { "cold" } else { "warm" },
             double.state().total_requests()
         );
-        runs.push(Run { secs, requests });
+        runs.push(Run {
+            secs,
+            users: snap.users.len(),
+            requests,
+        });
     }
     let cold = &runs[0];
     let mut warm: Vec<f64> = runs[1..].iter().map(|r| r.secs).collect();
     warm.sort_by(f64::total_cmp);
     let median = warm[warm.len() / 2];
     let total = |r: &Run| r.requests.values().sum::<u64>();
-    let command = format!(
-        "cargo bench --bench graph --{}{}",
-        if args.quick { " --quick" } else { "" },
-        if args.page_size != 999 {
-            format!(" --page-size {}", args.page_size)
-        } else {
-            String::new()
-        }
-    );
+    let given: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let command = if given.is_empty() {
+        "cargo bench --bench graph".to_owned()
+    } else {
+        format!("cargo bench --bench graph -- {}", given.join(" "))
+    };
     println!(
         "### Graph read: {} users in {} groups\n",
         args.users, args.groups
@@ -243,7 +248,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.seed, args.page_size
     );
     println!("| | value |\n|---|---|");
-    println!("| users read | {} |", args.users);
+    println!("| users in the tenant | {} |", args.users);
+    println!("| users read (members and eligible) | {} |", cold.users);
     println!("| groups read | {} |", args.groups);
     println!("| memberships read | {memberships} |");
     println!("| eligibilities read | {eligible} |");
@@ -265,7 +271,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!(
         "| users/s (warm median) | {:.0} |",
-        args.users as f64 / median.max(f64::EPSILON)
+        cold.users as f64 / median.max(f64::EPSILON)
     );
     println!(
         "| memberships/s (warm median) | {:.0} |",
