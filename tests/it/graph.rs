@@ -148,6 +148,64 @@ async fn token_request_has_the_client_credentials_form_and_is_renewed_five_minut
 }
 
 #[tokio::test]
+async fn a_throttled_token_request_is_retried_and_a_refusal_is_not() {
+    let login = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/t/oauth2/v2.0/token"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .named("throttled token")
+        .mount(&login)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/t/oauth2/v2.0/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"token_type": "Bearer", "expires_in": "3599", "access_token": "tok"}),
+        ))
+        .expect(1)
+        .named("token")
+        .mount(&login)
+        .await;
+    let auth = TokenSource::new(
+        reqwest::Client::new(),
+        &login.uri(),
+        "https://graph.microsoft.com",
+        "t",
+        "c",
+        Secret::new("s"),
+    );
+    assert_eq!(auth.token().await.unwrap().expose(), "tok");
+
+    let refusing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_request",
+            "error_description": "AADSTS900023: Specified tenant identifier 'nope' is neither a valid DNS name, nor a valid external domain.\r\nTrace ID: x",
+            "error_codes": [900023]
+        })))
+        .expect(1)
+        .named("refused token")
+        .mount(&refusing)
+        .await;
+    let auth = TokenSource::new(
+        reqwest::Client::new(),
+        &refusing.uri(),
+        "https://graph.microsoft.com",
+        "nope",
+        "c",
+        Secret::new("s"),
+    );
+    let e = auth.token().await.unwrap_err().to_string();
+    assert!(
+        e.contains("AADSTS900023") && e.contains("check source.tenant_id"),
+        "{e}"
+    );
+    assert!(!e.contains("Trace ID"), "first line only: {e}");
+}
+
+#[tokio::test]
 async fn exact_reads_follow_next_link_across_three_pages_and_fetch_eligible_users() {
     let server = MockServer::start().await;
     let uri = server.uri();

@@ -20,6 +20,11 @@ use crate::config::Secret;
 /// A token is renewed this long before the identity platform says it expires.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(5 * 60);
 
+/// Attempts of one token request when the identity platform throttles or fails.
+const TOKEN_ATTEMPTS: u32 = 3;
+/// Wait before retrying a token request that carried no `Retry-After`.
+const TOKEN_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Characters `application/x-www-form-urlencoded` leaves alone besides letters and digits.
 const FORM: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -115,7 +120,24 @@ impl TokenSource {
         {
             return Ok(c.token.clone());
         }
-        let fresh = self.request().await?;
+        let mut attempt = 0u32;
+        let fresh = loop {
+            match self.request().await {
+                Ok(fresh) => break fresh,
+                Err((err, Some(wait))) if attempt + 1 < TOKEN_ATTEMPTS => {
+                    tracing::warn!(
+                        tenant = %self.tenant_id,
+                        attempt,
+                        wait_ms = wait.as_millis() as u64,
+                        error = %err,
+                        "retrying the Microsoft Graph token request"
+                    );
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err((err, _)) => return Err(err),
+            }
+        };
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(token)
@@ -130,7 +152,9 @@ impl TokenSource {
         }
     }
 
-    async fn request(&self) -> Result<Cached, Error> {
+    /// One token request. The error comes with a wait when it is worth retrying (throttled,
+    /// a server error, a transport error); refusals (`4xx`) are final.
+    async fn request(&self) -> Result<Cached, (Error, Option<Duration>)> {
         let body = [
             ("grant_type", "client_credentials"),
             ("client_id", self.client_id.as_str()),
@@ -156,18 +180,34 @@ impl TokenSource {
             .body(body)
             .send()
             .await
-            .map_err(|e| auth_error(super::http::transport_message(e)))?;
+            .map_err(|e| {
+                (
+                    auth_error(super::http::transport_message(e)),
+                    Some(TOKEN_BACKOFF),
+                )
+            })?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| auth_error(super::http::transport_message(e)))?;
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::scim::client::parse_retry_after)
+            .map(|d| d.min(super::http::MAX_RETRY_AFTER));
+        let bytes = resp.bytes().await.map_err(|e| {
+            (
+                auth_error(super::http::transport_message(e)),
+                Some(TOKEN_BACKOFF),
+            )
+        })?;
         let started = Instant::now();
         if (200..300).contains(&status) {
             let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|e| {
-                auth_error(format!(
-                    "HTTP {status}, but the answer is not a token response: {e}"
-                ))
+                (
+                    auth_error(format!(
+                        "HTTP {status}, but the answer is not a token response: {e}"
+                    )),
+                    None,
+                )
             })?;
             // Some clouds send expires_in as a string.
             let lifetime = answer
@@ -194,7 +234,8 @@ impl TokenSource {
         if let Some(hint) = hint(code, &err.error, &self.tenant_id, &self.client_id) {
             message.push_str(&format!(". {hint}"));
         }
-        Err(auth_error(message))
+        let wait = (status == 429 || status >= 500).then(|| retry_after.unwrap_or(TOKEN_BACKOFF));
+        Err((auth_error(message), wait))
     }
 }
 
