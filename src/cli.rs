@@ -15,12 +15,13 @@ use serde_json::{Value, json};
 use crate::config::{Config, SourceConfig};
 use crate::drive::activation::{Accepted, ActivationRequest};
 use crate::drive::lease::{HolderInfo, Leases};
+use crate::drive::poller::PimPoll;
 use crate::engine::{App, AppCycle, CycleOptions, Engine};
 use crate::model::AppName;
 use crate::plan::Plan;
 use crate::report::{CycleReport, Outcome, Reason};
 use crate::service::{Options as ServiceOptions, Service};
-use crate::source::{FileSource, Source};
+use crate::source::{FileSource, GraphSource, Source};
 use crate::store::Store;
 
 /// scim-sync: keeps SCIM 2.0 apps in line with Entra ID or a JSON directory.
@@ -148,11 +149,35 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// The source a config names.
-pub fn source_of(cfg: &Config) -> Arc<dyn Source> {
-    match &cfg.source {
-        SourceConfig::File { path } => Arc::new(FileSource::new(path.clone())),
-    }
+/// The source a config names. The Graph source reads its client secret here, at start, and
+/// reads the groups assigned to every configured app.
+///
+/// # Errors
+/// [`Fatal`] naming the secret's key when it cannot be read.
+pub fn source_of(cfg: &Config) -> Result<Arc<dyn Source>, Fatal> {
+    Ok(source_and_poll(cfg)?.0)
+}
+
+/// The source a config names and, for the Graph source, the PIM poller reading the same
+/// tenant every `pim_poll_interval` (service mode).
+///
+/// # Errors
+/// As [`source_of`].
+pub fn source_and_poll(cfg: &Config) -> Result<(Arc<dyn Source>, Option<PimPoll>), Fatal> {
+    Ok(match &cfg.source {
+        SourceConfig::File { path } => (Arc::new(FileSource::new(path.clone())), None),
+        SourceConfig::Graph(g) => {
+            let graph = Arc::new(
+                GraphSource::new(g, g.client_secret()?, &cfg.apps)
+                    .map_err(|e| Fatal(e.to_string()))?,
+            );
+            let poll = PimPoll {
+                feed: graph.clone(),
+                every: g.pim_poll_interval,
+            };
+            (graph, Some(poll))
+        }
+    })
 }
 
 /// Builds the apps named in `names` (all when empty), reading their tokens.
@@ -203,14 +228,25 @@ async fn run_service(config: &std::path::Path) -> Result<u8, Fatal> {
         })?;
     let addr = listener.local_addr().map_err(Fatal::from)?;
     crate::metrics::install();
-    let engine = Engine::new(source_of(&cfg), store);
+    let (source, pim) = source_and_poll(&cfg)?;
+    let engine = Engine::new(source, store);
     let interval = cfg.service.full_sync_interval;
     let n = cfg.apps.len();
-    let svc = Service::start(cfg, apps, engine, token, ServiceOptions::default())
+    let polling = pim.as_ref().map_or(String::new(), |p| {
+        format!(
+            "; PIM activations polled every {}",
+            humantime::format_duration(p.every)
+        )
+    });
+    let options = ServiceOptions {
+        pim,
+        ..ServiceOptions::default()
+    };
+    let svc = Service::start(cfg, apps, engine, token, options)
         .await
         .map_err(Fatal::from)?;
     println!(
-        "scim-sync run: {n} app(s); admin and webhook on http://{addr}; a full cycle every {}; SIGINT or SIGTERM stops it",
+        "scim-sync run: {n} app(s); admin and webhook on http://{addr}; a full cycle every {}{polling}; SIGINT or SIGTERM stops it",
         humantime::format_duration(interval)
     );
     let left = svc
@@ -327,7 +363,7 @@ async fn sync_now(
     let cfg = Config::load(config)?;
     let apps = build_apps(&cfg, names)?;
     let store = Store::open(&cfg.service.state).await?;
-    let engine = Engine::new(source_of(&cfg), store.clone());
+    let engine = Engine::new(source_of(&cfg)?, store.clone());
     let opts = CycleOptions {
         reason: Reason::SyncNow,
         dry_run,
@@ -620,10 +656,16 @@ async fn status(config: &std::path::Path, json: bool) -> Result<u8, Fatal> {
 async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
     let mut problems = Vec::new();
-    let dir = match source_of(&cfg).snapshot().await {
-        Ok(d) => Some(d),
-        Err(e) => {
-            problems.push(e.to_string());
+    let dir = match source_of(&cfg) {
+        Ok(source) => match source.snapshot().await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        },
+        Err(Fatal(e)) => {
+            problems.push(e);
             None
         }
     };
@@ -638,6 +680,20 @@ async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
         (SourceConfig::File { path }, None) => {
             println!("source: file {} (unreadable)", path.display())
         }
+        (SourceConfig::Graph(g), d) => println!(
+            "source: graph tenant {} at {} (client {}, secret from {}; {})",
+            g.tenant_id,
+            g.graph_url,
+            g.client_id,
+            match &g.client_secret {
+                crate::config::SecretFrom::Env(var) => format!("${var}"),
+                crate::config::SecretFrom::File(path) => path.display().to_string(),
+            },
+            match d {
+                Some(d) => format!("{} users, {} groups read", d.users.len(), d.groups.len()),
+                None => "unreadable".to_owned(),
+            }
+        ),
     }
     println!("state: {}", cfg.service.state);
     println!(

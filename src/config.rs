@@ -63,6 +63,18 @@ pub enum Error {
         /// What the secret is for.
         what: &'static str,
     },
+    /// A secret's file could not be read or is empty.
+    #[error("{key}: cannot read {path}: {message} (it must hold the {what})")]
+    SecretFile {
+        /// The key naming the file, e.g. `source.client_secret_file`.
+        key: String,
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+        /// What the secret is for.
+        what: &'static str,
+    },
 }
 
 /// A secret value (a bearer token, a client secret). Its `Debug` and `Display` never show it.
@@ -129,6 +141,69 @@ pub enum SourceConfig {
         /// The file, as written in the config (relative paths are relative to the working directory).
         path: PathBuf,
     },
+    /// Microsoft Entra ID through Microsoft Graph.
+    Graph(GraphConfig),
+}
+
+/// `[source] kind = "graph"`: the tenant, the app registration and the endpoints.
+#[derive(Clone, Debug)]
+pub struct GraphConfig {
+    /// Directory (tenant) id or a verified domain of the tenant.
+    pub tenant_id: String,
+    /// Application (client) id of the app registration.
+    pub client_id: String,
+    /// Where the client secret is read from.
+    pub client_secret: SecretFrom,
+    /// Microsoft Graph root, without a trailing slash (`https://graph.microsoft.com`).
+    pub graph_url: String,
+    /// Microsoft identity platform root, without a trailing slash
+    /// (`https://login.microsoftonline.com`).
+    pub login_url: String,
+    /// Time between two polls of PIM assignment instances.
+    pub pim_poll_interval: Duration,
+}
+
+/// Where a secret lives: never in the config file itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretFrom {
+    /// An environment variable, by name (`client_secret_env`).
+    Env(String),
+    /// A file, e.g. a mounted container secret (`client_secret_file`); surrounding
+    /// whitespace is ignored.
+    File(PathBuf),
+}
+
+impl GraphConfig {
+    /// Default `graph_url`.
+    pub const DEFAULT_GRAPH_URL: &'static str = "https://graph.microsoft.com";
+    /// Default `login_url`.
+    pub const DEFAULT_LOGIN_URL: &'static str = "https://login.microsoftonline.com";
+
+    /// Reads the client secret from its environment variable or file.
+    ///
+    /// # Errors
+    /// [`Error::MissingSecret`] or [`Error::SecretFile`] naming the `source.client_secret_*`
+    /// key; the message never contains the secret.
+    pub fn client_secret(&self) -> Result<Secret, Error> {
+        const WHAT: &str = "client secret of the Entra app registration";
+        match &self.client_secret {
+            SecretFrom::Env(var) => read_secret("source.client_secret_env", var, WHAT),
+            SecretFrom::File(path) => {
+                let file_error = |message: String| Error::SecretFile {
+                    key: "source.client_secret_file".into(),
+                    path: path.clone(),
+                    message,
+                    what: WHAT,
+                };
+                let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+                let text = text.trim();
+                if text.is_empty() {
+                    return Err(file_error("the file is empty".into()));
+                }
+                Ok(Secret(text.to_owned()))
+            }
+        }
+    }
 }
 
 /// `push_limit`: the per-app quota for activation pushes.
@@ -282,6 +357,7 @@ impl Config {
 
         let source = match raw.source {
             RawSource::File { path } => SourceConfig::File { path },
+            RawSource::Graph(g) => SourceConfig::Graph(graph_config(path, text, g)?),
         };
 
         let mut names = BTreeSet::new();
@@ -456,6 +532,80 @@ impl Config {
     }
 }
 
+/// Validates `[source] kind = "graph"`.
+fn graph_config(path: &Path, text: &str, g: RawGraph) -> Result<GraphConfig, Error> {
+    let invalid = |name: &str, message: String| Error::Invalid {
+        path: path.to_owned(),
+        line: find_key_line(text, name),
+        key: format!("source.{name}"),
+        message,
+    };
+    for (name, value) in [("tenant_id", &g.tenant_id), ("client_id", &g.client_id)] {
+        if value.trim().is_empty() || value.contains(['/', '?', '#', ' ']) {
+            return Err(invalid(
+                name,
+                format!(
+                    "{value:?} must be an id (a GUID) or, for tenant_id, a domain of the tenant"
+                ),
+            ));
+        }
+    }
+    let client_secret = match (g.client_secret_env, g.client_secret_file) {
+        (Some(var), None) if !var.trim().is_empty() => SecretFrom::Env(var),
+        (None, Some(file)) if !file.as_os_str().is_empty() => SecretFrom::File(file),
+        (Some(_), Some(_)) => {
+            return Err(Error::Invalid {
+                path: path.to_owned(),
+                line: find_key_line(text, "client_secret_file"),
+                key: "source.client_secret_env".into(),
+                message: "give either client_secret_env or client_secret_file, not both".into(),
+            });
+        }
+        (Some(_), None) => return Err(invalid("client_secret_env", "is empty".into())),
+        (None, Some(_)) => return Err(invalid("client_secret_file", "is empty".into())),
+        (None, None) => {
+            return Err(Error::Invalid {
+                path: path.to_owned(),
+                line: find_key_line(text, "kind"),
+                key: "source.client_secret_env".into(),
+                message: "missing: set client_secret_env (the name of an environment variable holding the secret) or client_secret_file (a file holding it)".into(),
+            });
+        }
+    };
+    let url = |name: &str, value: Option<String>, default: &str| -> Result<String, Error> {
+        let value = value.unwrap_or_else(|| default.to_owned());
+        let trimmed = value.trim().trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&trimmed) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.query().is_none()
+                    && u.fragment().is_none() =>
+            {
+                Ok(trimmed)
+            }
+            _ => Err(invalid(
+                name,
+                format!("{value:?} is not an http(s) URL such as {default}"),
+            )),
+        }
+    };
+    let graph_url = url("graph_url", g.graph_url, GraphConfig::DEFAULT_GRAPH_URL)?;
+    let login_url = url("login_url", g.login_url, GraphConfig::DEFAULT_LOGIN_URL)?;
+    let pim_poll_interval = g.pim_poll_interval.map_or(Duration::from_secs(30), |d| d.0);
+    if pim_poll_interval < Duration::from_secs(1) {
+        return Err(invalid("pim_poll_interval", "must be at least 1s".into()));
+    }
+    Ok(GraphConfig {
+        tenant_id: g.tenant_id.trim().to_owned(),
+        client_id: g.client_id.trim().to_owned(),
+        client_secret,
+        graph_url,
+        login_url,
+        pim_poll_interval,
+    })
+}
+
 /// `:LINE` for a known line, nothing when it is unknown (0).
 fn at_line(line: usize) -> String {
     if line == 0 {
@@ -543,6 +693,19 @@ impl Default for RawService {
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 enum RawSource {
     File { path: PathBuf },
+    Graph(RawGraph),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGraph {
+    tenant_id: String,
+    client_id: String,
+    client_secret_env: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    graph_url: Option<String>,
+    login_url: Option<String>,
+    pim_poll_interval: Option<Dur>,
 }
 
 #[derive(Deserialize)]
@@ -703,6 +866,145 @@ push_limit = { burst = 5, per = "10s" }
         let e = c.apps[0].token().unwrap_err().to_string();
         assert!(e.contains("apps[crm].token_env"), "{e}");
         assert!(e.contains("SCIM_SYNC_TEST_SURELY_UNSET_VAR"), "{e}");
+    }
+
+    const GRAPH: &str = r#"
+[source]
+kind = "graph"
+tenant_id = "11111111-2222-3333-4444-555555555555"
+client_id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+client_secret_env = "GRAPH_CLIENT_SECRET"
+
+[[apps]]
+name = "crm"
+base_url = "https://crm.example.com/scim/v2/"
+token_env = "CRM_SCIM_TOKEN"
+groups = ["g-crm-users"]
+"#;
+
+    fn graph(c: &Config) -> &GraphConfig {
+        match &c.source {
+            SourceConfig::Graph(g) => g,
+            other => panic!("not a graph source: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn graph_source_defaults() {
+        let c = parse(GRAPH).unwrap();
+        let g = graph(&c);
+        assert_eq!(g.tenant_id, "11111111-2222-3333-4444-555555555555");
+        assert_eq!(
+            g.client_secret,
+            SecretFrom::Env("GRAPH_CLIENT_SECRET".into())
+        );
+        assert_eq!(g.graph_url, "https://graph.microsoft.com");
+        assert_eq!(g.login_url, "https://login.microsoftonline.com");
+        assert_eq!(g.pim_poll_interval, Duration::from_secs(30));
+        let c = parse(&GRAPH.replace(
+            "client_secret_env = \"GRAPH_CLIENT_SECRET\"",
+            "client_secret_file = \"/run/secrets/graph\"\ngraph_url = \"http://127.0.0.1:9/\"\nlogin_url = \"https://login.microsoftonline.us\"\npim_poll_interval = \"1m\"",
+        ))
+        .unwrap();
+        let g = graph(&c);
+        assert_eq!(
+            g.client_secret,
+            SecretFrom::File("/run/secrets/graph".into())
+        );
+        assert_eq!(g.graph_url, "http://127.0.0.1:9");
+        assert_eq!(g.login_url, "https://login.microsoftonline.us");
+        assert_eq!(g.pim_poll_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn graph_example_config_parses() {
+        let c = Config::parse(
+            Path::new("config/graph.example.toml"),
+            include_str!("../config/graph.example.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            graph(&c).client_secret,
+            SecretFrom::Env("GRAPH_CLIENT_SECRET".into())
+        );
+        assert_eq!(c.apps.len(), 2);
+        assert!(c.apps[1].flatten_nested);
+    }
+
+    #[test]
+    fn graph_secret_key_missing_or_doubled_is_named() {
+        let e = parse(&GRAPH.replace("client_secret_env = \"GRAPH_CLIENT_SECRET\"\n", ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.client_secret_env"), "{e}");
+        assert!(e.contains("client_secret_file"), "{e}");
+        let e = parse(&GRAPH.replace(
+            "client_secret_env =",
+            "client_secret_file = \"/run/secrets/graph\"\nclient_secret_env =",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not both"), "{e}");
+        assert!(e.starts_with("test.toml:6:"), "{e}");
+    }
+
+    #[test]
+    fn graph_bad_values_are_named() {
+        let e = parse(&GRAPH.replace(
+            "kind = \"graph\"",
+            "kind = \"graph\"\ngraph_url = \"graph.microsoft.com\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("test.toml:4: source.graph_url"), "{e}");
+        let e = parse(&GRAPH.replace(
+            "kind = \"graph\"",
+            "kind = \"graph\"\nlogin_url = \"ftp://x\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("source.login_url"), "{e}");
+        let e = parse(&GRAPH.replace(
+            "kind = \"graph\"",
+            "kind = \"graph\"\npim_poll_interval = \"0s\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("source.pim_poll_interval"), "{e}");
+        let e = parse(&GRAPH.replace(
+            "tenant_id = \"11111111-2222-3333-4444-555555555555\"",
+            "tenant_id = \"\"",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("source.tenant_id"), "{e}");
+        let e = parse(&GRAPH.replace("kind = \"graph\"", "kind = \"graph\"\ntenant = \"x\""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("tenant"), "{e}");
+    }
+
+    #[test]
+    fn graph_secret_is_read_from_env_or_file_and_never_shown() {
+        let c = parse(&GRAPH.replace("GRAPH_CLIENT_SECRET", "SCIM_SYNC_TEST_SURELY_UNSET_GRAPH"))
+            .unwrap();
+        let e = graph(&c).client_secret().unwrap_err().to_string();
+        assert!(e.contains("source.client_secret_env"), "{e}");
+        assert!(e.contains("SCIM_SYNC_TEST_SURELY_UNSET_GRAPH"), "{e}");
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("secret");
+        std::fs::write(&file, "s3cr3t-value\n").unwrap();
+        let mut g = graph(&c).clone();
+        g.client_secret = SecretFrom::File(file.clone());
+        let s = g.client_secret().unwrap();
+        assert_eq!(s.expose(), "s3cr3t-value");
+        assert!(!format!("{g:?} {s:?}").contains("s3cr3t"));
+        std::fs::write(&file, " \n").unwrap();
+        let e = g.client_secret().unwrap_err().to_string();
+        assert!(
+            e.contains("source.client_secret_file") && e.contains("empty"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! The modules follow the data flow of one reconcile cycle:
 //!
 //! - [`config`]: the TOML config, validated; secrets come from named environment variables.
-//! - [`source`]: where users and groups come from ([`source::FileSource`]); a complete
+//! - [`source`]: where users and groups come from ([`source::FileSource`], [`source::GraphSource`]); a complete
 //!   [`model::Directory`] snapshot or an error, never a partial one.
 //! - [`mapping`]: snapshot + app settings → the [`model::Desired`] state of one app (pure).
 //! - [`store`]: what each app holds as last confirmed ([`model::Observed`]), reports, failures.

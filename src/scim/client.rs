@@ -95,6 +95,18 @@ pub struct RetryPolicy {
     pub max_retry_after: Duration,
 }
 
+impl RetryPolicy {
+    /// Full-jitter exponential backoff before retry number `attempt + 1`: uniform in
+    /// `[0, min(max_backoff, base_backoff · 2^attempt)]`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.min(30)))
+            .min(self.max_backoff);
+        ceiling.mul_f64(rand::random::<f64>())
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
@@ -971,12 +983,7 @@ impl ScimClient {
 
     /// Full-jitter exponential backoff: uniform in `[0, min(max, base · 2^attempt)]`.
     fn backoff(&self, attempt: u32) -> Duration {
-        let policy = &self.inner.retry;
-        let ceiling = policy
-            .base_backoff
-            .saturating_mul(2u32.saturating_pow(attempt.min(30)))
-            .min(policy.max_backoff);
-        ceiling.mul_f64(rand::random::<f64>())
+        self.inner.retry.backoff(attempt)
     }
 
     fn status_error(&self, req: &Req, resp: &Resp) -> Error {
@@ -1103,7 +1110,7 @@ fn rejects_filter_form(e: &Error) -> bool {
 }
 
 /// `Retry-After` as delay-seconds (integer, or decimal from lenient apps) or an HTTP-date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

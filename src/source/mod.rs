@@ -5,6 +5,7 @@
 //! cycle before planning, so a failed or partial read can never lead to a disable or a delete.
 
 pub mod file;
+pub mod graph;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use crate::model::Directory;
 
 pub use file::FileSource;
+pub use graph::GraphSource;
 
 /// Why a snapshot could not be read. Every variant names the place at fault.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +51,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// Microsoft Graph could not be read completely.
+    #[error(transparent)]
+    Graph(#[from] graph::Error),
 }
 
 /// A source of directory snapshots.

@@ -16,5 +16,7 @@ mod cli;
 mod service;
 // The PIM poller: activations and their end read from a scripted PIM feed.
 mod poller;
+// The Microsoft Graph source against wiremock and the Graph double.
+mod graph;
 // House rules checked mechanically (module docs).
 mod tidy;

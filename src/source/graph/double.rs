@@ -1,0 +1,644 @@
+//! A Microsoft Graph double for tests and benchmarks: a small axum server on loopback that
+//! serves the token endpoint, groups, user members (direct and transitive, paged through
+//! `@odata.nextLink` with a configurable page size), PIM eligibility and assignment (activation)
+//! instances, and users,
+//! from a [`Directory`].
+//!
+//! It counts requests (per kind and per path) and can inject faults at a given page of a
+//! given path: a `429` with `Retry-After` a set number of times, or a status forever. It
+//! checks what a real tenant checks on the token request (tenant, client id, secret,
+//! `.default` scope) and answers with the same AADSTS errors, and refuses unknown bearer
+//! tokens with `401`. It is not a Graph emulator: only what the Graph source reads is served.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use crate::config::{GraphConfig, Secret, SecretFrom};
+use crate::model::{Directory, SourceId};
+
+/// The tenant id the double answers for.
+pub const TENANT: &str = "double-tenant";
+/// The client id the double accepts.
+pub const CLIENT_ID: &str = "double-client";
+/// The client secret the double accepts.
+pub const CLIENT_SECRET: &str = "double-secret-value";
+
+/// What a fault answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// `429 Too Many Requests` with `Retry-After: secs`.
+    Throttle {
+        /// The `Retry-After` value, in seconds.
+        retry_after_secs: u64,
+    },
+    /// This status with a Graph error body.
+    Status(u16),
+}
+
+#[derive(Clone, Debug)]
+struct Fault {
+    path: String,
+    page: usize,
+    kind: FaultKind,
+    /// Answers left; `None` is forever.
+    remaining: Option<u32>,
+}
+
+struct Inner {
+    dir: RwLock<Directory>,
+    page_size: AtomicUsize,
+    token_lifetime: AtomicU64,
+    faults: Mutex<Vec<Fault>>,
+    by_kind: Mutex<BTreeMap<&'static str, u64>>,
+    by_path: Mutex<BTreeMap<String, u64>>,
+    tokens: Mutex<BTreeSet<String>>,
+    issued: AtomicU64,
+    base_url: RwLock<String>,
+    /// PIM assignment schedule instances, as Graph's JSON (all groups).
+    assignments: Mutex<Vec<Value>>,
+}
+
+/// The double's state: the directory served, faults, counters. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct DoubleState {
+    inner: Arc<Inner>,
+}
+
+impl DoubleState {
+    /// A double serving `dir`, pages of 100 (Graph's default), tokens valid an hour.
+    pub fn new(dir: Directory) -> Self {
+        DoubleState {
+            inner: Arc::new(Inner {
+                dir: RwLock::new(dir),
+                page_size: AtomicUsize::new(100),
+                token_lifetime: AtomicU64::new(3599),
+                faults: Mutex::default(),
+                by_kind: Mutex::default(),
+                by_path: Mutex::default(),
+                tokens: Mutex::default(),
+                issued: AtomicU64::new(0),
+                base_url: RwLock::default(),
+                assignments: Mutex::default(),
+            }),
+        }
+    }
+
+    /// Sets the page size of member and eligibility lists (the `$top` asked is ignored, as
+    /// Graph may).
+    pub fn set_page_size(&self, n: usize) {
+        self.inner.page_size.store(n.max(1), Ordering::Relaxed);
+    }
+
+    /// Sets `expires_in` of the tokens issued from now on.
+    pub fn set_token_lifetime(&self, secs: u64) {
+        self.inner.token_lifetime.store(secs, Ordering::Relaxed);
+    }
+
+    /// Forgets every issued token: the next Graph request with one gets `401`.
+    pub fn revoke_tokens(&self) {
+        lock(&self.inner.tokens).clear();
+    }
+
+    /// Sets the PIM assignment schedule instances served (Graph's JSON: `id`, `groupId`,
+    /// `principalId`, `accessId`, `assignmentType`, `startDateTime`, `endDateTime`); each
+    /// group's read gets those with its `groupId`.
+    pub fn set_assignments(&self, instances: Vec<Value>) {
+        *lock(&self.inner.assignments) = instances;
+    }
+
+    /// Changes the directory served.
+    pub fn update(&self, f: impl FnOnce(&mut Directory)) {
+        let mut dir = self.inner.dir.write().unwrap_or_else(|p| p.into_inner());
+        f(&mut dir);
+    }
+
+    /// Answers `429` with `Retry-After: retry_after_secs` to the next `times` requests for
+    /// page `page` (1-based) of `path` (e.g. `/v1.0/groups/g1/members/microsoft.graph.user`).
+    pub fn throttle(&self, path: &str, page: usize, retry_after_secs: u64, times: u32) {
+        lock(&self.inner.faults).push(Fault {
+            path: path.to_owned(),
+            page,
+            kind: FaultKind::Throttle { retry_after_secs },
+            remaining: Some(times),
+        });
+    }
+
+    /// Answers `status` to every request for page `page` of `path`, until
+    /// [`DoubleState::clear_faults`].
+    pub fn fail_always(&self, path: &str, page: usize, status: u16) {
+        lock(&self.inner.faults).push(Fault {
+            path: path.to_owned(),
+            page,
+            kind: FaultKind::Status(status),
+            remaining: None,
+        });
+    }
+
+    /// Removes every fault.
+    pub fn clear_faults(&self) {
+        lock(&self.inner.faults).clear();
+    }
+
+    /// Requests of one kind: `token`, `group`, `members`, `transitiveMembers`,
+    /// `eligibility`, `assignments`, `user`.
+    pub fn requests(&self, kind: &str) -> u64 {
+        lock(&self.inner.by_kind).get(kind).copied().unwrap_or(0)
+    }
+
+    /// Requests of every kind, the token endpoint included.
+    pub fn total_requests(&self) -> u64 {
+        lock(&self.inner.by_kind).values().sum()
+    }
+
+    /// Requests for one URL path.
+    pub fn path_requests(&self, path: &str) -> u64 {
+        lock(&self.inner.by_path).get(path).copied().unwrap_or(0)
+    }
+
+    /// Resets the counters.
+    pub fn reset_counts(&self) {
+        lock(&self.inner.by_kind).clear();
+        lock(&self.inner.by_path).clear();
+    }
+
+    fn count(&self, kind: &'static str, path: &str) {
+        *lock(&self.inner.by_kind).entry(kind).or_default() += 1;
+        *lock(&self.inner.by_path)
+            .entry(path.to_owned())
+            .or_default() += 1;
+    }
+
+    fn fault(&self, path: &str, page: usize) -> Option<Response> {
+        let mut faults = lock(&self.inner.faults);
+        let i = faults
+            .iter()
+            .position(|f| f.path == path && f.page == page && f.remaining != Some(0))?;
+        let f = &mut faults[i];
+        if let Some(n) = f.remaining.as_mut() {
+            *n -= 1;
+        }
+        Some(match f.kind {
+            FaultKind::Throttle { retry_after_secs } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", retry_after_secs.to_string())],
+                axum::Json(graph_error("TooManyRequests", "Please retry again later.")),
+            )
+                .into_response(),
+            FaultKind::Status(s) => (
+                StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                axum::Json(graph_error("UnknownError", "injected fault")),
+            )
+                .into_response(),
+        })
+    }
+
+    /// `None` when the bearer token is one the double issued, else the `401` to answer.
+    fn unauthorized(&self, headers: &HeaderMap) -> Option<Response> {
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match token {
+            Some(t) if lock(&self.inner.tokens).contains(t) => None,
+            _ => Some(
+                (
+                    StatusCode::UNAUTHORIZED,
+                    axum::Json(graph_error(
+                        "InvalidAuthenticationToken",
+                        "Access token has expired or is not yet valid.",
+                    )),
+                )
+                    .into_response(),
+            ),
+        }
+    }
+
+    fn dir(&self) -> std::sync::RwLockReadGuard<'_, Directory> {
+        self.inner.dir.read().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn graph_error(code: &str, message: &str) -> Value {
+    json!({"error": {"code": code, "message": message, "innerError": {"request-id": "double"}}})
+}
+
+fn not_found(what: &str) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(graph_error(
+            "Request_ResourceNotFound",
+            &format!("Resource '{what}' does not exist or one of its queried reference-property objects are not present."),
+        )),
+    )
+        .into_response()
+}
+
+fn user_json(dir: &Directory, id: &SourceId) -> Option<Value> {
+    let u = dir.users.get(id)?;
+    let mut m = serde_json::Map::new();
+    m.insert("@odata.type".into(), json!("#microsoft.graph.user"));
+    m.insert("id".into(), json!(id.as_str()));
+    m.extend(u.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Some(Value::Object(m))
+}
+
+/// One page of `items` at `$skiptoken` (an offset), with a nextLink when more follow.
+fn page(
+    state: &DoubleState,
+    uri: &Uri,
+    q: &HashMap<String, String>,
+    items: Vec<Value>,
+) -> Response {
+    let size = state.inner.page_size.load(Ordering::Relaxed);
+    let offset: usize = q
+        .get("$skiptoken")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    if let Some(r) = state.fault(uri.path(), offset / size + 1) {
+        return r;
+    }
+    let end = (offset + size).min(items.len());
+    let value: Vec<Value> = items
+        .get(offset.min(end)..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let mut body = json!({ "value": value });
+    if end < items.len() {
+        let kept: Vec<&str> = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| {
+                !p.is_empty() && !p.starts_with("$skiptoken=") && !p.starts_with("%24skiptoken=")
+            })
+            .collect();
+        let base = state
+            .inner
+            .base_url
+            .read()
+            .map(|b| b.clone())
+            .unwrap_or_default();
+        let mut link = format!("{base}{}?", uri.path());
+        for p in kept {
+            link.push_str(p);
+            link.push('&');
+        }
+        link.push_str(&format!("$skiptoken={end}"));
+        body["@odata.nextLink"] = json!(link);
+    }
+    axum::Json(body).into_response()
+}
+
+async fn token(
+    State(state): State<DoubleState>,
+    Path(tenant): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    state.count("token", &format!("/{tenant}/oauth2/v2.0/token"));
+    let refuse = |status: StatusCode, error: &str, description: String| {
+        (
+            status,
+            axum::Json(json!({
+                "error": error,
+                "error_description": format!("{description}\r\nTrace ID: 0000 Correlation ID: 0000 Timestamp: 2026-01-01 00:00:00Z"),
+                "error_codes": [description.trim_start_matches("AADSTS").split(':').next().unwrap_or_default().parse::<u64>().unwrap_or(0)],
+            })),
+        )
+            .into_response()
+    };
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    if tenant != TENANT {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_tenant",
+            format!(
+                "AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
+        );
+    }
+    if field("grant_type") != "client_credentials" {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "AADSTS70003: The app requested an unsupported grant type.".into(),
+        );
+    }
+    if field("client_id") != CLIENT_ID {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            format!(
+                "AADSTS700016: Application with identifier '{}' was not found in the directory '{TENANT}'.",
+                field("client_id")
+            ),
+        );
+    }
+    if field("client_secret") != CLIENT_SECRET {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            format!(
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{CLIENT_ID}'."
+            ),
+        );
+    }
+    if !field("scope").ends_with("/.default") {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "AADSTS70011: The provided request must include a 'scope' input parameter.".into(),
+        );
+    }
+    let n = state.inner.issued.fetch_add(1, Ordering::Relaxed) + 1;
+    let t = format!("double-access-token-{n}");
+    lock(&state.inner.tokens).insert(t.clone());
+    axum::Json(json!({
+        "token_type": "Bearer",
+        "expires_in": state.inner.token_lifetime.load(Ordering::Relaxed),
+        "ext_expires_in": state.inner.token_lifetime.load(Ordering::Relaxed),
+        "access_token": t,
+    }))
+    .into_response()
+}
+
+async fn group(
+    State(state): State<DoubleState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    state.count("group", uri.path());
+    if let Some(r) = state.unauthorized(&headers) {
+        return r;
+    }
+    if let Some(r) = state.fault(uri.path(), 1) {
+        return r;
+    }
+    let dir = state.dir();
+    match dir.groups.get(&SourceId::new(id.clone())) {
+        Some(g) => axum::Json(json!({"id": id, "displayName": g.display_name})).into_response(),
+        None => not_found(&id),
+    }
+}
+
+async fn members(
+    State(state): State<DoubleState>,
+    Path((id, rel, cast)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let kind = match rel.as_str() {
+        "members" => "members",
+        "transitiveMembers" => "transitiveMembers",
+        _ => return not_found(&rel),
+    };
+    state.count(kind, uri.path());
+    if let Some(r) = state.unauthorized(&headers) {
+        return r;
+    }
+    if cast != "microsoft.graph.user" {
+        return not_found(&cast);
+    }
+    let items: Vec<Value> = {
+        let dir = state.dir();
+        let gid = SourceId::new(id.clone());
+        if !dir.groups.contains_key(&gid) {
+            return not_found(&id);
+        }
+        let ids = if kind == "members" {
+            dir.groups[&gid]
+                .members
+                .iter()
+                .filter(|m| dir.users.contains_key(*m))
+                .cloned()
+                .collect()
+        } else {
+            transitive_users(&dir, &gid)
+        };
+        ids.iter().filter_map(|u| user_json(&dir, u)).collect()
+    };
+    page(&state, &uri, &q, items)
+}
+
+async fn eligibility(
+    State(state): State<DoubleState>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    state.count("eligibility", uri.path());
+    if let Some(r) = state.unauthorized(&headers) {
+        return r;
+    }
+    let Some(gid) = group_filter(&q) else {
+        return bad_filter();
+    };
+    let items: Vec<Value> = {
+        let dir = state.dir();
+        dir.groups
+            .get(&SourceId::new(gid.clone()))
+            .map(|g| {
+                g.eligible
+                    .iter()
+                    .map(|u| {
+                        json!({
+                            "id": format!("{gid}_member_{u}"),
+                            "principalId": u.as_str(),
+                            "groupId": gid,
+                            "accessId": "member",
+                            "memberType": "Direct",
+                            "startDateTime": "2026-01-01T00:00:00Z",
+                            "endDateTime": null,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    page(&state, &uri, &q, items)
+}
+
+/// The group of a schedule-instances `$filter=groupId eq '…'`.
+fn group_filter(q: &HashMap<String, String>) -> Option<String> {
+    q.get("$filter")?
+        .strip_prefix("groupId eq '")
+        .and_then(|s| s.strip_suffix('\''))
+        .map(|s| s.replace("''", "'"))
+}
+
+/// Graph's `400` for a schedule-instances read without a usable filter.
+fn bad_filter() -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(graph_error(
+            "BadRequest",
+            "The request must have a $filter on groupId or principalId.",
+        )),
+    )
+        .into_response()
+}
+
+async fn assignments(
+    State(state): State<DoubleState>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    state.count("assignments", uri.path());
+    if let Some(r) = state.unauthorized(&headers) {
+        return r;
+    }
+    let Some(gid) = group_filter(&q) else {
+        return bad_filter();
+    };
+    let items: Vec<Value> = lock(&state.inner.assignments)
+        .iter()
+        .filter(|i| i["groupId"].as_str() == Some(gid.as_str()))
+        .cloned()
+        .collect();
+    page(&state, &uri, &q, items)
+}
+
+async fn user(
+    State(state): State<DoubleState>,
+    Path(id): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    state.count("user", uri.path());
+    if let Some(r) = state.unauthorized(&headers) {
+        return r;
+    }
+    if let Some(r) = state.fault(uri.path(), 1) {
+        return r;
+    }
+    let dir = state.dir();
+    match user_json(&dir, &SourceId::new(id.clone())) {
+        Some(u) => axum::Json(u).into_response(),
+        None => not_found(&id),
+    }
+}
+
+fn transitive_users(dir: &Directory, root: &SourceId) -> Vec<SourceId> {
+    let mut users = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root.clone()];
+    while let Some(gid) = stack.pop() {
+        if !seen.insert(gid.clone()) {
+            continue;
+        }
+        if let Some(g) = dir.groups.get(&gid) {
+            for m in &g.members {
+                if dir.users.contains_key(m) {
+                    users.insert(m.clone());
+                } else if dir.groups.contains_key(m) {
+                    stack.push(m.clone());
+                }
+            }
+        }
+    }
+    users.into_iter().collect()
+}
+
+/// The double's routes over `state`.
+pub fn router(state: DoubleState) -> Router {
+    Router::new()
+        .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/v1.0/groups/{id}", get(group))
+        .route("/v1.0/groups/{id}/{rel}/{cast}", get(members))
+        .route(
+            "/v1.0/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances",
+            get(eligibility),
+        )
+        .route(
+            "/v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleInstances",
+            get(assignments),
+        )
+        .route("/v1.0/users/{id}", get(user))
+        .with_state(state)
+}
+
+/// A double serving in a background task; dropping it stops the server.
+pub struct GraphDouble {
+    url: String,
+    state: DoubleState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl GraphDouble {
+    /// Serves `state` on a free loopback port.
+    ///
+    /// # Errors
+    /// When no loopback port can be bound.
+    pub async fn start(state: DoubleState) -> std::io::Result<GraphDouble> {
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        if let Ok(mut b) = state.inner.base_url.write() {
+            *b = url.clone();
+        }
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = router(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(GraphDouble {
+            url,
+            state,
+            stop: Some(stop),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`: both `graph_url` and `login_url`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The served state.
+    pub fn state(&self) -> &DoubleState {
+        &self.state
+    }
+
+    /// A `[source] kind = "graph"` config pointing at the double (the secret from the
+    /// environment variable `secret_env`, which the caller sets or ignores).
+    pub fn config(&self, secret_env: &str) -> GraphConfig {
+        GraphConfig {
+            tenant_id: TENANT.into(),
+            client_id: CLIENT_ID.into(),
+            client_secret: SecretFrom::Env(secret_env.into()),
+            graph_url: self.url.clone(),
+            login_url: self.url.clone(),
+            pim_poll_interval: std::time::Duration::from_secs(30),
+        }
+    }
+
+    /// The client secret the double accepts.
+    pub fn secret() -> Secret {
+        Secret::new(CLIENT_SECRET)
+    }
+}
+
+impl Drop for GraphDouble {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The Microsoft Graph source: Entra ID users, assigned groups, their members and their
+//! PIM-eligible members, read into a complete [`Directory`] at every snapshot.
+//!
+//! Only this module knows Graph JSON. What it reads, per assigned group (the union of every
+//! app's `groups`):
+//!
+//! - `GET /v1.0/groups/{id}?$select=id,displayName` (a `404` leaves the group out of the
+//!   snapshot, so only the apps that have it assigned fail their cycle, as with the file
+//!   source);
+//! - its user members with their mapped attributes, `…/members/microsoft.graph.user` for
+//!   groups of apps with `flatten_nested = false`, `…/transitiveMembers/microsoft.graph.user`
+//!   for groups of apps with `flatten_nested = true` (both when apps disagree), every page
+//!   through `@odata.nextLink`;
+//! - its PIM eligibility, `identityGovernance/privilegedAccess/group/eligibilityScheduleInstances`
+//!   filtered on the group (`accessId` `member`), all pages;
+//! - eligible users not already read as members, once each per snapshot, with `/v1.0/users/{id}`.
+//!
+//! For the PIM poller of service mode ([`PimFeed`]), per assigned group and every
+//! `pim_poll_interval`: `identityGovernance/privilegedAccess/group/assignmentScheduleInstances`
+//! filtered on the group, all pages.
+//!
+//! A group whose members are wanted both ways gets its direct user members as `members` plus
+//! a synthetic nested group `{id}/transitiveMembers` holding the transitive users: mapping
+//! then finds the direct members for apps that do not flatten (nested groups are not users)
+//! and the transitive ones for apps that do, with no second code path.
+//!
+//! Any read that finally fails (see [`http`]) fails the whole snapshot: never a partial one.
+//! [`auth`] gets and renews the app-only token; [`double`] is an in-process Graph for tests
+//! and benchmarks.
+
+pub mod auth;
+pub mod double;
+pub mod http;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{StreamExt, TryStreamExt};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::{Map, Value};
+
+use crate::config::{AppConfig, GraphConfig, Secret};
+use crate::drive::poller::{PimFeed, PimInstance};
+use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
+use crate::scim::client::RetryPolicy;
+use auth::TokenSource;
+use http::GraphHttp;
+
+/// Why Microsoft Graph could not be read. Every variant names what was read and where;
+/// none carries a token or the client secret.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The identity platform refused to issue a token (or could not be reached).
+    #[error("cannot get a Microsoft Graph token for tenant {tenant} from {url}: {message}")]
+    Auth {
+        /// `tenant_id`.
+        tenant: String,
+        /// The token endpoint.
+        url: String,
+        /// The answer (`error`, `error_description` with its AADSTS code) and what to check.
+        message: String,
+    },
+    /// Graph answered with an error status, after the retries.
+    #[error(
+        "Microsoft Graph: reading {what}: GET {path}: HTTP {status}{}: {message}",
+        code_text(code)
+    )]
+    Status {
+        /// What was being read, e.g. `members of group 0c1f…`.
+        what: String,
+        /// The URL path (no query, no token).
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// Graph's `error.code`, or empty.
+        code: String,
+        /// Graph's `error.message`, or the start of the body.
+        message: String,
+    },
+    /// Graph could not be reached or the answer was cut off, after the retries.
+    #[error("Microsoft Graph: reading {what}: GET {path}: {message}")]
+    Transport {
+        /// What was being read.
+        what: String,
+        /// The URL path.
+        path: String,
+        /// The cause.
+        message: String,
+    },
+    /// Graph answered 2xx with a body of an unexpected shape.
+    #[error("Microsoft Graph: reading {what}: GET {path}: unexpected answer: {message}")]
+    Answer {
+        /// What was being read.
+        what: String,
+        /// The URL path.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The HTTP client could not be built.
+    #[error("Microsoft Graph: cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+fn code_text(code: &str) -> String {
+    if code.is_empty() {
+        String::new()
+    } else {
+        format!(" {code}")
+    }
+}
+
+/// The user attributes always read: the default mapping's sources (SPEC §3).
+pub const USER_ATTRIBUTES: &[&str] = &[
+    "id",
+    "userPrincipalName",
+    "displayName",
+    "givenName",
+    "surname",
+    "mail",
+    "accountEnabled",
+    "jobTitle",
+    "employeeId",
+    "department",
+];
+
+/// Page size asked of member lists (Graph's maximum).
+pub const PAGE_SIZE: usize = 999;
+
+/// Groups read at once.
+const CONCURRENCY: usize = 8;
+
+/// Path segments: everything but unreserved characters is encoded.
+pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// Query values: as segments, and `,` (the `$select` separator) kept.
+const QUERY: &AsciiSet = &SEGMENT.remove(b',');
+
+/// How one group's members are read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Reads {
+    /// Direct members, for apps with `flatten_nested = false`.
+    direct: bool,
+    /// Transitive members, for apps with `flatten_nested = true`.
+    transitive: bool,
+}
+
+/// The Graph source of one tenant for the groups assigned to a set of apps.
+#[derive(Debug)]
+pub struct GraphSource {
+    tenant_id: String,
+    graph_url: String,
+    http: Arc<GraphHttp>,
+    groups: BTreeMap<SourceId, Reads>,
+    select: String,
+    concurrency: usize,
+}
+
+/// One group as read, before merging into the snapshot.
+struct GroupRead {
+    group: SourceGroup,
+    users: Vec<SourceUser>,
+    transitive: Option<Vec<SourceId>>,
+}
+
+impl GraphSource {
+    /// A source reading `cfg`'s tenant with `secret`, for the groups assigned to `apps`
+    /// (transitively for apps with `flatten_nested`), reading the user attributes the
+    /// apps' mappings use, with the default retry policy.
+    ///
+    /// # Errors
+    /// [`Error::Client`] when the HTTP client cannot be built.
+    pub fn new(cfg: &GraphConfig, secret: Secret, apps: &[AppConfig]) -> Result<Self, Error> {
+        Self::with_retry(cfg, secret, apps, http::default_retry())
+    }
+
+    /// As [`GraphSource::new`] with another retry policy (tests use short backoffs).
+    ///
+    /// # Errors
+    /// [`Error::Client`] when the HTTP client cannot be built.
+    pub fn with_retry(
+        cfg: &GraphConfig,
+        secret: Secret,
+        apps: &[AppConfig],
+        retry: RetryPolicy,
+    ) -> Result<Self, Error> {
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("scim-sync/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(100))
+            .build()
+            .map_err(|e| Error::Client(e.to_string()))?;
+        let auth = TokenSource::new(
+            client.clone(),
+            &cfg.login_url,
+            &cfg.graph_url,
+            &cfg.tenant_id,
+            &cfg.client_id,
+            secret,
+        );
+        let mut groups: BTreeMap<SourceId, Reads> = BTreeMap::new();
+        let mut attrs: BTreeSet<String> = USER_ATTRIBUTES.iter().map(|a| (*a).to_owned()).collect();
+        for app in apps {
+            for g in &app.groups {
+                let reads = groups.entry(g.clone()).or_default();
+                if app.flatten_nested {
+                    reads.transitive = true;
+                } else {
+                    reads.direct = true;
+                }
+            }
+            attrs.extend(
+                crate::mapping::user_mapping(&app.attributes)
+                    .into_iter()
+                    .map(|(_, src)| src),
+            );
+        }
+        Ok(GraphSource {
+            tenant_id: cfg.tenant_id.clone(),
+            graph_url: cfg.graph_url.trim_end_matches('/').to_owned(),
+            http: Arc::new(GraphHttp::new(client, auth, retry)),
+            groups,
+            select: attrs.into_iter().collect::<Vec<_>>().join(","),
+            concurrency: CONCURRENCY,
+        })
+    }
+
+    /// Graph requests sent so far, retries included, token requests excluded.
+    pub fn requests(&self) -> u64 {
+        self.http.requests()
+    }
+
+    /// The groups read, in id order.
+    pub fn groups(&self) -> impl Iterator<Item = &SourceId> {
+        self.groups.keys()
+    }
+
+    /// Reads a complete snapshot.
+    ///
+    /// # Errors
+    /// The first read that finally failed; nothing partial is returned.
+    pub async fn read(&self) -> Result<Directory, Error> {
+        let todo: Vec<(SourceId, Reads)> =
+            self.groups.iter().map(|(id, r)| (id.clone(), *r)).collect();
+        let reads: Vec<Option<GroupRead>> = futures::stream::iter(todo)
+            .map(|(id, reads)| async move { self.read_group(&id, reads).await })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        let mut dir = Directory::default();
+        for read in reads.into_iter().flatten() {
+            for u in read.users {
+                dir.users.entry(u.id.clone()).or_insert(u);
+            }
+            let mut group = read.group;
+            if let Some(transitive) = read.transitive {
+                if group.members.is_empty() && !self.groups.get(&group.id).is_some_and(|r| r.direct)
+                {
+                    group.members = transitive;
+                } else {
+                    let nested = SourceId::new(format!("{}/transitiveMembers", group.id));
+                    group.members.push(nested.clone());
+                    dir.groups.insert(
+                        nested.clone(),
+                        SourceGroup {
+                            id: nested,
+                            display_name: format!("{} (transitive members)", group.display_name),
+                            members: transitive,
+                            eligible: Vec::new(),
+                        },
+                    );
+                }
+            }
+            dir.groups.insert(group.id.clone(), group);
+        }
+        // Eligible users who are not members yet: each read once, however many groups.
+        let missing: BTreeSet<SourceId> = dir
+            .groups
+            .values()
+            .flat_map(|g| g.eligible.iter())
+            .filter(|u| !dir.users.contains_key(*u))
+            .cloned()
+            .collect();
+        let found: Vec<Option<SourceUser>> = futures::stream::iter(missing)
+            .map(|id| async move { self.read_user(&id).await })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        for u in found.into_iter().flatten() {
+            dir.users.insert(u.id.clone(), u);
+        }
+        // An eligible principal that is not a user (a group, a deleted user) cannot activate
+        // as a user: it is left out rather than failing every snapshot.
+        for g in dir.groups.values_mut() {
+            g.eligible.retain(|u| dir.users.contains_key(u));
+        }
+        Ok(dir)
+    }
+
+    async fn read_group(&self, id: &SourceId, reads: Reads) -> Result<Option<GroupRead>, Error> {
+        let seg = utf8_percent_encode(id.as_str(), SEGMENT).to_string();
+        let base = format!("{}/v1.0/groups/{seg}", self.graph_url);
+        let Some(group) = self
+            .http
+            .get(
+                &format!("{base}?$select=id,displayName"),
+                &format!("group {id}"),
+                true,
+            )
+            .await?
+        else {
+            tracing::warn!(group = %id, "assigned group not found in Microsoft Graph");
+            return Ok(None);
+        };
+        let display_name = group
+            .get("displayName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let select = utf8_percent_encode(&self.select, QUERY).to_string();
+        let members_url = |rel: &str| {
+            format!("{base}/{rel}/microsoft.graph.user?$select={select}&$top={PAGE_SIZE}")
+        };
+        let eligibility_url = self.pim_url("eligibilityScheduleInstances", id);
+        let direct = async {
+            if reads.direct {
+                self.http
+                    .get_all(members_url("members"), &format!("members of group {id}"))
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let transitive = async {
+            if reads.transitive {
+                self.http
+                    .get_all(
+                        members_url("transitiveMembers"),
+                        &format!("transitive members of group {id}"),
+                    )
+                    .await
+                    .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let eligibility_what = format!("PIM eligibility of group {id}");
+        let eligibility = self.http.get_all(eligibility_url, &eligibility_what);
+        let (direct, transitive, eligibility) =
+            futures::try_join!(direct, transitive, eligibility)?;
+
+        let mut users = Vec::new();
+        let mut ids = |items: Vec<Value>, what: &str| -> Result<Vec<SourceId>, Error> {
+            let mut seen = BTreeSet::new();
+            let mut out = Vec::with_capacity(items.len());
+            for item in items {
+                let user = to_user(item).ok_or_else(|| Error::Answer {
+                    what: format!("{what} of group {id}"),
+                    path: format!("/v1.0/groups/{seg}"),
+                    message: "a member has no \"id\"".into(),
+                })?;
+                if seen.insert(user.id.clone()) {
+                    out.push(user.id.clone());
+                    users.push(user);
+                }
+            }
+            Ok(out)
+        };
+        let members = direct
+            .map(|d| ids(d, "members"))
+            .transpose()?
+            .unwrap_or_default();
+        let transitive = transitive
+            .map(|t| ids(t, "transitive members"))
+            .transpose()?;
+        let mut eligible = Vec::new();
+        let mut seen = BTreeSet::new();
+        for inst in &eligibility {
+            let member = inst
+                .get("accessId")
+                .and_then(Value::as_str)
+                .is_none_or(|a| a.eq_ignore_ascii_case("member"));
+            if let (true, Some(p)) = (member, inst.get("principalId").and_then(Value::as_str))
+                && seen.insert(p)
+            {
+                eligible.push(SourceId::new(p));
+            }
+        }
+        Ok(Some(GroupRead {
+            group: SourceGroup {
+                id: id.clone(),
+                display_name,
+                members,
+                eligible,
+            },
+            users,
+            transitive,
+        }))
+    }
+
+    async fn read_user(&self, id: &SourceId) -> Result<Option<SourceUser>, Error> {
+        let url = format!(
+            "{}/v1.0/users/{}?$select={}",
+            self.graph_url,
+            utf8_percent_encode(id.as_str(), SEGMENT),
+            utf8_percent_encode(&self.select, QUERY)
+        );
+        let found = self
+            .http
+            .get(&url, &format!("eligible user {id}"), true)
+            .await?;
+        if found.is_none() {
+            tracing::debug!(user = %id, "eligible principal is not a user; left out");
+        }
+        Ok(found.and_then(to_user))
+    }
+}
+
+/// A Graph user object as a [`SourceUser`]: `id` taken out, OData annotations and nulls
+/// dropped (an absent attribute and a null one map the same).
+fn to_user(item: Value) -> Option<SourceUser> {
+    let Value::Object(obj) = item else {
+        return None;
+    };
+    let mut attrs = Map::new();
+    let mut id = None;
+    for (k, v) in obj {
+        if k == "id" {
+            id = v.as_str().filter(|s| !s.is_empty()).map(SourceId::new);
+        } else if !k.starts_with('@') && !v.is_null() {
+            attrs.insert(k, v);
+        }
+    }
+    Some(SourceUser { id: id?, attrs })
+}
+
+impl GraphSource {
+    /// `{graph_url}/v1.0/identityGovernance/privilegedAccess/group/{kind}` filtered to one
+    /// group: PIM for Groups' eligibility and assignment schedule instances.
+    fn pim_url(&self, kind: &str, group: &SourceId) -> String {
+        let filter = format!("groupId eq '{}'", group.as_str().replace('\'', "''"));
+        format!(
+            "{}/v1.0/identityGovernance/privilegedAccess/group/{kind}?$filter={}",
+            self.graph_url,
+            utf8_percent_encode(&filter, QUERY)
+        )
+    }
+
+    /// The group's PIM assignment schedule instances (all pages), for the poller.
+    ///
+    /// # Errors
+    /// [`Error`] when a page cannot be read or an instance has an unexpected shape.
+    pub async fn assignment_instances(&self, group: &SourceId) -> Result<Vec<PimInstance>, Error> {
+        let url = self.pim_url("assignmentScheduleInstances", group);
+        let what = format!("PIM assignments of group {group}");
+        let rows = self.http.get_all(url.clone(), &what).await?;
+        rows.into_iter()
+            .map(|row| {
+                serde_json::from_value(row).map_err(|e| Error::Answer {
+                    what: what.clone(),
+                    path: http::url_path(&url),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// The poller reads PIM activations from `assignmentScheduleInstances`.
+impl PimFeed for GraphSource {
+    fn describe(&self) -> String {
+        crate::source::Source::describe(self)
+    }
+
+    fn active_instances(
+        &self,
+        group: &SourceId,
+    ) -> BoxFuture<'_, Result<Vec<PimInstance>, crate::source::Error>> {
+        let group = group.clone();
+        Box::pin(async move {
+            self.assignment_instances(&group)
+                .await
+                .map_err(crate::source::Error::from)
+        })
+    }
+}
+
+impl crate::source::Source for GraphSource {
+    fn describe(&self) -> String {
+        format!(
+            "Microsoft Graph tenant {} at {}",
+            self.tenant_id, self.graph_url
+        )
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Directory, crate::source::Error>> {
+        Box::pin(async move { self.read().await.map_err(crate::source::Error::from) })
+    }
+}

@@ -1,0 +1,691 @@
+//! The Microsoft Graph source: exact request shapes against wiremock (token form, group,
+//! members, eligibility, users, nextLink paging), and behaviour against the in-process
+//! Graph double (throttling, a page failing for good, shared users read once, 401 renewal,
+//! AADSTS errors), end to end through the engine and through the `sync-now` binary.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{bearer_token, body_string_contains, header, method, path, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use scim_sync::config::{AppConfig, Config, GraphConfig, Secret, SecretFrom};
+use scim_sync::engine::{App, CycleOptions, Engine};
+use scim_sync::model::{Directory, SourceGroup, SourceId, SourceUser};
+use scim_sync::report::Reason;
+use scim_sync::sandbox::{SandboxHandle, SandboxState};
+use scim_sync::scim::RetryPolicy;
+use scim_sync::source::graph::auth::TokenSource;
+use scim_sync::source::graph::double::{self, DoubleState, GraphDouble};
+use scim_sync::source::{GraphSource, Source};
+use scim_sync::store::Store;
+
+const APP_TOKEN: &str = "graph-it-scim-token";
+const MEMBERS: &str = "/members/microsoft.graph.user";
+
+/// Short backoffs so that fault tests run in milliseconds (Retry-After is still honoured).
+fn fast_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 3,
+        base_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+        max_retry_after: Duration::from_secs(60),
+    }
+}
+
+fn apps_cfg(groups: &[&str], flatten: bool, base_url: &str) -> Vec<AppConfig> {
+    let text = format!(
+        "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"crm\"\nbase_url = \"{base_url}\"\ntoken_env = \"GRAPH_IT_TOKEN\"\ngroups = {groups:?}\nflatten_nested = {flatten}\n"
+    );
+    Config::parse(Path::new("graph-it.toml"), &text)
+        .unwrap()
+        .apps
+}
+
+fn user(id: &str) -> SourceUser {
+    let attrs = json!({
+        "userPrincipalName": format!("{id}@contoso.example"), "displayName": format!("User {id}"),
+        "givenName": "User", "surname": id, "mail": format!("{id}@contoso.example"),
+        "accountEnabled": true, "jobTitle": "Engineer", "department": "R&D", "employeeId": id,
+    });
+    SourceUser {
+        id: id.into(),
+        attrs: attrs.as_object().cloned().unwrap(),
+    }
+}
+
+fn group(id: &str, members: &[&str], eligible: &[&str]) -> SourceGroup {
+    SourceGroup {
+        id: id.into(),
+        display_name: format!("Group {id}"),
+        members: members.iter().map(|m| SourceId::from(*m)).collect(),
+        eligible: eligible.iter().map(|m| SourceId::from(*m)).collect(),
+    }
+}
+
+/// Users u0..u9; g1 has u0..u6 (7 members), g2 u5..u9 and nested g3, g3 u0 and u1;
+/// u9 is eligible for g1 and u8 for g2.
+fn directory() -> Directory {
+    let mut d = Directory::default();
+    for i in 0..10 {
+        let u = user(&format!("u{i}"));
+        d.users.insert(u.id.clone(), u);
+    }
+    for g in [
+        group("g1", &["u0", "u1", "u2", "u3", "u4", "u5", "u6"], &["u9"]),
+        group("g2", &["u5", "u6", "u7", "u8", "u9", "g3"], &["u8"]),
+        group("g3", &["u0", "u1"], &[]),
+    ] {
+        d.groups.insert(g.id.clone(), g);
+    }
+    d
+}
+
+async fn double_with(dir: Directory, page_size: usize) -> GraphDouble {
+    let state = DoubleState::new(dir);
+    state.set_page_size(page_size);
+    GraphDouble::start(state).await.unwrap()
+}
+
+fn source(d: &GraphDouble, apps: &[AppConfig]) -> GraphSource {
+    GraphSource::with_retry(
+        &d.config("UNUSED_GRAPH_SECRET"),
+        GraphDouble::secret(),
+        apps,
+        fast_retry(),
+    )
+    .unwrap()
+}
+
+fn ids(v: &[SourceId]) -> Vec<&str> {
+    v.iter().map(SourceId::as_str).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_request_has_the_client_credentials_form_and_is_renewed_five_minutes_early() {
+    let login = MockServer::start().await;
+    let graph_url = "https://graph.example.test";
+    Mock::given(method("POST"))
+        .and(path("/tenant-x/oauth2/v2.0/token"))
+        .and(header("content-type", "application/x-www-form-urlencoded"))
+        .and(body_string_contains("grant_type=client_credentials"))
+        .and(body_string_contains("client_id=client-x"))
+        .and(body_string_contains("client_secret=s%26cr%3Dt%2Bvalue"))
+        .and(body_string_contains(
+            "scope=https%3A%2F%2Fgraph.example.test%2F.default",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "tok"}),
+        ))
+        .expect(2)
+        .named("token request")
+        .mount(&login)
+        .await;
+    let auth = TokenSource::new(
+        reqwest::Client::new(),
+        &login.uri(),
+        graph_url,
+        "tenant-x",
+        "client-x",
+        Secret::new("s&cr=t+value"),
+    );
+    assert_eq!(
+        auth.token_url(),
+        format!("{}/tenant-x/oauth2/v2.0/token", login.uri())
+    );
+    assert_eq!(auth.token().await.unwrap().expose(), "tok");
+    tokio::time::advance(Duration::from_secs(3200)).await;
+    auth.token().await.unwrap();
+    assert_eq!(login.received_requests().await.unwrap().len(), 1, "cached");
+    // 3299 s in: within five minutes of expiry, so renewed.
+    tokio::time::advance(Duration::from_secs(100)).await;
+    auth.token().await.unwrap();
+    assert_eq!(login.received_requests().await.unwrap().len(), 2, "renewed");
+    assert!(!format!("{auth:?}").contains("s&cr=t"), "{auth:?}");
+}
+
+#[tokio::test]
+async fn a_throttled_token_request_is_retried_and_a_refusal_is_not() {
+    let login = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/t/oauth2/v2.0/token"))
+        .respond_with(ResponseTemplate::new(429).insert_header("Retry-After", "0"))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .expect(1)
+        .named("throttled token")
+        .mount(&login)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/t/oauth2/v2.0/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"token_type": "Bearer", "expires_in": "3599", "access_token": "tok"}),
+        ))
+        .expect(1)
+        .named("token")
+        .mount(&login)
+        .await;
+    let auth = TokenSource::new(
+        reqwest::Client::new(),
+        &login.uri(),
+        "https://graph.microsoft.com",
+        "t",
+        "c",
+        Secret::new("s"),
+    );
+    assert_eq!(auth.token().await.unwrap().expose(), "tok");
+
+    let refusing = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({
+            "error": "invalid_request",
+            "error_description": "AADSTS900023: Specified tenant identifier 'nope' is neither a valid DNS name, nor a valid external domain.\r\nTrace ID: x",
+            "error_codes": [900023]
+        })))
+        .expect(1)
+        .named("refused token")
+        .mount(&refusing)
+        .await;
+    let auth = TokenSource::new(
+        reqwest::Client::new(),
+        &refusing.uri(),
+        "https://graph.microsoft.com",
+        "nope",
+        "c",
+        Secret::new("s"),
+    );
+    let e = auth.token().await.unwrap_err().to_string();
+    assert!(
+        e.contains("AADSTS900023") && e.contains("check source.tenant_id"),
+        "{e}"
+    );
+    assert!(!e.contains("Trace ID"), "first line only: {e}");
+}
+
+#[tokio::test]
+async fn exact_reads_follow_next_link_across_three_pages_and_fetch_eligible_users() {
+    let server = MockServer::start().await;
+    let uri = server.uri();
+    Mock::given(method("POST"))
+        .and(path("/t1/oauth2/v2.0/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-tok"}),
+        ))
+        .expect(1)
+        .named("token")
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/groups/g-1"))
+        .and(query_param("$select", "id,displayName"))
+        .and(bearer_token("graph-tok"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"id": "g-1", "displayName": "CRM Users"})),
+        )
+        .expect(1)
+        .named("group")
+        .mount(&server)
+        .await;
+    let members_path = "/v1.0/groups/g-1/members/microsoft.graph.user";
+    let page = |ids: &[&str], next: Option<&str>| {
+        let value: Vec<Value> = ids
+            .iter()
+            .map(|i| json!({"@odata.type": "#microsoft.graph.user", "id": i, "userPrincipalName": format!("{i}@x.example"), "mail": null, "accountEnabled": true}))
+            .collect();
+        let mut body = json!({ "value": value });
+        if let Some(n) = next {
+            body["@odata.nextLink"] = json!(format!("{uri}{members_path}?$skiptoken={n}"));
+        }
+        ResponseTemplate::new(200).set_body_json(body)
+    };
+    Mock::given(method("GET"))
+        .and(path(members_path))
+        .and(query_param("$top", "999"))
+        .and(query_param(
+            "$select",
+            "accountEnabled,department,displayName,employeeId,givenName,id,jobTitle,mail,surname,userPrincipalName",
+        ))
+        .and(bearer_token("graph-tok"))
+        .respond_with(page(&["a", "b"], Some("X'2")))
+        .expect(1)
+        .named("members page 1")
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(members_path))
+        .and(query_param("$skiptoken", "X'2"))
+        .respond_with(page(&["c", "d"], Some("X'3")))
+        .expect(1)
+        .with_priority(1)
+        .named("members page 2")
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(members_path))
+        .and(query_param("$skiptoken", "X'3"))
+        .respond_with(page(&["e", "a"], None))
+        .expect(1)
+        .with_priority(1)
+        .named("members page 3")
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(
+            "/v1.0/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances",
+        ))
+        .and(query_param("$filter", "groupId eq 'g-1'"))
+        .and(bearer_token("graph-tok"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": [
+            {"principalId": "f", "groupId": "g-1", "accessId": "member", "memberType": "Direct"},
+            {"principalId": "a", "groupId": "g-1", "accessId": "owner", "memberType": "Direct"}
+        ]})))
+        .expect(1)
+        .named("eligibility")
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/users/f"))
+        .and(query_param("$select", "accountEnabled,department,displayName,employeeId,givenName,id,jobTitle,mail,surname,userPrincipalName"))
+        .and(bearer_token("graph-tok"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "f", "userPrincipalName": "f@x.example", "accountEnabled": false}),
+        ))
+        .expect(1)
+        .named("eligible user")
+        .mount(&server)
+        .await;
+
+    let cfg = GraphConfig {
+        tenant_id: "t1".into(),
+        client_id: "c1".into(),
+        client_secret: SecretFrom::Env("UNUSED".into()),
+        graph_url: uri.clone(),
+        login_url: uri.clone(),
+        pim_poll_interval: Duration::from_secs(30),
+    };
+    let src = GraphSource::with_retry(
+        &cfg,
+        Secret::new("sec"),
+        &apps_cfg(&["g-1"], false, "http://127.0.0.1:9/scim/v2"),
+        fast_retry(),
+    )
+    .unwrap();
+    assert_eq!(
+        src.describe(),
+        format!("Microsoft Graph tenant t1 at {uri}")
+    );
+    let dir = src.snapshot().await.unwrap();
+    let g = &dir.groups[&SourceId::from("g-1")];
+    assert_eq!(g.display_name, "CRM Users");
+    assert_eq!(
+        ids(&g.members),
+        ["a", "b", "c", "d", "e"],
+        "pages in order, repeats once"
+    );
+    assert_eq!(
+        ids(&g.eligible),
+        ["f"],
+        "owner eligibility is not membership"
+    );
+    assert_eq!(dir.users.len(), 6);
+    let a = &dir.users[&SourceId::from("a")];
+    assert!(!a.attrs.contains_key("id") && !a.attrs.contains_key("@odata.type"));
+    assert!(!a.attrs.contains_key("mail"), "nulls dropped");
+    assert_eq!(
+        dir.users[&SourceId::from("f")].attrs["accountEnabled"],
+        false
+    );
+    assert_eq!(src.requests(), 6);
+}
+
+#[tokio::test]
+async fn a_429_mid_read_is_waited_for_retry_after_and_retried() {
+    let d = double_with(directory(), 2).await;
+    let p = format!("/v1.0/groups/g1{MEMBERS}");
+    d.state().throttle(&p, 3, 1, 1);
+    let src = source(&d, &apps_cfg(&["g1"], false, "http://127.0.0.1:9/scim/v2"));
+    let t = Instant::now();
+    let dir = src.snapshot().await.unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(1), "Retry-After waited");
+    assert_eq!(
+        ids(&dir.groups[&SourceId::from("g1")].members),
+        ["u0", "u1", "u2", "u3", "u4", "u5", "u6"]
+    );
+    assert_eq!(d.state().path_requests(&p), 5, "4 pages + 1 retry");
+}
+
+#[tokio::test]
+async fn a_page_failing_for_good_fails_the_snapshot_naming_path_status_and_code() {
+    let d = double_with(directory(), 2).await;
+    let p = format!("/v1.0/groups/g1{MEMBERS}");
+    d.state().fail_always(&p, 2, 503);
+    let src = source(&d, &apps_cfg(&["g1"], false, "http://127.0.0.1:9/scim/v2"));
+    let e = src.snapshot().await.unwrap_err().to_string();
+    assert!(e.contains(&p), "{e}");
+    assert!(e.contains("members of group g1 (page 2)"), "{e}");
+    assert!(e.contains("HTTP 503 UnknownError: injected fault"), "{e}");
+    assert!(!e.contains("double-access-token"), "{e}");
+    assert_eq!(
+        d.state().path_requests(&p),
+        4,
+        "page 1 once, page 2 three attempts"
+    );
+}
+
+#[tokio::test]
+async fn users_in_several_groups_are_read_once_and_nesting_follows_flatten_nested() {
+    let d = double_with(directory(), 3).await;
+    let mut apps = apps_cfg(&["g1", "g2"], false, "http://127.0.0.1:9/scim/v2");
+    apps.extend(apps_cfg(&["g2"], true, "http://127.0.0.1:9/scim/v2"));
+    // u8 and u9 are eligible in one group each but u9 is a member of g2: only one user is
+    // read on its own, whatever the overlaps.
+    d.state().update(|dir| {
+        dir.groups.get_mut(&SourceId::from("g1")).unwrap().eligible =
+            vec!["u9".into(), "u-x".into()];
+        dir.groups.get_mut(&SourceId::from("g2")).unwrap().eligible =
+            vec!["u8".into(), "u-x".into()];
+        let u = user("u-x");
+        dir.users.insert(u.id.clone(), u);
+    });
+    let src = source(&d, &apps);
+    let dir = src.snapshot().await.unwrap();
+    assert_eq!(
+        d.state().requests("user"),
+        1,
+        "u-x read once for two groups"
+    );
+    assert_eq!(d.state().requests("group"), 2);
+    assert_eq!(
+        d.state().requests("transitiveMembers"),
+        3,
+        "g2 only, 3 pages"
+    );
+    assert_eq!(d.state().requests("token"), 1);
+    assert_eq!(dir.users.len(), 11);
+    // g2 is read both ways: direct users for the non-flattening app, transitive for the other.
+    let mut flat = apps[0].clone();
+    flat.flatten_nested = true;
+    flat.groups = vec!["g2".into()];
+    let mut direct = apps[0].clone();
+    direct.groups = vec!["g2".into()];
+    let members = |app: &AppConfig| {
+        let d = scim_sync::mapping::desired_for_app(&dir, app, &[]).unwrap();
+        d.desired.groups[&SourceId::from("g2")]
+            .members
+            .iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(members(&direct), ["u5", "u6", "u7", "u8", "u9"]);
+    assert_eq!(members(&flat), ["u0", "u1", "u5", "u6", "u7", "u8", "u9"]);
+    assert_eq!(
+        ids(&dir.groups[&SourceId::from("g1")].eligible),
+        ["u9", "u-x"]
+    );
+}
+
+#[tokio::test]
+async fn a_401_renews_the_token_once_and_retries() {
+    let d = double_with(directory(), 100).await;
+    let src = source(&d, &apps_cfg(&["g3"], false, "http://127.0.0.1:9/scim/v2"));
+    src.snapshot().await.unwrap();
+    d.state().revoke_tokens();
+    let dir = src.snapshot().await.unwrap();
+    assert_eq!(
+        ids(&dir.groups[&SourceId::from("g3")].members),
+        ["u0", "u1"]
+    );
+    assert_eq!(d.state().requests("token"), 2);
+}
+
+#[tokio::test]
+async fn aadsts_errors_say_what_to_check_and_never_show_the_secret() {
+    let d = double_with(directory(), 100).await;
+    let apps = apps_cfg(&["g1"], false, "http://127.0.0.1:9/scim/v2");
+    let wrong = "wrong-secret-Zq8";
+    let src = GraphSource::new(&d.config("X"), Secret::new(wrong), &apps).unwrap();
+    let e = src.snapshot().await.unwrap_err();
+    let text = format!("{e} {e:?} {src:?}");
+    assert!(text.contains("AADSTS7000215"), "{text}");
+    assert!(
+        text.contains("client_secret_env or source.client_secret_file"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("tenant {}", double::TENANT)),
+        "{text}"
+    );
+    assert!(!text.contains(wrong), "{text}");
+
+    let mut cfg = d.config("X");
+    cfg.tenant_id = "other-tenant".into();
+    let e = GraphSource::new(&cfg, GraphDouble::secret(), &apps)
+        .unwrap()
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("AADSTS90002") && e.contains("check source.tenant_id"),
+        "{e}"
+    );
+    assert!(!e.contains(double::CLIENT_SECRET), "{e}");
+
+    let mut cfg = d.config("X");
+    cfg.client_id = "other-client".into();
+    let e = GraphSource::new(&cfg, GraphDouble::secret(), &apps)
+        .unwrap()
+        .snapshot()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("AADSTS700016") && e.contains("source.client_id"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_graph_read_changes_nothing_in_the_app() {
+    let d = double_with(directory(), 2).await;
+    let sandbox = SandboxHandle::start(
+        ([127, 0, 0, 1], 0).into(),
+        SandboxState::with_token(APP_TOKEN),
+    )
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", tmp.path().join("s.db").display()))
+        .await
+        .unwrap();
+    let cfgs = apps_cfg(&["g1"], false, sandbox.base_url());
+    let app = App::new(cfgs[0].clone(), &Secret::new(APP_TOKEN)).unwrap();
+    let engine = Engine::new(Arc::new(source(&d, &cfgs)), store);
+    let opts = CycleOptions {
+        reason: Reason::SyncNow,
+        dry_run: false,
+        progress: false,
+    };
+    let run = engine.cycle(std::slice::from_ref(&app), opts).await;
+    assert!(run.source_error.is_none());
+    assert_eq!(sandbox.state().user_count(), 7);
+    let before = sandbox.state().requests();
+
+    // Page 2 of 4 now fails for good: a partial read would hold 5 fewer members.
+    d.state()
+        .fail_always(&format!("/v1.0/groups/g1{MEMBERS}"), 2, 500);
+    let run = engine.cycle(std::slice::from_ref(&app), opts).await;
+    let e = run
+        .source_error
+        .expect("the source error aborts the cycle")
+        .to_string();
+    assert!(e.contains("HTTP 500"), "{e}");
+    assert_eq!(
+        sandbox.state().requests(),
+        before,
+        "zero requests to the app"
+    );
+    assert!(
+        sandbox.state().users().iter().all(|u| u["active"] != false),
+        "nobody disabled"
+    );
+    assert_eq!(run.apps[0].report.requests, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_and_sync_now_read_graph() {
+    let d = double_with(directory(), 2).await;
+    let sandbox = SandboxHandle::start(
+        ([127, 0, 0, 1], 0).into(),
+        SandboxState::with_token(APP_TOKEN),
+    )
+    .await
+    .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"[service]
+state = "sqlite://{state}"
+
+[source]
+kind = "graph"
+tenant_id = "{tenant}"
+client_id = "{client}"
+client_secret_env = "GRAPH_IT_SECRET"
+graph_url = "{url}"
+login_url = "{url}/"
+
+[[apps]]
+name = "crm"
+base_url = "{base}"
+token_env = "GRAPH_IT_TOKEN"
+groups = ["g1", "g2"]
+"#,
+        state = tmp.path().join("state.db").display(),
+        tenant = double::TENANT,
+        client = double::CLIENT_ID,
+        url = d.url(),
+        base = sandbox.base_url(),
+    );
+    let path = tmp.path().join("graph.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_scim-sync"));
+        c.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("SCIM_SYNC_CONFIG")
+            .env_remove("RUST_LOG")
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("GRAPH_IT_SECRET", double::CLIENT_SECRET)
+            .env("GRAPH_IT_TOKEN", APP_TOKEN);
+        async move {
+            tokio::task::spawn_blocking(move || c.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let o = run(&["check-config"]).await;
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "source: graph tenant {} at {}",
+            double::TENANT,
+            d.url()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("group g1 \"Group g1\": 7 members, 1 eligible"),
+        "{out}"
+    );
+    assert!(!out.contains(double::CLIENT_SECRET) && !err.contains(double::CLIENT_SECRET));
+
+    let o = run(&["sync-now", "--json"]).await;
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    );
+    assert!(o.status.success(), "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["apps"][0]["outcome"], "ok", "{out}");
+    assert_eq!(v["apps"][0]["users_created"], 10, "{out}");
+    assert_eq!(sandbox.state().user_count(), 10);
+    assert_eq!(sandbox.state().group_count(), 2);
+
+    // A secret that the tenant refuses: exit 2, the AADSTS code named, the secret not shown.
+    let o = {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_scim-sync"));
+        c.arg("--config")
+            .arg(&path)
+            .arg("sync-now")
+            .env("GRAPH_IT_SECRET", "not-the-secret-4711")
+            .env("GRAPH_IT_TOKEN", APP_TOKEN);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    };
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("AADSTS7000215"), "{err}");
+    assert!(!err.contains("not-the-secret-4711"), "{err}");
+}
+
+/// Service mode over the Graph source: the PIM poller reads `assignmentScheduleInstances`
+/// from the double, pushes a new activated instance to the app and removes it when the
+/// instance disappears; the eligible user reaches the app only while activated.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pim_poller_reads_activations_from_graph_into_the_app_and_out_again() {
+    use crate::support::service::{Sandboxed, app_toml, config, start};
+    use scim_sync::drive::poller::PimPoll;
+    use scim_sync::service::{Options, TickSource};
+
+    let sb = Sandboxed::new().await;
+    let cfg = config(
+        sb.tmp.path(),
+        &[app_toml("crm", sb.sandbox.base_url(), &["g1"], "")],
+        "40m",
+    );
+    let d = double_with(directory(), 999).await;
+    let graph = Arc::new(source(&d, &cfg.apps));
+    let options = Options {
+        ticks: TickSource::Tokio,
+        startup_cycle: true,
+        pim: Some(PimPoll {
+            feed: graph.clone(),
+            every: Duration::from_millis(100),
+        }),
+        ..Options::default()
+    };
+    let svc = start(&cfg, graph, crate::support::TOKEN, options).await;
+    let upn = |i: u32| format!("u{i}@contoso.example");
+    let standing: Vec<String> = (0..7).map(upn).collect();
+    let standing: Vec<&str> = standing.iter().map(String::as_str).collect();
+    sb.await_members("Group g1", &standing, Duration::from_secs(10))
+        .await;
+
+    let end = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    d.state().set_assignments(vec![json!({
+        "id": "g1_member_u9", "groupId": "g1", "principalId": "u9", "accessId": "member",
+        "assignmentType": "Activated", "memberType": "Direct",
+        "startDateTime": "2026-12-02T09:00:00Z", "endDateTime": end,
+    })]);
+    let mut with_u9 = standing.clone();
+    with_u9.push("u9@contoso.example");
+    sb.await_members("Group g1", &with_u9, Duration::from_secs(10))
+        .await;
+    assert!(d.state().requests("assignments") >= 1);
+
+    // PIM ends the activation early: the instance is gone at the next poll.
+    d.state().set_assignments(vec![]);
+    sb.await_members("Group g1", &standing, Duration::from_secs(10))
+        .await;
+    svc.shutdown(Duration::from_secs(5)).await;
+}
