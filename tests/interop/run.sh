@@ -6,6 +6,10 @@
 # Usage: tests/interop/run.sh        (from anywhere; needs cargo, python3 with venv + pip, curl)
 # Env:   SCIM_SYNC_BIN   use this binary instead of building one with `cargo build --release`
 #
+# Each scenario runs sync-now through initial sync, changes, idle re-runs and a lost state
+# store, then `scim-sync run` with a PIM activation (`activate`), its expiry, `sync-now`
+# handed to the service, and SIGTERM.
+#
 # Two server set-ups are exercised, each on its own port with two tenants (one app each):
 #   default    every feature scim2-server has (filter, PATCH, …)
 #   no-filter  a provider that does not implement filtering (filter.supported = false:
@@ -59,7 +63,13 @@ echo "binary: $BIN ($("$BIN" --version 2>/dev/null || echo 'version unknown'))"
 
 # ---------------------------------------------------------------- server lifecycle
 SERVER_PID=""
+SERVICE_PID=""
 stop_server() {
+    if [[ -n "$SERVICE_PID" ]]; then
+        kill "$SERVICE_PID" 2>/dev/null || true
+        wait "$SERVICE_PID" 2>/dev/null || true
+        SERVICE_PID=""
+    fi
     if [[ -n "$SERVER_PID" ]]; then
         kill "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
@@ -69,8 +79,12 @@ stop_server() {
 trap stop_server EXIT
 
 # start_server ARGS…: scim2-server on a free loopback port with tenants disable and delete.
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 start_server() {
-    PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    PORT="$(free_port)"
     "$VENV/bin/scim2-server" --hostname 127.0.0.1 --port "$PORT" --bearer-token "$TOKEN" \
         --tenant disable --tenant delete "$@" >"$RUN/server.log" 2>&1 &
     SERVER_PID=$!
@@ -154,6 +168,36 @@ no_token() {
     if grep -l -F "$TOKEN" "$@" >/dev/null 2>&1; then fail "the bearer token appears in one of: $*"; fi
 }
 
+# members GROUP_ID USER_ID: "yes" when USER_ID (externalId) is a member of the group whose
+# externalId is GROUP_ID, in each tenant, as the server itself holds it ("yes yes").
+members() {
+    python3 - "http://127.0.0.1:$PORT" "$1" "$2" <<'PY' || echo "error"
+import json, os, sys, urllib.request
+base, gid, uid = sys.argv[1:]
+h = {"Authorization": "Bearer " + os.environ["INTEROP_SCIM_TOKEN"]}
+def get(url):
+    return json.load(urllib.request.urlopen(urllib.request.Request(url, headers=h)))["Resources"]
+out = []
+for mode in ("disable", "delete"):
+    users = {u["id"]: u.get("externalId") for u in get(f"{base}/{mode}/v2/Users?startIndex=1&count=1000")}
+    group = [g for g in get(f"{base}/{mode}/v2/Groups?startIndex=1&count=1000") if g.get("externalId") == gid]
+    held = group and any(users.get(m["value"]) == uid for m in group[0].get("members", []))
+    out.append("yes" if held else "no")
+print(" ".join(out))
+PY
+}
+
+# await_members GROUP_ID USER_ID WANT SECONDS: waits until `members` prints WANT.
+await_members() {
+    local got=""
+    for _ in $(seq 1 $(( $4 * 10 ))); do
+        got="$(members "$1" "$2")"
+        [[ "$got" == "$3" ]] && return 0
+        sleep 0.1
+    done
+    fail "membership of $2 in $1 is '$got', expected '$3' within $4 s"
+}
+
 # ---------------------------------------------------------------- the scenario
 # scenario VARIANT [server args…]
 scenario() {
@@ -165,7 +209,9 @@ scenario() {
     say "[$VARIANT] server"
     start_server "$@"
     cd "$RUN"
-    sed -e "s/@PORT@/$PORT/g" -e "s#@DIRECTORY@#directory.json#" "$HERE/scim-sync.toml" >scim-sync.toml
+    LISTEN="$(free_port)"
+    sed -e "s/@PORT@/$PORT/g" -e "s/@LISTEN@/$LISTEN/g" -e "s#@DIRECTORY@#directory.json#" \
+        "$HERE/scim-sync.toml" >scim-sync.toml
     cp "$ROOT/config/directory.json" directory.json
 
     say "[$VARIANT] check-config"
@@ -247,6 +293,49 @@ scenario() {
     check "$LEFT"
     sync idle4
     expect idle4 requests 0
+
+    say "[$VARIANT] run: the service; a PIM activation pushed at once, removed at its expiry"
+    export SCIM_SYNC_WEBHOOK_TOKEN="webhook-$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+    "$BIN" --config scim-sync.toml run >run.out 2>run.err &
+    SERVICE_PID=$!
+    local ready=""
+    for _ in $(seq 1 100); do
+        if curl -fsS -o /dev/null "http://127.0.0.1:$LISTEN/readyz" 2>/dev/null; then ready=yes; break; fi
+        kill -0 "$SERVICE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n "$ready" ]] || { cat run.out run.err; fail "run did not become ready"; }
+    local pim
+    pim="$(python3 -c 'import json; g=[g for g in json.load(open("directory.json"))["groups"] if g["id"]=="g-prod-admins"][0]; print([u for u in g.get("eligible", []) if u not in g["members"]][0])')"
+    [[ "$(members g-prod-admins "$pim")" == "no no" ]] || fail "$pim is already in g-prod-admins"
+    set +e; "$BIN" --config scim-sync.toml activate --group g-prod-admins --user "$pim" --for 4s >activate.out 2>&1; RC=$?; set -e
+    cat activate.out
+    [[ "$RC" == 0 ]] || fail "activate exited $RC"
+    [[ "$(grep -c ': pushed' activate.out)" == 2 ]] || fail "activate did not print two pushes"
+    [[ "$(members g-prod-admins "$pim")" == "yes yes" ]] || fail "$pim is not in g-prod-admins right after the push"
+    await_members g-prod-admins "$pim" "no no" 10 && echo "  $pim left g-prod-admins at its expiry, in both tenants"
+    local code
+    code="$(curl -s -o webhook-refused.out -w '%{http_code}' -X POST "http://127.0.0.1:$LISTEN/v1/activations" \
+        -H 'Authorization: Bearer wrong' -d '{}')"
+    [[ "$code" == 401 ]] || fail "a wrong webhook token got $code, expected 401"
+
+    say "[$VARIANT] sync-now beside run: the cycle is handed to the service"
+    sync handed
+    [[ "$RC" == 0 ]] || fail "sync-now beside run exited $RC"
+    grep -q "the cycle ran there" handed.err || { cat handed.err; fail "sync-now did not say it handed the cycle over"; }
+    expect handed requests 0
+
+    say "[$VARIANT] SIGTERM: run stops cleanly, exit 0"
+    kill -TERM "$SERVICE_PID"
+    set +e; wait "$SERVICE_PID"; RC=$?; set -e
+    SERVICE_PID=""
+    [[ "$RC" == 0 ]] || fail "run exited $RC after SIGTERM"
+    grep -q "stopped cleanly" run.out || { cat run.out; fail "run did not say it stopped cleanly"; }
+    check "$LEFT"
+    no_token run.out run.err activate.out
+    if grep -F -q "$SCIM_SYNC_WEBHOOK_TOKEN" run.out run.err activate.out handed.json handed.err; then
+        fail "the webhook token appears in the output"
+    fi
 
     no_token ./*.json ./*.err
     if grep -E '" 5[0-9][0-9] ' server.log | grep -v '" 501 ' >server-5xx.log; then
