@@ -18,7 +18,11 @@
 //!    activations per app at once: how many were pushed and deferred, how long the answers
 //!    took, and the next cycle applying the deferred ones;
 //! 4. **idle memory** of the service with those 50 apps after its start-up cycles: heap in
-//!    use (a counting global allocator) and the process's resident set.
+//!    use (a counting global allocator) and the process's resident set;
+//! 5. **PIM detection**: the service with the Graph source over the in-process Graph double
+//!    and the PIM poller every 2 s; activated instances appear at spread moments of the
+//!    interval, measured from their appearance to the app holding the member (target: the
+//!    interval + 1 s).
 //!
 //! Options (after `--`): `--quick` (fewer activations: a CI-sized run), `--out FILE` (the
 //! markdown results; stdout otherwise). See docs/PERFORMANCE.md.
@@ -33,12 +37,14 @@ use serde_json::{Value, json};
 
 use scim_sync::config::{Config, Secret};
 use scim_sync::drive::activation::Accepted;
+use scim_sync::drive::poller::PimPoll;
 use scim_sync::engine::{App, Engine};
 use scim_sync::model::{Directory, SourceGroup, SourceId, SourceUser};
 use scim_sync::report::Reason;
 use scim_sync::sandbox::{SandboxHandle, SandboxState};
 use scim_sync::service::{Options, Service, TickSource};
-use scim_sync::source::MemorySource;
+use scim_sync::source::graph::double::{DoubleState, GraphDouble};
+use scim_sync::source::{GraphSource, MemorySource, Source};
 use scim_sync::store::Store;
 
 mod common;
@@ -136,6 +142,17 @@ struct Running {
 }
 
 async fn start(apps: usize, per_group: usize, push_limit: &str) -> anyhow::Result<Running> {
+    let source = Arc::new(MemorySource::new(directory(apps, per_group)));
+    start_over(apps, source, None, push_limit).await
+}
+
+/// [`start`] over any source, with an optional PIM poller.
+async fn start_over(
+    apps: usize,
+    source: Arc<dyn Source>,
+    pim: Option<PimPoll>,
+    push_limit: &str,
+) -> anyhow::Result<Running> {
     let sandbox = SandboxHandle::start(([127, 0, 0, 1], 0).into(), SandboxState::with_token(TOKEN))
         .await
         .context("sandbox")?;
@@ -153,10 +170,7 @@ async fn start(apps: usize, per_group: usize, push_limit: &str) -> anyhow::Resul
     }
     let cfg = Config::parse(Path::new("activation-bench.toml"), &text)?;
     let store = Store::open(&cfg.service.state).await?;
-    let engine = Engine::new(
-        Arc::new(MemorySource::new(directory(apps, per_group))),
-        store,
-    );
+    let engine = Engine::new(source, store);
     let app_list = cfg
         .apps
         .iter()
@@ -170,6 +184,7 @@ async fn start(apps: usize, per_group: usize, push_limit: &str) -> anyhow::Resul
         Options {
             ticks: TickSource::Tokio,
             startup_cycle: false,
+            pim,
             ..Options::default()
         },
     )
@@ -255,6 +270,9 @@ struct Results {
     limiter_cycle_secs: f64,
     idle_heap: usize,
     idle_rss_kb: u64,
+    poll_every: Duration,
+    poll_n: usize,
+    poll_ms: (f64, f64, f64),
 }
 
 async fn latency(n: usize, r: &mut Results) -> anyhow::Result<()> {
@@ -356,6 +374,65 @@ async fn limiters(r: &mut Results) -> anyhow::Result<()> {
     run.stop().await
 }
 
+/// PIM activations detected by the poller over the Graph source (the Graph double): each
+/// activated instance appears at a random moment of the poll interval; measured from its
+/// appearance to the app holding the member.
+async fn poller(samples: usize, every: Duration, r: &mut Results) -> anyhow::Result<()> {
+    let double = GraphDouble::start(DoubleState::new(directory(1, samples))).await?;
+    let cfg_apps = Config::parse(
+        Path::new("activation-bench.toml"),
+        "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"app-0\"\nbase_url = \"http://127.0.0.1:9/scim/v2\"\ntoken_env = \"UNUSED\"\ngroups = [\"g-pim-0\"]\n",
+    )?
+    .apps;
+    let graph = Arc::new(GraphSource::new(
+        &double.config("UNUSED"),
+        GraphDouble::secret(),
+        &cfg_apps,
+    )?);
+    let pim = PimPoll {
+        feed: graph.clone(),
+        every,
+    };
+    let run = start_over(1, graph, Some(pim), UNLIMITED).await?;
+    let held = |run: &Running| {
+        run.sandbox
+            .state()
+            .groups()
+            .first()
+            .and_then(|g| g["members"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    let mut instances = Vec::new();
+    let mut took = Vec::new();
+    let end = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    for j in 0..samples {
+        // A random moment within the interval (deterministic spread: golden-ratio steps).
+        let offset = every.mul_f64((j as f64 * 0.618_034).fract());
+        tokio::time::sleep(offset).await;
+        instances.push(json!({
+            "id": format!("g-pim-0_member_u-0-{j}"), "groupId": "g-pim-0",
+            "principalId": format!("u-0-{j}"), "accessId": "member",
+            "assignmentType": "Activated", "memberType": "Direct",
+            "startDateTime": "2026-12-02T09:00:00Z", "endDateTime": end,
+        }));
+        double.state().set_assignments(instances.clone());
+        let t = Instant::now();
+        while held(&run) < j + 1 {
+            ensure!(
+                t.elapsed() < every * 3 + Duration::from_secs(5),
+                "activation {j} was not detected within {:?}",
+                t.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        took.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    r.poll_every = every;
+    r.poll_n = samples;
+    r.poll_ms = quantiles(took);
+    run.stop().await
+}
+
 /// The process's resident set (VmRSS), in KiB.
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -413,6 +490,14 @@ fn markdown(args: &Args, machine: &Machine, r: &Results) -> String {
     );
     let _ = writeln!(
         s,
+        "| PIM activation detected by the poller over the Graph source (double), `pim_poll_interval` = {}, {} activations appearing at spread moments of the interval: appearance → app holds the member (p50 / p99 / max) | {} (target: ≤ interval + 1 s = {:.0} ms) |",
+        humantime::format_duration(r.poll_every),
+        r.poll_n,
+        ms(r.poll_ms),
+        (r.poll_every + Duration::from_secs(1)).as_secs_f64() * 1e3
+    );
+    let _ = writeln!(
+        s,
         "| Idle service with {APPS} apps after its start-up cycles | {} heap in use; process resident set {} (includes the in-process sandbox and the benchmark) |",
         mb(r.idle_heap),
         mb(r.idle_rss_kb as usize * 1024)
@@ -446,8 +531,16 @@ fn main() -> anyhow::Result<()> {
             "throughput: {} activations over {APPS} apps",
             per_app * APPS
         );
-        throughput(per_app, &mut r).await
+        throughput(per_app, &mut r).await?;
+        let samples = if args.quick { 5 } else { 20 };
+        eprintln!("poller: {samples} activations, polled every 2 s");
+        poller(samples, Duration::from_secs(2), &mut r).await
     })?;
+    ensure!(
+        r.poll_ms.2 <= (r.poll_every + Duration::from_secs(1)).as_secs_f64() * 1e3,
+        "a PIM activation took {:.0} ms to reach the app (target: interval + 1 s)",
+        r.poll_ms.2
+    );
     ensure!(
         r.limiter_pushed == 5 * APPS && r.limiter_deferred == 3 * APPS,
         "the limiters pushed {} and deferred {} (expected {} and {})",
