@@ -207,3 +207,120 @@ fn unreachable_app_exits_1_with_the_reason() {
     assert!(out.contains("crm: failed"), "{out}");
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
 }
+
+/// `run` as an administrator runs it: ready on `service.listen`, `activate` pushes at once,
+/// `sync-now` beside it hands its cycle to the service, SIGTERM stops it with exit 0, and
+/// neither token is ever printed.
+#[tokio::test(flavor = "multi_thread")]
+async fn run_takes_activations_hands_over_sync_now_and_stops_cleanly_on_sigterm() {
+    const WEBHOOK: &str = "cli-webhook-token-value";
+    let sandbox = SandboxHandle::start(([127, 0, 0, 1], 0).into(), SandboxState::with_token(TOKEN))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/directory.json");
+    let path = tmp.path().join("scim-sync.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[service]\nlisten = \"127.0.0.1:{port}\"\nstate = \"sqlite://{}\"\n\n[source]\nkind = \"file\"\npath = \"{}\"\n\n[[apps]]\nname = \"crm\"\nbase_url = \"{}\"\ntoken_env = \"CLI_TEST_TOKEN\"\ngroups = [\"g-it-admins\", \"g-prod-admins\"]\n",
+            tmp.path().join("state/cli.db").display(),
+            directory.display(),
+            sandbox.base_url()
+        ),
+    )
+    .unwrap();
+    let command = |args: &[&str]| {
+        let mut c = bin();
+        c.arg("--config")
+            .arg(&path)
+            .args(args)
+            .env("CLI_TEST_TOKEN", TOKEN)
+            .env("SCIM_SYNC_WEBHOOK_TOKEN", WEBHOOK);
+        tokio::process::Command::from(c)
+    };
+
+    let service = command(&["run"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let ready = format!("http://127.0.0.1:{port}/readyz");
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(r) = http.get(&ready).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "run did not become ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    let o = command(&[
+        "activate",
+        "--group",
+        "g-prod-admins",
+        "--user",
+        "u-alice",
+        "--for",
+        "1h",
+    ])
+    .output()
+    .await
+    .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("crm: pushed, the app confirmed in"), "{out}");
+    let alice = sandbox
+        .state()
+        .users()
+        .into_iter()
+        .find(|u| u["userName"] == "alice.smith@contoso.example")
+        .expect("alice was created by the push");
+    let pim = sandbox
+        .state()
+        .groups()
+        .into_iter()
+        .find(|g| g["displayName"] == "Production Admins (PIM)")
+        .expect("the PIM group exists");
+    assert!(
+        pim["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["value"] == alice["id"]),
+        "alice is not in the PIM group: {pim}"
+    );
+
+    let o = command(&["sync-now"]).output().await.unwrap();
+    let (out2, err2) = text(&o);
+    assert!(o.status.success(), "{out2}{err2}");
+    assert!(err2.contains("the cycle ran there"), "{err2}");
+    assert!(out2.contains("crm: ok"), "{out2}");
+
+    let pid = service.id().unwrap().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let o = service.wait_with_output().await.unwrap();
+    let (out3, err3) = text(&o);
+    assert!(
+        o.status.success(),
+        "run exited {:?}: {out3}{err3}",
+        o.status
+    );
+    assert!(out3.contains("stopped cleanly"), "{out3}");
+    for printed in [&out, &err, &out2, &err2, &out3, &err3] {
+        assert!(!printed.contains(TOKEN) && !printed.contains(WEBHOOK));
+    }
+}
