@@ -33,22 +33,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use scim_sync::config::{Config, Secret};
 use scim_sync::drive::activation::Accepted;
 use scim_sync::drive::poller::PimPoll;
 use scim_sync::engine::{App, Engine};
-use scim_sync::model::{Directory, SourceGroup, SourceId, SourceUser};
+use scim_sync::model::{Directory, SourceGroup, SourceId};
 use scim_sync::report::Reason;
 use scim_sync::sandbox::{SandboxHandle, SandboxState};
 use scim_sync::service::{Options, Service, TickSource};
 use scim_sync::source::graph::double::{DoubleState, GraphDouble};
 use scim_sync::source::{GraphSource, MemorySource, Source};
 use scim_sync::store::Store;
+use scim_sync::synthetic;
 
 mod common;
-use common::{Machine, mb};
+use common::{Machine, log_from_env, mb};
 
 #[global_allocator]
 static ALLOC: count_alloc::Counting = count_alloc::Counting::new();
@@ -97,24 +98,7 @@ fn directory(groups: usize, per_group: usize) -> Directory {
         let mut eligible = Vec::new();
         for j in 0..per_group {
             let id = SourceId::new(format!("u-{i}-{j}"));
-            let attrs = json!({
-                "userPrincipalName": format!("{id}@contoso.example"),
-                "displayName": format!("User {id}"),
-                "givenName": "User",
-                "surname": id.as_str(),
-                "mail": format!("{id}@contoso.example"),
-                "accountEnabled": true,
-            });
-            let Value::Object(attrs) = attrs else {
-                unreachable!("a JSON object literal")
-            };
-            d.users.insert(
-                id.clone(),
-                SourceUser {
-                    id: id.clone(),
-                    attrs,
-                },
-            );
+            d.users.insert(id.clone(), synthetic::user(&id));
             eligible.push(id);
         }
         d.groups.insert(
@@ -507,12 +491,7 @@ fn markdown(args: &Args, machine: &Machine, r: &Results) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
-    if let Ok(filter) = std::env::var("BENCH_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    log_from_env();
     let machine = Machine::detect();
     eprintln!("{}", machine.line());
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -53,7 +53,7 @@ use scim_sync::store::{Change, Store};
 use scim_sync::synthetic::{self, Churn};
 
 mod common;
-use common::{Machine, mb};
+use common::{Machine, log_from_env, mb};
 
 #[global_allocator]
 static ALLOC: count_alloc::Counting = count_alloc::Counting::new();
@@ -229,13 +229,7 @@ impl Results {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
-    // `BENCH_LOG=scim_sync=debug` logs every SCIM request with a timestamp (for timelines).
-    if let Ok(filter) = std::env::var("BENCH_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    log_from_env();
     let mut results = Results::default();
     let machine = Machine::detect();
     eprintln!("{}", machine.line());

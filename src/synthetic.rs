@@ -177,6 +177,25 @@ const PIM_ROLES: &[&str] = &[
     "Payroll Approvers",
 ];
 
+/// A minimal Graph-shaped user `{id}@contoso.example` ("User {id}", enabled, with mail): the
+/// user of service tests and benchmarks that only need someone to provision.
+pub fn user(id: &SourceId) -> SourceUser {
+    let mut attrs = Map::new();
+    attrs.insert(
+        "userPrincipalName".into(),
+        json!(format!("{id}@contoso.example")),
+    );
+    attrs.insert("displayName".into(), json!(format!("User {id}")));
+    attrs.insert("givenName".into(), json!("User"));
+    attrs.insert("surname".into(), json!(id.as_str()));
+    attrs.insert("mail".into(), json!(format!("{id}@contoso.example")));
+    attrs.insert("accountEnabled".into(), json!(true));
+    SourceUser {
+        id: id.clone(),
+        attrs,
+    }
+}
+
 /// Builds a directory of `users` users and `groups` groups, the same for the same `seed`.
 ///
 /// The group budget is spent in this order: the all-users group, one group per department

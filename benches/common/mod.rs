@@ -57,3 +57,14 @@ impl Machine {
 pub fn mb(bytes: usize) -> String {
     format!("{:.1} MB", bytes as f64 / (1 << 20) as f64)
 }
+
+/// `BENCH_LOG=scim_sync=debug` (an `EnvFilter`) logs to stderr with timestamps, to see where
+/// the time of a scenario goes.
+pub fn log_from_env() {
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
+}

@@ -5,19 +5,18 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use wiremock::MockServer;
 
 use scim_sync::config::{Config, Secret};
 use scim_sync::engine::{App, Engine};
 use scim_sync::mapping;
-use scim_sync::model::{
-    AppName, Directory, ObservedUser, Origin, ScimId, SourceGroup, SourceId, SourceUser,
-};
+use scim_sync::model::{AppName, Directory, ObservedUser, Origin, ScimId, SourceGroup, SourceId};
 use scim_sync::sandbox::{SandboxHandle, SandboxState};
 use scim_sync::service::{Options, Service, TickSource};
 use scim_sync::source::{MemorySource, Source};
 use scim_sync::store::{Change, Store};
+use scim_sync::synthetic;
 
 use super::{BASE, TOKEN};
 
@@ -30,24 +29,7 @@ pub fn directory() -> Directory {
     let mut d = Directory::default();
     let ids: Vec<SourceId> = (0..10).map(|i| SourceId::new(format!("u{i}"))).collect();
     for id in &ids {
-        let attrs = json!({
-            "userPrincipalName": format!("{id}@contoso.example"),
-            "displayName": format!("User {id}"),
-            "givenName": "User",
-            "surname": id.as_str(),
-            "mail": format!("{id}@contoso.example"),
-            "accountEnabled": true,
-        });
-        let Value::Object(attrs) = attrs else {
-            unreachable!()
-        };
-        d.users.insert(
-            id.clone(),
-            SourceUser {
-                id: id.clone(),
-                attrs,
-            },
-        );
+        d.users.insert(id.clone(), synthetic::user(id));
     }
     for (gid, name) in [("g-pim", "PIM Admins"), ("g-pim-2", "PIM Operators")] {
         d.groups.insert(
