@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde::Deserialize;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::drive::activation::{ActivationRequest, Refusal};
@@ -58,34 +57,25 @@ pub trait PimFeed: Send + Sync {
     ) -> BoxFuture<'_, Result<Vec<PimInstance>, crate::source::Error>>;
 }
 
-/// One `privilegedAccessGroupAssignmentScheduleInstance`, with Graph's JSON field names.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+/// One PIM for Groups assignment schedule instance (Graph's
+/// `privilegedAccessGroupAssignmentScheduleInstance`; the Graph source reads its JSON).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PimInstance {
     /// The instance id.
     pub id: String,
     /// The group (`groupId`).
-    #[serde(rename = "groupId")]
     pub group: SourceId,
     /// The user (`principalId`).
-    #[serde(rename = "principalId")]
     pub user: SourceId,
-    /// `member` or `owner` (`accessId`).
-    #[serde(rename = "accessId", default, deserialize_with = "null_as_empty")]
+    /// `member` or `owner` (`accessId`); empty when the source sent none.
     pub access_id: String,
-    /// `activated` or `assigned`, in whatever case Graph sends it (`assignmentType`).
-    #[serde(rename = "assignmentType", default, deserialize_with = "null_as_empty")]
+    /// `activated` or `assigned`, in whatever case the source sends it (`assignmentType`);
+    /// empty when it sent none.
     pub assignment_type: String,
     /// When the instance started (`startDateTime`).
-    #[serde(rename = "startDateTime", default)]
     pub start: Option<DateTime<Utc>>,
     /// When the instance ends (`endDateTime`); `None`: no end.
-    #[serde(rename = "endDateTime", default)]
     pub end: Option<DateTime<Utc>>,
-}
-
-/// A string field Graph may send as `null`: read as empty (which never counts).
-fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Option::<String>::deserialize(d).map(Option::unwrap_or_default)
 }
 
 impl PimInstance {
@@ -465,35 +455,6 @@ mod tests {
 
     fn ids(d: &Decisions) -> Vec<&str> {
         d.new.iter().map(|i| i.id.as_str()).collect()
-    }
-
-    #[test]
-    fn graph_json_deserializes() {
-        let i: PimInstance = serde_json::from_value(serde_json::json!({
-            "id": "inst-1",
-            "groupId": "g-1",
-            "principalId": "u-1",
-            "accessId": "member",
-            "assignmentType": "Activated",
-            "memberType": "Direct",
-            "startDateTime": "2026-03-01T12:00:00Z",
-            "endDateTime": "2026-03-01T20:00:00.06Z",
-            "assignmentScheduleId": "s-1"
-        }))
-        .unwrap();
-        assert_eq!(i.group, SourceId::from("g-1"));
-        assert_eq!(i.user, SourceId::from("u-1"));
-        assert!(i.is_activated_member());
-        assert_eq!(i.start, Some(t0()));
-        assert!(i.end.is_some());
-        let i: PimInstance = serde_json::from_value(serde_json::json!({
-            "id": "inst-2", "groupId": "g-1", "principalId": "u-1",
-            "accessId": "owner", "assignmentType": null, "endDateTime": null
-        }))
-        .unwrap();
-        assert!(!i.is_activated_member());
-        assert_eq!(i.assignment_type, "");
-        assert_eq!((i.start, i.end), (None, None));
     }
 
     #[test]

@@ -462,13 +462,44 @@ impl GraphSource {
         let rows = self.http.get_all(url.clone(), &what).await?;
         rows.into_iter()
             .map(|row| {
-                serde_json::from_value(row).map_err(|e| Error::Answer {
-                    what: what.clone(),
-                    path: http::url_path(&url),
-                    message: e.to_string(),
-                })
+                serde_json::from_value::<AssignmentInstance>(row)
+                    .map(PimInstance::from)
+                    .map_err(|e| Error::Answer {
+                        what: what.clone(),
+                        path: http::url_path(&url),
+                        message: e.to_string(),
+                    })
             })
             .collect()
+    }
+}
+
+/// Graph's `privilegedAccessGroupAssignmentScheduleInstance`, the fields the poller uses.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AssignmentInstance {
+    id: String,
+    group_id: SourceId,
+    principal_id: SourceId,
+    /// `member` or `owner`; Graph may send `null`.
+    access_id: Option<String>,
+    /// `activated` or `assigned`, in either case (the docs show both); may be `null`.
+    assignment_type: Option<String>,
+    start_date_time: Option<chrono::DateTime<chrono::Utc>>,
+    end_date_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<AssignmentInstance> for PimInstance {
+    fn from(a: AssignmentInstance) -> Self {
+        PimInstance {
+            id: a.id,
+            group: a.group_id,
+            user: a.principal_id,
+            access_id: a.access_id.unwrap_or_default(),
+            assignment_type: a.assignment_type.unwrap_or_default(),
+            start: a.start_date_time,
+            end: a.end_date_time,
+        }
     }
 }
 
@@ -501,5 +532,46 @@ impl crate::source::Source for GraphSource {
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Directory, crate::source::Error>> {
         Box::pin(async move { self.read().await.map_err(crate::source::Error::from) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assignment_instances_read_graph_json() {
+        let i: PimInstance = PimInstance::from(
+            serde_json::from_value::<AssignmentInstance>(serde_json::json!({
+                "id": "inst-1",
+                "groupId": "g-1",
+                "principalId": "u-1",
+                "accessId": "member",
+                "assignmentType": "Activated",
+                "memberType": "Direct",
+                "startDateTime": "2026-03-01T12:00:00Z",
+                "endDateTime": "2026-03-01T20:00:00.06Z",
+                "assignmentScheduleId": "s-1"
+            }))
+            .unwrap(),
+        );
+        assert_eq!(i.group, SourceId::from("g-1"));
+        assert_eq!(i.user, SourceId::from("u-1"));
+        assert!(i.is_activated_member());
+        assert_eq!(
+            i.start.map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-03-01T12:00:00+00:00")
+        );
+        assert!(i.end.is_some());
+        let i: PimInstance = PimInstance::from(
+            serde_json::from_value::<AssignmentInstance>(serde_json::json!({
+                "id": "inst-2", "groupId": "g-1", "principalId": "u-1",
+                "accessId": "owner", "assignmentType": null, "endDateTime": null
+            }))
+            .unwrap(),
+        );
+        assert!(!i.is_activated_member());
+        assert_eq!(i.assignment_type, "");
+        assert_eq!((i.start, i.end), (None, None));
     }
 }
