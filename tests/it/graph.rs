@@ -875,3 +875,135 @@ async fn delta_links_and_base_survive_a_restart_through_the_store() {
     changed.snapshot().await.unwrap();
     assert_eq!(d.state().requests("deltaFromScratch"), 2);
 }
+
+#[tokio::test]
+async fn exact_delta_rounds_follow_next_link_verbatim_and_resume_from_the_delta_link() {
+    let server = MockServer::start().await;
+    let uri = server.uri();
+    Mock::given(method("POST"))
+        .and(path("/t1/oauth2/v2.0/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-tok"}),
+        ))
+        .expect(1)
+        .named("token")
+        .mount(&server)
+        .await;
+    let user = |id: &str| json!({"@odata.type": "#microsoft.graph.user", "id": id});
+    let group = |id: &str| json!({"@odata.type": "#microsoft.graph.group", "id": id});
+    let ok = |body: Value| ResponseTemplate::new(200).set_body_json(body);
+    let mocks = [
+        (
+            "groups/delta from scratch",
+            "/v1.0/groups/delta",
+            ("$select", "id,displayName,members"),
+            ok(json!({
+                "value": [{"id": "g-1", "displayName": "CRM", "members@delta": [user("a"), group("g-n")]}],
+                "@odata.nextLink": format!("{uri}/v1.0/groups/delta?$skiptoken=G'2")
+            })),
+        ),
+        (
+            "groups/delta page 2",
+            "/v1.0/groups/delta",
+            ("$skiptoken", "G'2"),
+            ok(json!({
+                "value": [
+                    {"id": "g-1", "displayName": "CRM", "members@delta": [user("b")]},
+                    {"id": "g-n", "displayName": "Nested", "members@delta": [user("c")]}
+                ],
+                "@odata.deltaLink": format!("{uri}/v1.0/groups/delta?$deltatoken=GD1")
+            })),
+        ),
+        (
+            "groups/delta round 2",
+            "/v1.0/groups/delta",
+            ("$deltatoken", "GD1"),
+            ok(json!({
+                "value": [{"id": "g-1", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "a", "@removed": {"reason": "deleted"}}]}],
+                "@odata.deltaLink": format!("{uri}/v1.0/groups/delta?$deltatoken=GD2")
+            })),
+        ),
+        (
+            "users/delta from scratch",
+            "/v1.0/users/delta",
+            (
+                "$select",
+                "accountEnabled,department,displayName,employeeId,givenName,id,jobTitle,mail,surname,userPrincipalName",
+            ),
+            ok(json!({
+                "value": (["a", "b", "c", "x"].map(|i| json!({"id": i, "displayName": format!("User {i}"), "accountEnabled": true}))),
+                "@odata.deltaLink": format!("{uri}/v1.0/users/delta?$deltatoken=UD1")
+            })),
+        ),
+        (
+            "users/delta round 2",
+            "/v1.0/users/delta",
+            ("$deltatoken", "UD1"),
+            ok(json!({
+                "value": [{"id": "b", "displayName": "B renamed"}, {"id": "x", "displayName": "ignored"}],
+                "@odata.deltaLink": format!("{uri}/v1.0/users/delta?$deltatoken=UD2")
+            })),
+        ),
+    ];
+    for (name, p, (k, v), answer) in mocks {
+        Mock::given(method("GET"))
+            .and(path(p))
+            .and(query_param(k, v))
+            .and(bearer_token("graph-tok"))
+            .respond_with(answer)
+            .expect(1)
+            .named(name)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(
+            "/v1.0/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances",
+        ))
+        .and(query_param("$filter", "groupId eq 'g-1'"))
+        .respond_with(ok(json!({"value": []})))
+        .expect(2)
+        .named("eligibility, every snapshot")
+        .mount(&server)
+        .await;
+
+    let cfg = GraphConfig {
+        tenant_id: "t1".into(),
+        client_id: "c1".into(),
+        client_secret: SecretFrom::Env("UNUSED".into()),
+        graph_url: uri.clone(),
+        login_url: uri.clone(),
+        pim_poll_interval: Duration::from_secs(30),
+    };
+    let apps = apps_cfg(&["g-1"], false, "http://127.0.0.1:9/scim/v2");
+    let src = GraphSource::with_retry(&cfg, Secret::new("sec"), &apps, fast_retry())
+        .unwrap()
+        .with_delta(None);
+    let dir = src.snapshot().await.unwrap();
+    let g = &dir.groups[&SourceId::from("g-1")];
+    assert_eq!(g.display_name, "CRM");
+    assert_eq!(
+        ids(&g.members),
+        ["a", "b"],
+        "merged across pages; g-n is no user"
+    );
+    assert_eq!(
+        dir.users.len(),
+        2,
+        "c (nested, not flattened) and x are not needed"
+    );
+
+    let dir = src.snapshot().await.unwrap();
+    let g = &dir.groups[&SourceId::from("g-1")];
+    assert_eq!(
+        (g.display_name.as_str(), ids(&g.members)),
+        ("CRM", vec!["b"])
+    );
+    let b = &dir.users[&SourceId::from("b")].attrs;
+    assert_eq!(
+        (b["displayName"].as_str(), &b["accountEnabled"]),
+        (Some("B renamed"), &json!(true))
+    );
+    assert_eq!(dir.users.len(), 1);
+    assert_eq!(src.requests(), 7);
+}

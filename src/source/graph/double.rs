@@ -8,7 +8,8 @@
 //! each `$deltatoken` was issued for (first rounds list everything; groups with many members
 //! come back several times, their members split across entries; pages follow
 //! `@odata.nextLink` to a final `@odata.deltaLink`), and can make every issued token expire
-//! (`410 Gone` with `syncStateNotFound` or `resyncRequired`).
+//! (`400` with `syncStateNotFound`, as Graph answers a token past its 7 days, or `410 Gone`
+//! with `resyncRequired`).
 //!
 //! It counts requests (per kind and per path) and can inject faults at a given page of a
 //! given path: a `429` with `Retry-After` a set number of times, or a status forever. It
@@ -172,8 +173,8 @@ impl DoubleState {
         });
     }
 
-    /// Forgets every delta token issued so far: a round from one of them gets `410 Gone`
-    /// with Graph error `code` (`syncStateNotFound` or `resyncRequired`).
+    /// Forgets every delta token issued so far: a round from one of them gets Graph error
+    /// `code`, with `410 Gone` for `resyncRequired` and `400` otherwise (`syncStateNotFound`).
     pub fn expire_delta_tokens(&self, code: &str) {
         let mut book = lock(&self.inner.delta);
         book.tokens.clear();
@@ -741,11 +742,18 @@ async fn delta(
                             .expired_code
                             .clone()
                             .unwrap_or_else(|| "syncStateNotFound".into());
+                        // An expired token is a 400 for Graph's directory objects; a reset
+                        // of the sync state is a 410.
+                        let status = if code == "resyncRequired" {
+                            StatusCode::GONE
+                        } else {
+                            StatusCode::BAD_REQUEST
+                        };
                         return (
-                            StatusCode::GONE,
+                            status,
                             axum::Json(graph_error(
                                 &code,
-                                "The delta token is no longer valid; start a new round.",
+                                "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
                             )),
                         )
                             .into_response();
