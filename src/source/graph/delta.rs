@@ -271,10 +271,10 @@ struct Wanted {
 }
 
 impl GraphSource {
-    /// Reads snapshots with delta queries (see [`delta`](self)): the first snapshot lists
-    /// every group and user of the tenant, later ones only the changes. With `store`, what
-    /// the next round needs is kept there (under `graph:{tenant}`), so that a restart resumes
-    /// with changes only.
+    /// Reads snapshots with delta queries (see [`delta`](crate::source::graph::delta)): the
+    /// first snapshot lists every group and user of the tenant, later ones only the changes.
+    /// With `store`, what the next round needs is kept there (under `graph:{tenant}`), so
+    /// that a restart resumes with changes only.
     pub fn with_delta(mut self, store: Option<Store>) -> Self {
         self.delta = Some(Delta::new(&self.tenant_id, store));
         self

@@ -1,5 +1,6 @@
 //! Reading Microsoft Graph over HTTP: authenticated GETs with throttling and fault handling,
-//! and paged collections followed through `@odata.nextLink`.
+//! and paged collections followed through `@odata.nextLink` (delta rounds too, ending with
+//! their `@odata.deltaLink`).
 //!
 //! `429`, `502`, `503` and `504` wait `Retry-After` (capped at [`MAX_RETRY_AFTER`]) or a
 //! jittered backoff when Graph sends none, and retry a bounded number of times; transport

@@ -1,8 +1,11 @@
 //! The Microsoft Graph source: Entra ID users, assigned groups, their members and their
-//! PIM-eligible members, read into a complete [`Directory`] at every snapshot.
+//! PIM-eligible members, read into a complete [`Directory`] at every snapshot: in full
+//! ([`GraphSource::read`]), or from the previous snapshot and Graph's delta queries when the
+//! source reads changes only ([`GraphSource::with_delta`], see [`delta`]: what `run` and
+//! `sync-now` use). Both give the same directory for the same tenant state.
 //!
-//! Only this module knows Graph JSON. What it reads, per assigned group (the union of every
-//! app's `groups`):
+//! Only this module knows Graph JSON. What a full read reads, per assigned group (the union
+//! of every app's `groups`):
 //!
 //! - `GET /v1.0/groups/{id}?$select=id,displayName` (a `404` leaves the group out of the
 //!   snapshot, so only the apps that have it assigned fail their cycle, as with the file
@@ -23,6 +26,8 @@
 //! a synthetic nested group `{id}/transitiveMembers` holding the transitive users: mapping
 //! then finds the direct members for apps that do not flatten (nested groups are not users)
 //! and the transitive ones for apps that do, with no second code path.
+//!
+//! Members are listed in id order, whatever order Graph sends them in.
 //!
 //! Any read that finally fails (see [`http`]) fails the whole snapshot: never a partial one.
 //! [`auth`] gets and renews the app-only token; [`double`] is an in-process Graph for tests
@@ -259,7 +264,8 @@ impl GraphSource {
         self.groups.keys()
     }
 
-    /// Reads a complete snapshot.
+    /// Reads a complete snapshot in full (the snapshots of a source reading changes only
+    /// start from one of Graph's delta rounds instead).
     ///
     /// # Errors
     /// The first read that finally failed; nothing partial is returned.
