@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Error, GraphSource, GroupRead, QUERY, Reads, eligible_of, to_user};
-use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
+use crate::model::{Directory, SourceGroup, SourceId};
 use crate::store::{SourceState, Store};
 
 /// Delta reading of one source: the state kept between snapshots, and where it is persisted.
@@ -56,10 +56,13 @@ struct Kept {
     /// Whether the store was read already (once per process).
     loaded: bool,
     state: Option<DeltaState>,
+    /// Whether `state`'s base may differ from the stored one beyond the last round's changes
+    /// (a failed round changed it, or the store could not be written).
+    dirty: bool,
 }
 
 /// A round's end: where the next round starts and the base it applies to.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 struct DeltaState {
     cursor: Cursor,
     base: Base,
@@ -131,16 +134,16 @@ impl Delta {
         }
     }
 
-    /// Persists `next` (its cursor alone when the base is `old`'s). A failure is logged, not
-    /// returned: the snapshot is good, and what the store holds is still a consistent pair
-    /// (an older cursor with its base), so a restart replays a few more changes.
-    async fn save(&self, old: Option<&DeltaState>, next: &DeltaState) {
+    /// Persists `next` (its cursor alone unless `base_changed`). A failure is logged and
+    /// `false`, not an error: the snapshot is good, and what the store holds is still a
+    /// consistent pair (an older cursor with its base), so a restart replays a few more changes.
+    async fn save(&self, next: &DeltaState, base_changed: bool) -> bool {
         let Some(store) = &self.store else {
-            return;
+            return true;
         };
         let result = async {
             let cursor = serde_json::to_string(&next.cursor).map_err(|e| e.to_string())?;
-            if old.is_some_and(|o| o.base == next.base)
+            if !base_changed
                 && store
                     .put_source_cursor(&self.key, &cursor)
                     .await
@@ -155,9 +158,10 @@ impl Delta {
                 .map_err(|e| e.to_string())
         }
         .await;
-        if let Err(e) = result {
+        if let Err(e) = &result {
             tracing::warn!(source = %self.key, error = %e, "cannot keep the Graph delta state; a restart reads older changes again");
         }
+        result.is_ok()
     }
 }
 
@@ -205,18 +209,19 @@ impl Base {
 
     /// Applies one `users/delta` entry: a removed user is forgotten, a kept user gets the
     /// attributes sent (a `null` clears one), and a user not kept is taken only if `admit`
-    /// lists it (rounds from scratch, which send whole users).
+    /// lists it (rounds from scratch, which send whole users). `true` when the kept users
+    /// changed.
     fn apply_user(
         &mut self,
         item: Value,
         admit: Option<&BTreeSet<SourceId>>,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let id = object_id(&item).ok_or("a user has no \"id\"")?;
         if item.get("@removed").is_some() {
-            self.users.remove(&id);
+            return Ok(self.users.remove(&id).is_some());
         } else if let Some(kept) = self.users.get_mut(&id) {
             let Value::Object(obj) = item else {
-                return Ok(());
+                return Ok(false);
             };
             for (k, v) in obj {
                 if k == "id" || k.starts_with('@') {
@@ -228,12 +233,14 @@ impl Base {
                     kept.insert(k, v);
                 }
             }
+            return Ok(true);
         } else if admit.is_some_and(|a| a.contains(&id))
             && let Some(user) = to_user(item)
         {
             self.users.insert(user.id, user.attrs);
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The users in `root` and in the groups nested in it, at any depth (cycles allowed).
@@ -292,34 +299,56 @@ impl GraphSource {
 
     /// A snapshot from the kept state and the changes since, or from scratch.
     pub(super) async fn read_delta(&self, delta: &Delta) -> Result<Directory, Error> {
-        let mut kept = delta.kept.lock().await;
+        let mut guard = delta.kept.lock().await;
+        let kept = &mut *guard;
         if !kept.loaded {
             kept.loaded = true;
             kept.state = delta.load(&self.fingerprint()).await;
         }
-        let (dir, next) = match kept.state.as_ref() {
-            Some(state) => match self.delta_round(Some(state)).await {
+        let resumed = match kept.state.as_mut() {
+            Some(state) => match self.delta_round(state, false).await {
                 Err(e) if e.needs_resync() => {
                     tracing::warn!(source = %delta.key, error = %e, "Graph no longer knows the kept delta links; reading every change from scratch");
-                    self.delta_round(None).await?
+                    None
                 }
-                other => other?,
+                Err(e) => {
+                    // The base may hold part of the round: still a state the kept links
+                    // replay onto, but no longer the stored one.
+                    kept.dirty = true;
+                    return Err(e);
+                }
+                Ok(done) => Some(done),
             },
-            None => self.delta_round(None).await?,
+            None => None,
         };
-        delta.save(kept.state.as_ref(), &next).await;
-        kept.state = Some(next);
+        let (dir, changed) = match resumed {
+            Some(done) => done,
+            None => {
+                kept.state = None;
+                let mut fresh = DeltaState::default();
+                let (dir, _) = self.delta_round(&mut fresh, true).await?;
+                kept.state = Some(fresh);
+                (dir, true)
+            }
+        };
+        if let Some(state) = &kept.state {
+            kept.dirty = !delta.save(state, changed || kept.dirty).await;
+        }
         Ok(dir)
     }
 
-    /// One delta round over `from` (or from scratch), and the directory it yields.
+    /// One delta round applied to `state` in place (from scratch when `fresh`), and the
+    /// directory it yields with whether the base changed. The cursor moves only when the
+    /// round succeeded; a failed round may leave part of its changes in the base, which the
+    /// same round read again applies on top of harmlessly.
     async fn delta_round(
         &self,
-        from: Option<&DeltaState>,
-    ) -> Result<(Directory, DeltaState), Error> {
-        let (groups_url, users_url) = match from {
-            Some(s) => (s.cursor.groups.clone(), s.cursor.users.clone()),
-            None => (
+        state: &mut DeltaState,
+        fresh: bool,
+    ) -> Result<(Directory, bool), Error> {
+        let (groups_url, users_url) = match fresh {
+            false => (state.cursor.groups.clone(), state.cursor.users.clone()),
+            true => (
                 format!(
                     "{}{GROUPS_DELTA_PATH}?$select=id,displayName,members",
                     self.graph_url
@@ -335,7 +364,8 @@ impl GraphSource {
             self.http.get_delta(groups_url, "group changes"),
             self.http.get_delta(users_url, "user changes"),
         )?;
-        let mut base = from.map(|s| s.base.clone()).unwrap_or_default();
+        let base = &mut state.base;
+        let mut changed = !group_changes.is_empty();
         let answer = |what: &str, path: &str, message: String| Error::Answer {
             what: what.to_owned(),
             path: path.to_owned(),
@@ -386,13 +416,14 @@ impl GraphSource {
             .cloned()
             .collect();
 
-        let admit: Option<BTreeSet<SourceId>> = from.is_none().then(|| {
+        let admit: Option<BTreeSet<SourceId>> = fresh.then(|| {
             let mut needed = members.clone();
             needed.extend(wanted.iter().flat_map(|w| w.eligible.iter().cloned()));
             needed
         });
         for item in user_changes {
-            base.apply_user(item, admit.as_ref())
+            changed |= base
+                .apply_user(item, admit.as_ref())
                 .map_err(|m| answer("user changes", USERS_DELTA_PATH, m))?;
         }
         // Members not kept yet: those who joined without changing themselves.
@@ -402,56 +433,49 @@ impl GraphSource {
             .collect();
         for u in self.read_users(missing, "member").await? {
             base.users.insert(u.id, u.attrs);
+            changed = true;
         }
 
+        // Members by id only: `assemble` takes their attributes from the kept users once.
+        let known = |ids: BTreeSet<SourceId>| -> Vec<SourceId> {
+            ids.into_iter()
+                .filter(|id| base.users.contains_key(id))
+                .collect()
+        };
         let reads = wanted
             .into_iter()
-            .map(|w| {
-                let mut users = Vec::new();
-                let mut keep = |ids: BTreeSet<SourceId>| -> Vec<SourceId> {
-                    ids.into_iter()
-                        .filter(|id| match base.users.get(id) {
-                            Some(attrs) => {
-                                users.push(SourceUser {
-                                    id: id.clone(),
-                                    attrs: attrs.clone(),
-                                });
-                                true
-                            }
-                            None => false,
-                        })
-                        .collect()
-                };
-                let direct = w.direct.map(&mut keep).unwrap_or_default();
-                let transitive = w.transitive.map(&mut keep);
-                let display_name = base
-                    .groups
-                    .get(&w.id)
-                    .map(|g| g.name.clone())
-                    .unwrap_or_default();
-                GroupRead {
-                    group: SourceGroup {
-                        id: w.id,
-                        display_name,
-                        members: direct,
-                        eligible: w.eligible,
-                    },
-                    users,
-                    transitive,
-                }
+            .map(|w| GroupRead {
+                group: SourceGroup {
+                    display_name: base
+                        .groups
+                        .get(&w.id)
+                        .map(|g| g.name.clone())
+                        .unwrap_or_default(),
+                    id: w.id,
+                    members: w.direct.map(known).unwrap_or_default(),
+                    eligible: w.eligible,
+                },
+                users: Vec::new(),
+                transitive: w.transitive.map(known),
             })
             .collect();
         let dir = self.assemble(reads, &base.users).await?;
-        base.users = dir
-            .users
-            .iter()
-            .map(|(id, u)| (id.clone(), u.attrs.clone()))
-            .collect();
+        // Keep exactly the users this snapshot holds.
+        let before = base.users.len();
+        base.users.retain(|id, _| dir.users.contains_key(id));
+        changed |= base.users.len() != before;
+        for (id, u) in &dir.users {
+            if !base.users.contains_key(id) {
+                base.users.insert(id.clone(), u.attrs.clone());
+                changed = true;
+            }
+        }
         let cursor = Cursor {
             fingerprint: self.fingerprint(),
             groups,
             users,
         };
-        Ok((dir, DeltaState { cursor, base }))
+        state.cursor = cursor;
+        Ok((dir, changed))
     }
 }

@@ -85,6 +85,9 @@ enum DeltaSnap {
     Users(BTreeMap<String, Value>),
 }
 
+/// Delta tokens (and rounds) kept, both kinds together.
+const DELTA_KEPT: u64 = 8;
+
 #[derive(Default)]
 struct DeltaBook {
     issued: u64,
@@ -766,6 +769,16 @@ async fn delta(
             let round = format!("r{}", book.issued);
             book.tokens.insert(token.clone(), now);
             book.rounds.insert(round.clone(), (entries, token));
+            // Each token holds a copy of the directory: keep the last few (a failed round is
+            // retried from the token before it), not every one a benchmark issues.
+            let keep_from = book.issued.saturating_sub(DELTA_KEPT);
+            let recent = |id: &str| {
+                id.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .parse::<u64>()
+                    .is_ok_and(|n| n > keep_from)
+            };
+            book.tokens.retain(|t, _| recent(t));
+            book.rounds.retain(|r, _| recent(r));
             (round, 0)
         }
     };

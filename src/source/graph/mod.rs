@@ -282,8 +282,8 @@ impl GraphSource {
     }
 
     /// The snapshot of the groups as read: users merged, synthetic transitive groups added,
-    /// eligible users who are not members taken from `known` or else read once each, and
-    /// eligible principals that are not users left out.
+    /// members and eligible users not read with the groups taken from `known`, other
+    /// eligible users read once each, and eligible principals that are not users left out.
     async fn assemble(
         &self,
         reads: Vec<GroupRead>,
@@ -315,17 +315,15 @@ impl GraphSource {
             }
             dir.groups.insert(group.id.clone(), group);
         }
-        // Eligible users who are not members yet: each read once, however many groups.
-        let missing: BTreeSet<SourceId> = dir
+        // Users listed by id only (a delta snapshot's members; eligible users) from `known`.
+        let listed: BTreeSet<SourceId> = dir
             .groups
             .values()
-            .flat_map(|g| g.eligible.iter())
+            .flat_map(|g| g.members.iter().chain(g.eligible.iter()))
             .filter(|u| !dir.users.contains_key(*u))
             .cloned()
             .collect();
-        let (known_ids, missing): (Vec<SourceId>, Vec<SourceId>) =
-            missing.into_iter().partition(|id| known.contains_key(id));
-        for id in known_ids {
+        for id in listed {
             if let Some(attrs) = known.get(&id) {
                 let user = SourceUser {
                     id: id.clone(),
@@ -334,6 +332,16 @@ impl GraphSource {
                 dir.users.insert(id, user);
             }
         }
+        // Eligible users still unknown: each read once, however many groups.
+        let missing: Vec<SourceId> = dir
+            .groups
+            .values()
+            .flat_map(|g| g.eligible.iter())
+            .filter(|u| !dir.users.contains_key(*u))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for u in self.read_users(missing, "eligible user").await? {
             dir.users.insert(u.id.clone(), u);
         }
