@@ -269,10 +269,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("| requests, cold read | {} |", total(cold));
     for k in KINDS {
-        println!(
-            "| &nbsp; {k} | {} |",
-            cold.requests.get(k).copied().unwrap_or(0)
-        );
+        let n = cold.requests.get(k).copied().unwrap_or(0);
+        if n > 0 {
+            println!("| &nbsp; {k} | {n} |");
+        }
     }
     println!(
         "| users/s (warm median) | {:.0} |",
@@ -289,6 +289,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         dcold.secs,
         total(dcold)
     );
+    for k in KINDS {
+        let n = dcold.requests.get(k).copied().unwrap_or(0);
+        if n > 0 {
+            println!("| &nbsp; {k} | {n} |");
+        }
+    }
     println!(
         "| no-change delta cycle, median of {} | {dmedian:.2} s (runs: {}) |",
         dwarm.len(),

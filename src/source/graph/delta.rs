@@ -346,9 +346,10 @@ impl GraphSource {
         state: &mut DeltaState,
         fresh: bool,
     ) -> Result<(Directory, bool), Error> {
-        let (groups_url, users_url) = match fresh {
-            false => (state.cursor.groups.clone(), state.cursor.users.clone()),
-            true => (
+        let (groups_url, users_url) = if !fresh {
+            (state.cursor.groups.clone(), state.cursor.users.clone())
+        } else {
+            (
                 format!(
                     "{}{GROUPS_DELTA_PATH}?$select=id,displayName,members",
                     self.graph_url
@@ -358,7 +359,7 @@ impl GraphSource {
                     self.graph_url,
                     utf8_percent_encode(&self.select, QUERY)
                 ),
-            ),
+            )
         };
         let ((group_changes, groups), (user_changes, users)) = futures::try_join!(
             self.http.get_delta(groups_url, "group changes"),

@@ -74,6 +74,8 @@ struct Inner {
     assignments: Mutex<Vec<Value>>,
     /// Delta tokens and rounds in progress.
     delta: Mutex<DeltaBook>,
+    /// Delta rounds started without a `$deltatoken` (not a kind of request of its own).
+    from_scratch: AtomicU64,
 }
 
 /// What a delta token stands for: the directory (one kind of it) when it was issued.
@@ -121,6 +123,7 @@ impl DoubleState {
                 base_url: RwLock::default(),
                 assignments: Mutex::default(),
                 delta: Mutex::default(),
+                from_scratch: AtomicU64::new(0),
             }),
         }
     }
@@ -193,10 +196,14 @@ impl DoubleState {
     /// `eligibility`, `assignments`, `user`, `groupsDelta`, `usersDelta` (every page of a
     /// delta round), `deltaFromScratch` (first pages of rounds without a `$deltatoken`).
     pub fn requests(&self, kind: &str) -> u64 {
+        if kind == "deltaFromScratch" {
+            return self.inner.from_scratch.load(Ordering::Relaxed);
+        }
         lock(&self.inner.by_kind).get(kind).copied().unwrap_or(0)
     }
 
-    /// Requests of every kind, the token endpoint included.
+    /// Requests of every kind, the token endpoint included (`deltaFromScratch` is not a kind:
+    /// those requests count as `groupsDelta` or `usersDelta`).
     pub fn total_requests(&self) -> u64 {
         lock(&self.inner.by_kind).values().sum()
     }
@@ -208,6 +215,7 @@ impl DoubleState {
 
     /// Resets the counters.
     pub fn reset_counts(&self) {
+        self.inner.from_scratch.store(0, Ordering::Relaxed);
         lock(&self.inner.by_kind).clear();
         lock(&self.inner.by_path).clear();
     }
@@ -725,9 +733,7 @@ async fn delta(
                 }
             };
             if !q.contains_key("$deltatoken") {
-                *lock(&state.inner.by_kind)
-                    .entry("deltaFromScratch")
-                    .or_default() += 1;
+                state.inner.from_scratch.fetch_add(1, Ordering::Relaxed);
             }
             let mut book = lock(&state.inner.delta);
             let old = match q.get("$deltatoken") {
