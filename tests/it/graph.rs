@@ -1007,3 +1007,37 @@ async fn exact_delta_rounds_follow_next_link_verbatim_and_resume_from_the_delta_
     assert_eq!(dir.users.len(), 1);
     assert_eq!(src.requests(), 7);
 }
+
+#[tokio::test]
+async fn after_a_failed_delta_round_the_kept_state_resumes_correctly_after_a_restart() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let d = double_with(delta_directory(), 3).await;
+    let apps = delta_apps();
+    let full = source(&d, &apps);
+    {
+        let before = source(&d, &apps).with_delta(Some(store.clone()));
+        before.snapshot().await.unwrap();
+        d.state().update(mutate);
+        // Both delta rounds are read and applied, then reading the new member u-new fails:
+        // the base holds the round's changes, the links stay where they were.
+        d.state().fail_always("/v1.0/users/u-new", 1, 500);
+        let err = before.snapshot().await.unwrap_err().to_string();
+        assert!(
+            err.contains("member u-new") && err.contains("HTTP 500"),
+            "{err}"
+        );
+        d.state().clear_faults();
+        assert_eq!(before.snapshot().await.unwrap(), full.read().await.unwrap());
+    }
+    d.state().update(|dir| {
+        dir.groups
+            .get_mut(&SourceId::from("g1"))
+            .unwrap()
+            .members
+            .push("u8".into());
+    });
+    d.state().reset_counts();
+    let after = source(&d, &apps).with_delta(Some(store.clone()));
+    assert_eq!(after.snapshot().await.unwrap(), full.read().await.unwrap());
+    assert_eq!(d.state().requests("deltaFromScratch"), 0, "resumed");
+}

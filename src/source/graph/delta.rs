@@ -13,9 +13,10 @@
 //!   membership (`flatten_nested`) be computed from direct memberships, whatever groups the
 //!   nesting goes through;
 //! - **only the users a snapshot needs**: members (direct or transitive, as the apps read
-//!   them) and PIM-eligible users of the assigned groups. Changes to other users are skipped;
-//!   a user who becomes needed without having changed is read on its own with
-//!   `/v1.0/users/{id}`, as the full read does for eligible users.
+//!   them) and PIM-eligible users of the assigned groups. Changes to other users are skipped.
+//!   A user who becomes needed later is read on its own with `/v1.0/users/{id}`, as the full
+//!   read does for eligible users: after the first round, `users/delta` may send only the
+//!   changed attributes, so a user not kept is never built from it.
 //!
 //! PIM eligibility has no delta query: `eligibilityScheduleInstances` is read per assigned
 //! group at every snapshot, as in the full read. The directory is then assembled by the same
@@ -23,9 +24,10 @@
 //! state (a test proves it).
 //!
 //! Graph answering `410 Gone`, `syncStateNotFound` or `resyncRequired` to a kept link starts
-//! one round from scratch. Any other failure fails the snapshot and keeps the previous state
-//! and links, so the next snapshot reads the same changes again (delta rounds may be replayed:
-//! applying a change twice gives the same state).
+//! one round from scratch. Any other failure fails the snapshot and keeps the previous links,
+//! so the next snapshot reads the same changes again. The kept base may already hold part of
+//! them: that is harmless, as applying a change twice gives the same state (Graph itself may
+//! replay changes), and the whole base is written to the store at the next success.
 //!
 //! With a [`Store`], the links (the *cursor*) and the base are kept under `graph:{tenant}` so
 //! that a restarted service resumes with a delta round; the base is rewritten only when a
