@@ -9,6 +9,11 @@
 //! token). It reports wall time, requests by kind, users, groups and memberships read, and
 //! checks the snapshot against the tenant (every membership, every eligible user).
 //!
+//! Then the same with delta queries ([`GraphSource::with_delta`], state kept in an in-memory
+//! store as the service keeps it in its own): the first round from scratch (cold, token
+//! included), then no-change delta cycles (the steady state of a quiet tenant; median), each
+//! snapshot checked equal to the full read's.
+//!
 //! Options (after `--`): `--quick` (10k users in 100 groups, one warm run), `--users N`,
 //! `--groups N`, `--page-size N` (the double's page size: 100 is Graph's default when no
 //! `$top` is honoured), `--repeat N` (warm reads; median reported; default 3), `--seed N`.
@@ -29,6 +34,7 @@ use scim_sync::config::Config;
 use scim_sync::model::{Directory, SourceGroup, SourceId, SourceUser};
 use scim_sync::source::graph::double::{DoubleState, GraphDouble};
 use scim_sync::source::{GraphSource, Source};
+use scim_sync::store::Store;
 
 struct Args {
     users: usize,
@@ -170,7 +176,15 @@ struct Run {
     requests: BTreeMap<&'static str, u64>,
 }
 
-const KINDS: [&str; 5] = ["token", "group", "members", "eligibility", "user"];
+const KINDS: [&str; 7] = [
+    "token",
+    "group",
+    "members",
+    "eligibility",
+    "user",
+    "groupsDelta",
+    "usersDelta",
+];
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse()?;
@@ -202,33 +216,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
     )?;
     let source = GraphSource::new(&double.config("UNUSED"), GraphDouble::secret(), &cfg.apps)?;
-
-    let mut runs = Vec::new();
-    for i in 0..=args.repeat {
-        double.state().reset_counts();
-        let t = Instant::now();
-        let snap = source.snapshot().await?;
-        let secs = t.elapsed().as_secs_f64();
-        check(&dir, &snap).with_context(|| format!("run {i}"))?;
-        let requests = KINDS
-            .iter()
-            .map(|k| (*k, double.state().requests(k)))
-            .collect();
-        eprintln!(
-            "{} read: {secs:.2} s, {} requests",
-            if i == 0 { "cold" } else { "warm" },
-            double.state().total_requests()
-        );
-        runs.push(Run {
-            secs,
-            users: snap.users.len(),
-            requests,
-        });
-    }
+    let (runs, full) = measure("full", &source, &double, args.repeat, |snap| {
+        check(&dir, snap)
+    })
+    .await?;
+    let store = Store::open("sqlite::memory:").await?;
+    let delta_source =
+        GraphSource::new(&double.config("UNUSED"), GraphDouble::secret(), &cfg.apps)?
+            .with_delta(Some(store));
+    let (delta_runs, _) = measure("delta", &delta_source, &double, args.repeat, |snap| {
+        if *snap == full {
+            Ok(())
+        } else {
+            bail!("the delta snapshot differs from the full read")
+        }
+    })
+    .await?;
     let cold = &runs[0];
-    let mut warm: Vec<f64> = runs[1..].iter().map(|r| r.secs).collect();
-    warm.sort_by(f64::total_cmp);
-    let median = warm[warm.len() / 2];
+    let (warm, median) = warm_times(&runs);
     let total = |r: &Run| r.requests.values().sum::<u64>();
     let given: Vec<String> = std::env::args()
         .skip(1)
@@ -264,10 +269,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     println!("| requests, cold read | {} |", total(cold));
     for k in KINDS {
-        println!(
-            "| &nbsp; {k} | {} |",
-            cold.requests.get(k).copied().unwrap_or(0)
-        );
+        let n = cold.requests.get(k).copied().unwrap_or(0);
+        if n > 0 {
+            println!("| &nbsp; {k} | {n} |");
+        }
     }
     println!(
         "| users/s (warm median) | {:.0} |",
@@ -277,7 +282,81 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "| memberships/s (warm median) | {:.0} |",
         memberships as f64 / median.max(f64::EPSILON)
     );
+    let (dwarm, dmedian) = warm_times(&delta_runs);
+    let dcold = &delta_runs[0];
+    println!(
+        "| delta round from scratch (token included) | {:.2} s, {} requests |",
+        dcold.secs,
+        total(dcold)
+    );
+    for k in KINDS {
+        let n = dcold.requests.get(k).copied().unwrap_or(0);
+        if n > 0 {
+            println!("| &nbsp; {k} | {n} |");
+        }
+    }
+    println!(
+        "| no-change delta cycle, median of {} | {dmedian:.2} s (runs: {}) |",
+        dwarm.len(),
+        dwarm
+            .iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let steady = &delta_runs[delta_runs.len() - 1];
+    println!("| requests, no-change delta cycle | {} |", total(steady));
+    for k in KINDS {
+        let n = steady.requests.get(k).copied().unwrap_or(0);
+        if n > 0 {
+            println!("| &nbsp; {k} | {n} |");
+        }
+    }
     Ok(())
+}
+
+/// Reads `repeat + 1` snapshots with `source` (the first cold), checking each; returns the
+/// runs and the last snapshot.
+async fn measure(
+    label: &str,
+    source: &GraphSource,
+    double: &GraphDouble,
+    repeat: usize,
+    check: impl Fn(&Directory) -> anyhow::Result<()>,
+) -> anyhow::Result<(Vec<Run>, Directory)> {
+    let mut runs = Vec::new();
+    let mut last = Directory::default();
+    for i in 0..=repeat {
+        double.state().reset_counts();
+        let t = Instant::now();
+        let snap = source.snapshot().await?;
+        let secs = t.elapsed().as_secs_f64();
+        check(&snap).with_context(|| format!("{label} run {i}"))?;
+        let requests = KINDS
+            .iter()
+            .map(|k| (*k, double.state().requests(k)))
+            .collect();
+        eprintln!(
+            "{label} {} read: {secs:.2} s, {} requests",
+            if i == 0 { "cold" } else { "warm" },
+            double.state().total_requests()
+        );
+        runs.push(Run {
+            secs,
+            users: snap.users.len(),
+            requests,
+        });
+        last = snap;
+    }
+    Ok((runs, last))
+}
+
+/// The warm runs' times, sorted, and their median.
+fn warm_times(runs: &[Run]) -> (Vec<f64>, f64) {
+    let mut warm: Vec<f64> = runs[1..].iter().map(|r| r.secs).collect();
+    warm.sort_by(f64::total_cmp);
+    let median = warm[warm.len() / 2];
+    (warm, median)
 }
 
 /// The snapshot holds every group, membership and eligible user of the tenant.

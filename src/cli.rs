@@ -155,22 +155,29 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// # Errors
 /// [`Fatal`] naming the secret's key when it cannot be read.
 pub fn source_of(cfg: &Config) -> Result<Arc<dyn Source>, Fatal> {
-    Ok(source_and_poll(cfg)?.0)
+    Ok(source_and_poll(cfg, None)?.0)
 }
 
 /// The source a config names and, for the Graph source, the PIM poller reading the same
-/// tenant every `pim_poll_interval` (service mode).
+/// tenant every `pim_poll_interval` (service mode). With a `store`, the Graph source reads
+/// changes only (delta queries), keeping what it needs to resume in the store; without one
+/// every snapshot is a full read.
 ///
 /// # Errors
 /// As [`source_of`].
-pub fn source_and_poll(cfg: &Config) -> Result<(Arc<dyn Source>, Option<PimPoll>), Fatal> {
+pub fn source_and_poll(
+    cfg: &Config,
+    store: Option<&Store>,
+) -> Result<(Arc<dyn Source>, Option<PimPoll>), Fatal> {
     Ok(match &cfg.source {
         SourceConfig::File { path } => (Arc::new(FileSource::new(path.clone())), None),
         SourceConfig::Graph(g) => {
-            let graph = Arc::new(
-                GraphSource::new(g, g.client_secret()?, &cfg.apps)
-                    .map_err(|e| Fatal(e.to_string()))?,
-            );
+            let graph = GraphSource::new(g, g.client_secret()?, &cfg.apps)
+                .map_err(|e| Fatal(e.to_string()))?;
+            let graph = Arc::new(match store {
+                Some(store) => graph.with_delta(Some(store.clone())),
+                None => graph,
+            });
             let poll = PimPoll {
                 feed: graph.clone(),
                 every: g.pim_poll_interval,
@@ -228,7 +235,7 @@ async fn run_service(config: &std::path::Path) -> Result<u8, Fatal> {
         })?;
     let addr = listener.local_addr().map_err(Fatal::from)?;
     crate::metrics::install();
-    let (source, pim) = source_and_poll(&cfg)?;
+    let (source, pim) = source_and_poll(&cfg, Some(&store))?;
     let engine = Engine::new(source, store);
     let interval = cfg.service.full_sync_interval;
     let n = cfg.apps.len();
@@ -363,7 +370,9 @@ async fn sync_now(
     let cfg = Config::load(config)?;
     let apps = build_apps(&cfg, names)?;
     let store = Store::open(&cfg.service.state).await?;
-    let engine = Engine::new(source_of(&cfg)?, store.clone());
+    // A dry run writes nothing, not even the source's delta state.
+    let source = source_and_poll(&cfg, (!dry_run).then_some(&store))?.0;
+    let engine = Engine::new(source, store.clone());
     let opts = CycleOptions {
         reason: Reason::SyncNow,
         dry_run,

@@ -2,7 +2,8 @@
 //! SCIM request at all.
 //!
 //! It keeps, per app: source id ↔ SCIM id and origin for users and groups, the attributes last
-//! confirmed, group memberships, learnt app facts (flags), failing objects and cycle reports.
+//! confirmed, group memberships, learnt app facts (flags), failing objects and cycle reports;
+//! and per source, what it needs to resume reading changes only ([`SourceState`]).
 //! Only this module knows SQL. SQLite through sqlx runtime queries; the database file and its
 //! folder are created on first use and the embedded migrations run at open.
 //! Observed state is written only after the app confirmed the change ([`Store::commit`]).
@@ -26,9 +27,11 @@ use crate::report::CycleReport;
 
 mod activations;
 mod lease;
+mod source_state;
 
 pub use activations::{Activation, AppActivation, PushState};
 pub use lease::LeaseHolder;
+pub use source_state::SourceState;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

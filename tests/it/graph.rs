@@ -689,3 +689,355 @@ async fn the_pim_poller_reads_activations_from_graph_into_the_app_and_out_again(
         .await;
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+/// g1..g3 of [`directory`] plus g4 (u7, u8; not assigned) and g5 (nested in g3, holds u4):
+/// nesting two levels deep through groups no app has assigned.
+fn delta_directory() -> Directory {
+    let mut d = directory();
+    for g in [group("g4", &["u7", "u8"], &[]), group("g5", &["u4"], &[])] {
+        d.groups.insert(g.id.clone(), g);
+    }
+    d.groups
+        .get_mut(&SourceId::from("g3"))
+        .unwrap()
+        .members
+        .push("g5".into());
+    d
+}
+
+/// crm reads g1 and g2 directly, flat reads g2 transitively: g2 is read both ways.
+fn delta_apps() -> Vec<AppConfig> {
+    let mut apps = apps_cfg(&["g1", "g2"], false, "http://127.0.0.1:9/scim/v2");
+    let mut flat = apps_cfg(&["g2"], true, "http://127.0.0.1:9/scim/v2");
+    flat[0].name = "flat".into();
+    apps.extend(flat);
+    apps
+}
+
+/// Members added and removed (directly and two levels down), a group renamed, an attribute
+/// changed and one cleared, a user deleted, a new user added to an assigned group, a new
+/// eligible user who is no member.
+fn mutate(dir: &mut Directory) {
+    fn g<'a>(dir: &'a mut Directory, id: &str) -> &'a mut SourceGroup {
+        dir.groups.get_mut(&SourceId::from(id)).unwrap()
+    }
+    g(dir, "g1").members.retain(|m| m.as_str() != "u0");
+    g(dir, "g1").members.push("u7".into());
+    g(dir, "g1").members.push("u-new".into());
+    g(dir, "g1").eligible.push("u-elig".into());
+    g(dir, "g2").display_name = "Group g2 renamed".into();
+    g(dir, "g5").members.push("u2".into());
+    g(dir, "g4").members.push("u3".into());
+    let u5 = dir.users.get_mut(&SourceId::from("u5")).unwrap();
+    u5.attrs.insert("jobTitle".into(), json!("Manager"));
+    u5.attrs.remove("department");
+    dir.users.remove(&SourceId::from("u6"));
+    for id in ["u-new", "u-elig"] {
+        let u = user(id);
+        dir.users.insert(u.id.clone(), u);
+    }
+}
+
+#[tokio::test]
+async fn a_delta_snapshot_after_changes_equals_a_full_read_of_the_same_state() {
+    let d = double_with(delta_directory(), 3).await;
+    let apps = delta_apps();
+    let delta = source(&d, &apps).with_delta(None);
+    let full = source(&d, &apps);
+    assert!(delta.uses_delta() && !full.uses_delta());
+
+    let first = delta.snapshot().await.unwrap();
+    assert_eq!(d.state().requests("deltaFromScratch"), 2);
+    assert_eq!(d.state().requests("members"), 0);
+    assert_eq!(first, full.read().await.unwrap());
+    assert!(
+        first.users.contains_key(&SourceId::from("u4")),
+        "via g3 → g5"
+    );
+
+    d.state().update(mutate);
+    d.state().reset_counts();
+    let second = delta.snapshot().await.unwrap();
+    let s = d.state();
+    assert_eq!(s.requests("deltaFromScratch"), 0, "changes only");
+    assert_eq!(
+        (
+            s.requests("group"),
+            s.requests("members"),
+            s.requests("transitiveMembers")
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(s.requests("eligibility"), 2, "per assigned group");
+    // Only users kept take their changes from users/delta: the new member u-new and the new
+    // eligible user u-elig are read on their own.
+    assert_eq!(s.requests("user"), 2);
+    let expected = full.read().await.unwrap();
+    assert_eq!(second, expected);
+    assert_eq!(
+        expected.groups[&SourceId::from("g2")].display_name,
+        "Group g2 renamed"
+    );
+    assert!(!expected.users.contains_key(&SourceId::from("u6")));
+    assert!(
+        expected.users[&SourceId::from("u5")]
+            .attrs
+            .get("department")
+            .is_none()
+    );
+    assert_eq!(
+        ids(&expected.groups[&SourceId::from("g1")].members),
+        ["u-new", "u1", "u2", "u3", "u4", "u5", "u7"]
+    );
+
+    // Nothing changed: two one-page delta requests plus eligibility, nothing else.
+    d.state().reset_counts();
+    let third = delta.snapshot().await.unwrap();
+    assert_eq!(third, expected);
+    let s = d.state();
+    assert_eq!(
+        (s.requests("groupsDelta"), s.requests("usersDelta")),
+        (1, 1)
+    );
+    assert_eq!(s.total_requests(), 4, "2 delta + 2 eligibility");
+}
+
+#[tokio::test]
+async fn an_expired_delta_token_starts_a_round_from_scratch() {
+    let d = double_with(delta_directory(), 3).await;
+    let apps = delta_apps();
+    let delta = source(&d, &apps).with_delta(None);
+    let full = source(&d, &apps);
+    delta.snapshot().await.unwrap();
+    for code in ["syncStateNotFound", "resyncRequired"] {
+        d.state().update(mutate);
+        d.state().expire_delta_tokens(code);
+        d.state().reset_counts();
+        let snap = delta.snapshot().await.unwrap();
+        assert_eq!(d.state().requests("deltaFromScratch"), 2, "{code}");
+        assert_eq!(snap, full.read().await.unwrap(), "{code}");
+    }
+}
+
+#[tokio::test]
+async fn a_delta_page_failing_for_good_fails_the_snapshot_and_the_next_reads_the_changes() {
+    let d = double_with(delta_directory(), 3).await;
+    let apps = delta_apps();
+    let delta = source(&d, &apps).with_delta(None);
+    let full = source(&d, &apps);
+    delta.snapshot().await.unwrap();
+    d.state().update(mutate);
+    d.state().fail_always("/v1.0/users/delta", 2, 500);
+    let err = delta.snapshot().await.unwrap_err().to_string();
+    assert!(
+        err.contains("user changes (page 2)")
+            && err.contains("GET /v1.0/users/delta")
+            && err.contains("HTTP 500"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("deltatoken") && !err.contains("skiptoken"),
+        "{err}"
+    );
+    d.state().clear_faults();
+    d.state().reset_counts();
+    let snap = delta.snapshot().await.unwrap();
+    assert_eq!(d.state().requests("deltaFromScratch"), 0);
+    assert_eq!(snap, full.read().await.unwrap());
+}
+
+#[tokio::test]
+async fn delta_links_and_base_survive_a_restart_through_the_store() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let d = double_with(delta_directory(), 3).await;
+    let apps = delta_apps();
+    let full = source(&d, &apps);
+    {
+        let before = source(&d, &apps).with_delta(Some(store.clone()));
+        before.snapshot().await.unwrap();
+        // A no-change round advances the cursor alone.
+        before.snapshot().await.unwrap();
+    }
+    d.state().update(mutate);
+    d.state().reset_counts();
+    let after = source(&d, &apps).with_delta(Some(store.clone()));
+    let snap = after.snapshot().await.unwrap();
+    assert_eq!(d.state().requests("deltaFromScratch"), 0, "resumed");
+    assert_eq!(snap, full.read().await.unwrap());
+
+    // Other attributes mapped: the kept links were made for another $select.
+    let mut other = apps.clone();
+    other[0]
+        .attributes
+        .insert("title".into(), "officeLocation".into());
+    d.state().reset_counts();
+    let changed = source(&d, &other).with_delta(Some(store.clone()));
+    changed.snapshot().await.unwrap();
+    assert_eq!(d.state().requests("deltaFromScratch"), 2);
+}
+
+#[tokio::test]
+async fn exact_delta_rounds_follow_next_link_verbatim_and_resume_from_the_delta_link() {
+    let server = MockServer::start().await;
+    let uri = server.uri();
+    Mock::given(method("POST"))
+        .and(path("/t1/oauth2/v2.0/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-tok"}),
+        ))
+        .expect(1)
+        .named("token")
+        .mount(&server)
+        .await;
+    let user = |id: &str| json!({"@odata.type": "#microsoft.graph.user", "id": id});
+    let group = |id: &str| json!({"@odata.type": "#microsoft.graph.group", "id": id});
+    let ok = |body: Value| ResponseTemplate::new(200).set_body_json(body);
+    let mocks = [
+        (
+            "groups/delta from scratch",
+            "/v1.0/groups/delta",
+            ("$select", "id,displayName,members"),
+            ok(json!({
+                "value": [{"id": "g-1", "displayName": "CRM", "members@delta": [user("a"), group("g-n")]}],
+                "@odata.nextLink": format!("{uri}/v1.0/groups/delta?$skiptoken=G'2")
+            })),
+        ),
+        (
+            "groups/delta page 2",
+            "/v1.0/groups/delta",
+            ("$skiptoken", "G'2"),
+            ok(json!({
+                "value": [
+                    {"id": "g-1", "displayName": "CRM", "members@delta": [user("b")]},
+                    {"id": "g-n", "displayName": "Nested", "members@delta": [user("c")]}
+                ],
+                "@odata.deltaLink": format!("{uri}/v1.0/groups/delta?$deltatoken=GD1")
+            })),
+        ),
+        (
+            "groups/delta round 2",
+            "/v1.0/groups/delta",
+            ("$deltatoken", "GD1"),
+            ok(json!({
+                "value": [{"id": "g-1", "members@delta": [{"@odata.type": "#microsoft.graph.user", "id": "a", "@removed": {"reason": "deleted"}}]}],
+                "@odata.deltaLink": format!("{uri}/v1.0/groups/delta?$deltatoken=GD2")
+            })),
+        ),
+        (
+            "users/delta from scratch",
+            "/v1.0/users/delta",
+            (
+                "$select",
+                "accountEnabled,department,displayName,employeeId,givenName,id,jobTitle,mail,surname,userPrincipalName",
+            ),
+            ok(json!({
+                "value": (["a", "b", "c", "x"].map(|i| json!({"id": i, "displayName": format!("User {i}"), "accountEnabled": true}))),
+                "@odata.deltaLink": format!("{uri}/v1.0/users/delta?$deltatoken=UD1")
+            })),
+        ),
+        (
+            "users/delta round 2",
+            "/v1.0/users/delta",
+            ("$deltatoken", "UD1"),
+            ok(json!({
+                "value": [{"id": "b", "displayName": "B renamed"}, {"id": "x", "displayName": "ignored"}],
+                "@odata.deltaLink": format!("{uri}/v1.0/users/delta?$deltatoken=UD2")
+            })),
+        ),
+    ];
+    for (name, p, (k, v), answer) in mocks {
+        Mock::given(method("GET"))
+            .and(path(p))
+            .and(query_param(k, v))
+            .and(bearer_token("graph-tok"))
+            .respond_with(answer)
+            .expect(1)
+            .named(name)
+            .mount(&server)
+            .await;
+    }
+    Mock::given(method("GET"))
+        .and(path(
+            "/v1.0/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances",
+        ))
+        .and(query_param("$filter", "groupId eq 'g-1'"))
+        .respond_with(ok(json!({"value": []})))
+        .expect(2)
+        .named("eligibility, every snapshot")
+        .mount(&server)
+        .await;
+
+    let cfg = GraphConfig {
+        tenant_id: "t1".into(),
+        client_id: "c1".into(),
+        client_secret: SecretFrom::Env("UNUSED".into()),
+        graph_url: uri.clone(),
+        login_url: uri.clone(),
+        pim_poll_interval: Duration::from_secs(30),
+    };
+    let apps = apps_cfg(&["g-1"], false, "http://127.0.0.1:9/scim/v2");
+    let src = GraphSource::with_retry(&cfg, Secret::new("sec"), &apps, fast_retry())
+        .unwrap()
+        .with_delta(None);
+    let dir = src.snapshot().await.unwrap();
+    let g = &dir.groups[&SourceId::from("g-1")];
+    assert_eq!(g.display_name, "CRM");
+    assert_eq!(
+        ids(&g.members),
+        ["a", "b"],
+        "merged across pages; g-n is no user"
+    );
+    assert_eq!(
+        dir.users.len(),
+        2,
+        "c (nested, not flattened) and x are not needed"
+    );
+
+    let dir = src.snapshot().await.unwrap();
+    let g = &dir.groups[&SourceId::from("g-1")];
+    assert_eq!(
+        (g.display_name.as_str(), ids(&g.members)),
+        ("CRM", vec!["b"])
+    );
+    let b = &dir.users[&SourceId::from("b")].attrs;
+    assert_eq!(
+        (b["displayName"].as_str(), &b["accountEnabled"]),
+        (Some("B renamed"), &json!(true))
+    );
+    assert_eq!(dir.users.len(), 1);
+    assert_eq!(src.requests(), 7);
+}
+
+#[tokio::test]
+async fn after_a_failed_delta_round_the_kept_state_resumes_correctly_after_a_restart() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let d = double_with(delta_directory(), 3).await;
+    let apps = delta_apps();
+    let full = source(&d, &apps);
+    {
+        let before = source(&d, &apps).with_delta(Some(store.clone()));
+        before.snapshot().await.unwrap();
+        d.state().update(mutate);
+        // Both delta rounds are read and applied, then reading the new member u-new fails:
+        // the base holds the round's changes, the links stay where they were.
+        d.state().fail_always("/v1.0/users/u-new", 1, 500);
+        let err = before.snapshot().await.unwrap_err().to_string();
+        assert!(
+            err.contains("member u-new") && err.contains("HTTP 500"),
+            "{err}"
+        );
+        d.state().clear_faults();
+        assert_eq!(before.snapshot().await.unwrap(), full.read().await.unwrap());
+    }
+    d.state().update(|dir| {
+        dir.groups
+            .get_mut(&SourceId::from("g1"))
+            .unwrap()
+            .members
+            .push("u8".into());
+    });
+    d.state().reset_counts();
+    let after = source(&d, &apps).with_delta(Some(store.clone()));
+    assert_eq!(after.snapshot().await.unwrap(), full.read().await.unwrap());
+    assert_eq!(d.state().requests("deltaFromScratch"), 0, "resumed");
+}

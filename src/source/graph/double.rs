@@ -4,6 +4,13 @@
 //! instances, and users,
 //! from a [`Directory`].
 //!
+//! It serves `groups/delta` and `users/delta` by diffing the directory against the snapshot
+//! each `$deltatoken` was issued for (first rounds list everything; groups with many members
+//! come back several times, their members split across entries; pages follow
+//! `@odata.nextLink` to a final `@odata.deltaLink`), and can make every issued token expire
+//! (`400` with `syncStateNotFound`, as Graph answers a token past its 7 days, or `410 Gone`
+//! with `resyncRequired`).
+//!
 //! It counts requests (per kind and per path) and can inject faults at a given page of a
 //! given path: a `429` with `Retry-After` a set number of times, or a status forever. It
 //! checks what a real tenant checks on the token request (tenant, client id, secret,
@@ -65,6 +72,33 @@ struct Inner {
     base_url: RwLock<String>,
     /// PIM assignment schedule instances, as Graph's JSON (all groups).
     assignments: Mutex<Vec<Value>>,
+    /// Delta tokens and rounds in progress.
+    delta: Mutex<DeltaBook>,
+    /// Delta rounds started without a `$deltatoken` (not a kind of request of its own).
+    from_scratch: AtomicU64,
+}
+
+/// What a delta token stands for: the directory (one kind of it) when it was issued.
+#[derive(Clone)]
+enum DeltaSnap {
+    /// Groups: name and members (id → `@odata.type`).
+    Groups(BTreeMap<String, (String, BTreeMap<String, &'static str>)>),
+    /// Users as served.
+    Users(BTreeMap<String, Value>),
+}
+
+/// Delta tokens (and rounds) kept, both kinds together.
+const DELTA_KEPT: u64 = 8;
+
+#[derive(Default)]
+struct DeltaBook {
+    issued: u64,
+    /// `$deltatoken` → the snapshot it was issued for.
+    tokens: HashMap<String, DeltaSnap>,
+    /// Round id → (all its entries, the `$deltatoken` of its deltaLink).
+    rounds: HashMap<String, (Vec<Value>, String)>,
+    /// The error code answered with `410` to a token no longer known.
+    expired_code: Option<String>,
 }
 
 /// The double's state: the directory served, faults, counters. Cheap to clone (shared).
@@ -88,6 +122,8 @@ impl DoubleState {
                 issued: AtomicU64::new(0),
                 base_url: RwLock::default(),
                 assignments: Mutex::default(),
+                delta: Mutex::default(),
+                from_scratch: AtomicU64::new(0),
             }),
         }
     }
@@ -143,18 +179,31 @@ impl DoubleState {
         });
     }
 
+    /// Forgets every delta token issued so far: a round from one of them gets Graph error
+    /// `code`, with `410 Gone` for `resyncRequired` and `400` otherwise (`syncStateNotFound`).
+    pub fn expire_delta_tokens(&self, code: &str) {
+        let mut book = lock(&self.inner.delta);
+        book.tokens.clear();
+        book.expired_code = Some(code.to_owned());
+    }
+
     /// Removes every fault.
     pub fn clear_faults(&self) {
         lock(&self.inner.faults).clear();
     }
 
     /// Requests of one kind: `token`, `group`, `members`, `transitiveMembers`,
-    /// `eligibility`, `assignments`, `user`.
+    /// `eligibility`, `assignments`, `user`, `groupsDelta`, `usersDelta` (every page of a
+    /// delta round), `deltaFromScratch` (first pages of rounds without a `$deltatoken`).
     pub fn requests(&self, kind: &str) -> u64 {
+        if kind == "deltaFromScratch" {
+            return self.inner.from_scratch.load(Ordering::Relaxed);
+        }
         lock(&self.inner.by_kind).get(kind).copied().unwrap_or(0)
     }
 
-    /// Requests of every kind, the token endpoint included.
+    /// Requests of every kind, the token endpoint included (`deltaFromScratch` is not a kind:
+    /// those requests count as `groupsDelta` or `usersDelta`).
     pub fn total_requests(&self) -> u64 {
         lock(&self.inner.by_kind).values().sum()
     }
@@ -166,6 +215,7 @@ impl DoubleState {
 
     /// Resets the counters.
     pub fn reset_counts(&self) {
+        self.inner.from_scratch.store(0, Ordering::Relaxed);
         lock(&self.inner.by_kind).clear();
         lock(&self.inner.by_path).clear();
     }
@@ -554,10 +604,223 @@ fn transitive_users(dir: &Directory, root: &SourceId) -> Vec<SourceId> {
     users.into_iter().collect()
 }
 
+/// The groups as `groups/delta` sees them: members that are users or groups, typed.
+fn groups_snap(dir: &Directory) -> DeltaSnap {
+    let groups = dir
+        .groups
+        .values()
+        .map(|g| {
+            let members = g
+                .members
+                .iter()
+                .filter_map(|m| {
+                    let kind = if dir.users.contains_key(m) {
+                        "#microsoft.graph.user"
+                    } else if dir.groups.contains_key(m) {
+                        "#microsoft.graph.group"
+                    } else {
+                        return None;
+                    };
+                    Some((m.as_str().to_owned(), kind))
+                })
+                .collect();
+            (g.id.as_str().to_owned(), (g.display_name.clone(), members))
+        })
+        .collect();
+    DeltaSnap::Groups(groups)
+}
+
+/// The users as `users/delta` sees them.
+fn users_snap(dir: &Directory) -> DeltaSnap {
+    DeltaSnap::Users(
+        dir.users
+            .keys()
+            .filter_map(|id| Some((id.as_str().to_owned(), user_json(dir, id)?)))
+            .collect(),
+    )
+}
+
+/// The entries of a round from `old` to `new` (same kind). Group members are split into
+/// entries of at most `chunk` members, as Graph repeats a group across pages.
+fn delta_entries(old: &DeltaSnap, new: &DeltaSnap, chunk: usize) -> Vec<Value> {
+    let removed = |id: &str| json!({"id": id, "@removed": {"reason": "deleted"}});
+    let mut out = Vec::new();
+    match (old, new) {
+        (DeltaSnap::Groups(old), DeltaSnap::Groups(new)) => {
+            for (id, (name, members)) in new {
+                let before = old.get(id);
+                let mut changes: Vec<Value> = members
+                    .iter()
+                    .filter(|(m, _)| !before.is_some_and(|(_, b)| b.contains_key(*m)))
+                    .map(|(m, kind)| json!({"@odata.type": kind, "id": m}))
+                    .collect();
+                if let Some((_, b)) = before {
+                    changes.extend(b.iter().filter(|(m, _)| !members.contains_key(*m)).map(
+                        |(m, kind)| json!({"@odata.type": kind, "id": m, "@removed": {"reason": "deleted"}}),
+                    ));
+                }
+                let renamed = before.is_none_or(|(n, _)| n != name);
+                if changes.is_empty() && !renamed {
+                    continue;
+                }
+                if changes.is_empty() {
+                    out.push(json!({"id": id, "displayName": name}));
+                }
+                for part in changes.chunks(chunk) {
+                    out.push(json!({"id": id, "displayName": name, "members@delta": part}));
+                }
+            }
+            out.extend(
+                old.keys()
+                    .filter(|id| !new.contains_key(*id))
+                    .map(|id| removed(id)),
+            );
+        }
+        (DeltaSnap::Users(old), DeltaSnap::Users(new)) => {
+            for (id, user) in new {
+                match old.get(id) {
+                    Some(before) if before == user => {}
+                    Some(Value::Object(before)) => {
+                        // Graph sends the selected attributes; a cleared one comes as null.
+                        let mut user = user.clone();
+                        for k in before.keys() {
+                            if user.get(k).is_none() {
+                                user[k.as_str()] = Value::Null;
+                            }
+                        }
+                        out.push(user);
+                    }
+                    _ => out.push(user.clone()),
+                }
+            }
+            out.extend(
+                old.keys()
+                    .filter(|id| !new.contains_key(*id))
+                    .map(|id| removed(id)),
+            );
+        }
+        _ => {}
+    }
+    out
+}
+
+/// `groups/delta` and `users/delta`: a round starts from a `$deltatoken` (or from nothing),
+/// its pages are served through `$skiptoken`, its last page carries the next deltaLink.
+async fn delta(
+    State(state): State<DoubleState>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let groups = uri.path().starts_with("/v1.0/groups/");
+    state.count(
+        if groups { "groupsDelta" } else { "usersDelta" },
+        uri.path(),
+    );
+    if let Some(r) = state.unauthorized(&headers) {
+        return r;
+    }
+    let size = state.inner.page_size.load(Ordering::Relaxed);
+    let (round, offset) = match q.get("$skiptoken").and_then(|s| s.split_once('.')) {
+        Some((round, offset)) => (round.to_owned(), offset.parse().unwrap_or(0)),
+        None => {
+            let now = {
+                let dir = state.dir();
+                if groups {
+                    groups_snap(&dir)
+                } else {
+                    users_snap(&dir)
+                }
+            };
+            if !q.contains_key("$deltatoken") {
+                state.inner.from_scratch.fetch_add(1, Ordering::Relaxed);
+            }
+            let mut book = lock(&state.inner.delta);
+            let old = match q.get("$deltatoken") {
+                None => {
+                    if groups {
+                        DeltaSnap::Groups(BTreeMap::new())
+                    } else {
+                        DeltaSnap::Users(BTreeMap::new())
+                    }
+                }
+                Some(t) => match book.tokens.get(t) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let code = book
+                            .expired_code
+                            .clone()
+                            .unwrap_or_else(|| "syncStateNotFound".into());
+                        // An expired token is a 400 for Graph's directory objects; a reset
+                        // of the sync state is a 410.
+                        let status = if code == "resyncRequired" {
+                            StatusCode::GONE
+                        } else {
+                            StatusCode::BAD_REQUEST
+                        };
+                        return (
+                            status,
+                            axum::Json(graph_error(
+                                &code,
+                                "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
+                            )),
+                        )
+                            .into_response();
+                    }
+                },
+            };
+            let entries = delta_entries(&old, &now, size);
+            book.issued += 1;
+            let token = format!("dt{}", book.issued);
+            let round = format!("r{}", book.issued);
+            book.tokens.insert(token.clone(), now);
+            book.rounds.insert(round.clone(), (entries, token));
+            // Each token holds a copy of the directory: keep the last few (a failed round is
+            // retried from the token before it), not every one a benchmark issues.
+            let keep_from = book.issued.saturating_sub(DELTA_KEPT);
+            let recent = |id: &str| {
+                id.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .parse::<u64>()
+                    .is_ok_and(|n| n > keep_from)
+            };
+            book.tokens.retain(|t, _| recent(t));
+            book.rounds.retain(|r, _| recent(r));
+            (round, 0)
+        }
+    };
+    if let Some(r) = state.fault(uri.path(), offset / size + 1) {
+        return r;
+    }
+    let book = lock(&state.inner.delta);
+    let Some((entries, token)) = book.rounds.get(&round) else {
+        return not_found(&round);
+    };
+    let end = (offset + size).min(entries.len());
+    let value = entries
+        .get(offset.min(end)..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let base = state
+        .inner
+        .base_url
+        .read()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let mut body = json!({ "value": value });
+    if end < entries.len() {
+        body["@odata.nextLink"] = json!(format!("{base}{}?$skiptoken={round}.{end}", uri.path()));
+    } else {
+        body["@odata.deltaLink"] = json!(format!("{base}{}?$deltatoken={token}", uri.path()));
+    }
+    axum::Json(body).into_response()
+}
+
 /// The double's routes over `state`.
 pub fn router(state: DoubleState) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/v1.0/groups/delta", get(delta))
+        .route("/v1.0/users/delta", get(delta))
         .route("/v1.0/groups/{id}", get(group))
         .route("/v1.0/groups/{id}/{rel}/{cast}", get(members))
         .route(

@@ -1,5 +1,6 @@
 //! Reading Microsoft Graph over HTTP: authenticated GETs with throttling and fault handling,
-//! and paged collections followed through `@odata.nextLink`.
+//! and paged collections followed through `@odata.nextLink` (delta rounds too, ending with
+//! their `@odata.deltaLink`).
 //!
 //! `429`, `502`, `503` and `504` wait `Retry-After` (capped at [`MAX_RETRY_AFTER`]) or a
 //! jittered backoff when Graph sends none, and retry a bounded number of times; transport
@@ -169,9 +170,40 @@ impl GraphHttp {
     /// The first page that fails, as [`GraphHttp::get`]; a page with no `value` array is
     /// [`Error::Answer`]. Never a partial list.
     pub async fn get_all(&self, url: String, what: &str) -> Result<Vec<Value>, Error> {
+        Ok(self.get_pages(url, what).await?.0)
+    }
+
+    /// A delta round: GETs `url` (an initial delta query or a kept `@odata.deltaLink`) and
+    /// every following page through `@odata.nextLink`, and returns the changes of all pages
+    /// in order with the round's final `@odata.deltaLink`, the start of the next round.
+    ///
+    /// # Errors
+    /// As [`GraphHttp::get_all`], and [`Error::Answer`] when the last page has no
+    /// `@odata.deltaLink`. An expired delta token is the [`Error::Status`] Graph answered
+    /// (see [`Error::needs_resync`]).
+    pub async fn get_delta(&self, url: String, what: &str) -> Result<(Vec<Value>, String), Error> {
+        let path = url_path(&url);
+        match self.get_pages(url, what).await? {
+            (items, Some(link)) => Ok((items, link)),
+            (_, None) => Err(Error::Answer {
+                what: what.to_owned(),
+                path,
+                message: "the last page has no \"@odata.deltaLink\"".into(),
+            }),
+        }
+    }
+
+    /// The pages from `url` on: every `value` entry, and the last page's
+    /// `@odata.deltaLink` if any.
+    async fn get_pages(
+        &self,
+        url: String,
+        what: &str,
+    ) -> Result<(Vec<Value>, Option<String>), Error> {
         let mut out = Vec::new();
         let mut next = Some(url);
         let mut page = 1usize;
+        let mut delta_link = None;
         while let Some(url) = next.take() {
             let what_page = if page == 1 {
                 what.to_owned()
@@ -189,13 +221,12 @@ impl GraphHttp {
                     });
                 }
             }
-            next = body
-                .get("@odata.nextLink")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            let link = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_owned);
+            next = link("@odata.nextLink");
+            delta_link = link("@odata.deltaLink");
             page += 1;
         }
-        Ok(out)
+        Ok((out, delta_link))
     }
 }
 

@@ -1,8 +1,11 @@
 //! The Microsoft Graph source: Entra ID users, assigned groups, their members and their
-//! PIM-eligible members, read into a complete [`Directory`] at every snapshot.
+//! PIM-eligible members, read into a complete [`Directory`] at every snapshot: in full
+//! ([`GraphSource::read`]), or from the previous snapshot and Graph's delta queries when the
+//! source reads changes only ([`GraphSource::with_delta`], see [`delta`]: what `run` and
+//! `sync-now` use). Both give the same directory for the same tenant state.
 //!
-//! Only this module knows Graph JSON. What it reads, per assigned group (the union of every
-//! app's `groups`):
+//! Only this module knows Graph JSON. What a full read reads, per assigned group (the union
+//! of every app's `groups`):
 //!
 //! - `GET /v1.0/groups/{id}?$select=id,displayName` (a `404` leaves the group out of the
 //!   snapshot, so only the apps that have it assigned fail their cycle, as with the file
@@ -24,11 +27,14 @@
 //! then finds the direct members for apps that do not flatten (nested groups are not users)
 //! and the transitive ones for apps that do, with no second code path.
 //!
+//! Members are listed in id order, whatever order Graph sends them in.
+//!
 //! Any read that finally fails (see [`http`]) fails the whole snapshot: never a partial one.
 //! [`auth`] gets and renews the app-only token; [`double`] is an in-process Graph for tests
 //! and benchmarks.
 
 pub mod auth;
+pub mod delta;
 pub mod double;
 pub mod http;
 
@@ -104,6 +110,21 @@ pub enum Error {
     Client(String),
 }
 
+impl Error {
+    /// Whether this is Graph saying a delta token can no longer be used (`410 Gone`, or
+    /// the error code `syncStateNotFound` or `resyncRequired`): the round must start over.
+    pub fn needs_resync(&self) -> bool {
+        match self {
+            Error::Status { status, code, .. } => {
+                *status == 410
+                    || code.eq_ignore_ascii_case("syncStateNotFound")
+                    || code.eq_ignore_ascii_case("resyncRequired")
+            }
+            _ => false,
+        }
+    }
+}
+
 fn code_text(code: &str) -> String {
     if code.is_empty() {
         String::new()
@@ -159,6 +180,8 @@ pub struct GraphSource {
     groups: BTreeMap<SourceId, Reads>,
     select: String,
     concurrency: usize,
+    /// Set when snapshots are read with delta queries ([`GraphSource::with_delta`]).
+    delta: Option<delta::Delta>,
 }
 
 /// One group as read, before merging into the snapshot.
@@ -227,6 +250,7 @@ impl GraphSource {
             groups,
             select: attrs.into_iter().collect::<Vec<_>>().join(","),
             concurrency: CONCURRENCY,
+            delta: None,
         })
     }
 
@@ -240,7 +264,8 @@ impl GraphSource {
         self.groups.keys()
     }
 
-    /// Reads a complete snapshot.
+    /// Reads a complete snapshot in full (the snapshots of a source reading changes only
+    /// start from one of Graph's delta rounds instead).
     ///
     /// # Errors
     /// The first read that finally failed; nothing partial is returned.
@@ -252,8 +277,20 @@ impl GraphSource {
             .buffer_unordered(self.concurrency)
             .try_collect()
             .await?;
+        self.assemble(reads.into_iter().flatten().collect(), &BTreeMap::new())
+            .await
+    }
+
+    /// The snapshot of the groups as read: users merged, synthetic transitive groups added,
+    /// members and eligible users not read with the groups taken from `known`, other
+    /// eligible users read once each, and eligible principals that are not users left out.
+    async fn assemble(
+        &self,
+        reads: Vec<GroupRead>,
+        known: &BTreeMap<SourceId, Map<String, Value>>,
+    ) -> Result<Directory, Error> {
         let mut dir = Directory::default();
-        for read in reads.into_iter().flatten() {
+        for read in reads {
             for u in read.users {
                 dir.users.entry(u.id.clone()).or_insert(u);
             }
@@ -278,20 +315,34 @@ impl GraphSource {
             }
             dir.groups.insert(group.id.clone(), group);
         }
-        // Eligible users who are not members yet: each read once, however many groups.
-        let missing: BTreeSet<SourceId> = dir
+        // Users listed by id only (a delta snapshot's members; eligible users) from `known`.
+        let listed: BTreeSet<SourceId> = dir
+            .groups
+            .values()
+            .flat_map(|g| g.members.iter().chain(g.eligible.iter()))
+            .filter(|u| !dir.users.contains_key(*u))
+            .cloned()
+            .collect();
+        for id in listed {
+            if let Some(attrs) = known.get(&id) {
+                let user = SourceUser {
+                    id: id.clone(),
+                    attrs: attrs.clone(),
+                };
+                dir.users.insert(id, user);
+            }
+        }
+        // Eligible users still unknown: each read once, however many groups.
+        let missing: Vec<SourceId> = dir
             .groups
             .values()
             .flat_map(|g| g.eligible.iter())
             .filter(|u| !dir.users.contains_key(*u))
             .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
-        let found: Vec<Option<SourceUser>> = futures::stream::iter(missing)
-            .map(|id| async move { self.read_user(&id).await })
-            .buffer_unordered(self.concurrency)
-            .try_collect()
-            .await?;
-        for u in found.into_iter().flatten() {
+        for u in self.read_users(missing, "eligible user").await? {
             dir.users.insert(u.id.clone(), u);
         }
         // An eligible principal that is not a user (a group, a deleted user) cannot activate
@@ -326,7 +377,6 @@ impl GraphSource {
         let members_url = |rel: &str| {
             format!("{base}/{rel}/microsoft.graph.user?$select={select}&$top={PAGE_SIZE}")
         };
-        let eligibility_url = self.pim_url("eligibilityScheduleInstances", id);
         let direct = async {
             if reads.direct {
                 self.http
@@ -350,15 +400,15 @@ impl GraphSource {
                 Ok(None)
             }
         };
-        let eligibility_what = format!("PIM eligibility of group {id}");
-        let eligibility = self.http.get_all(eligibility_url, &eligibility_what);
+        let eligibility = self.read_eligibility(id);
         let (direct, transitive, eligibility) =
             futures::try_join!(direct, transitive, eligibility)?;
 
         let mut users = Vec::new();
+        // Members in id order, whatever order Graph lists them in: a delta snapshot of the
+        // same tenant state then yields the same directory.
         let mut ids = |items: Vec<Value>, what: &str| -> Result<Vec<SourceId>, Error> {
             let mut seen = BTreeSet::new();
-            let mut out = Vec::with_capacity(items.len());
             for item in items {
                 let user = to_user(item).ok_or_else(|| Error::Answer {
                     what: format!("{what} of group {id}"),
@@ -366,11 +416,10 @@ impl GraphSource {
                     message: "a member has no \"id\"".into(),
                 })?;
                 if seen.insert(user.id.clone()) {
-                    out.push(user.id.clone());
                     users.push(user);
                 }
             }
-            Ok(out)
+            Ok(seen.into_iter().collect())
         };
         let members = direct
             .map(|d| ids(d, "members"))
@@ -379,19 +428,7 @@ impl GraphSource {
         let transitive = transitive
             .map(|t| ids(t, "transitive members"))
             .transpose()?;
-        let mut eligible = Vec::new();
-        let mut seen = BTreeSet::new();
-        for inst in &eligibility {
-            let member = inst
-                .get("accessId")
-                .and_then(Value::as_str)
-                .is_none_or(|a| a.eq_ignore_ascii_case("member"));
-            if let (true, Some(p)) = (member, inst.get("principalId").and_then(Value::as_str))
-                && seen.insert(p)
-            {
-                eligible.push(SourceId::new(p));
-            }
-        }
+        let eligible = eligible_of(&eligibility);
         Ok(Some(GroupRead {
             group: SourceGroup {
                 id: id.clone(),
@@ -404,22 +441,56 @@ impl GraphSource {
         }))
     }
 
-    async fn read_user(&self, id: &SourceId) -> Result<Option<SourceUser>, Error> {
+    /// The group's PIM eligibility schedule instances (all pages).
+    async fn read_eligibility(&self, id: &SourceId) -> Result<Vec<Value>, Error> {
+        let url = self.pim_url("eligibilityScheduleInstances", id);
+        self.http
+            .get_all(url, &format!("PIM eligibility of group {id}"))
+            .await
+    }
+
+    /// The users `ids`, each read on its own with `/v1.0/users/{id}` (`what` says why, e.g.
+    /// `eligible user`); an id that is not a user (`404`) is left out.
+    async fn read_users(&self, ids: Vec<SourceId>, what: &str) -> Result<Vec<SourceUser>, Error> {
+        let found: Vec<Option<SourceUser>> = futures::stream::iter(ids)
+            .map(|id| async move { self.read_user(&id, what).await })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn read_user(&self, id: &SourceId, what: &str) -> Result<Option<SourceUser>, Error> {
         let url = format!(
             "{}/v1.0/users/{}?$select={}",
             self.graph_url,
             utf8_percent_encode(id.as_str(), SEGMENT),
             utf8_percent_encode(&self.select, QUERY)
         );
-        let found = self
-            .http
-            .get(&url, &format!("eligible user {id}"), true)
-            .await?;
+        let found = self.http.get(&url, &format!("{what} {id}"), true).await?;
         if found.is_none() {
-            tracing::debug!(user = %id, "eligible principal is not a user; left out");
+            tracing::debug!(user = %id, "{what} is not a user; left out");
         }
         Ok(found.and_then(to_user))
     }
+}
+
+/// The member principals of PIM eligibility schedule instances, in order, once each.
+fn eligible_of(instances: &[Value]) -> Vec<SourceId> {
+    let mut eligible = Vec::new();
+    let mut seen = BTreeSet::new();
+    for inst in instances {
+        let member = inst
+            .get("accessId")
+            .and_then(Value::as_str)
+            .is_none_or(|a| a.eq_ignore_ascii_case("member"));
+        if let (true, Some(p)) = (member, inst.get("principalId").and_then(Value::as_str))
+            && seen.insert(p)
+        {
+            eligible.push(SourceId::new(p));
+        }
+    }
+    eligible
 }
 
 /// A Graph user object as a [`SourceUser`]: `id` taken out, OData annotations and nulls
@@ -531,7 +602,13 @@ impl crate::source::Source for GraphSource {
     }
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Directory, crate::source::Error>> {
-        Box::pin(async move { self.read().await.map_err(crate::source::Error::from) })
+        Box::pin(async move {
+            match &self.delta {
+                Some(delta) => self.read_delta(delta).await,
+                None => self.read().await,
+            }
+            .map_err(crate::source::Error::from)
+        })
     }
 }
 
