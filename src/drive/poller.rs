@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -42,6 +43,9 @@ pub const ORIGIN: &str = "pim-poll";
 
 /// The poll interval when the config gives none (`pim_poll_interval`).
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(30);
+
+/// Groups whose instances are read at once within a round (as the Graph source reads groups).
+const READS_IN_FLIGHT: usize = 8;
 
 /// Where the poller reads PIM for Groups assignment schedule instances.
 pub trait PimFeed: Send + Sync {
@@ -218,7 +222,8 @@ struct Poller {
 }
 
 impl Poller {
-    /// One round: every assigned group, one after the other.
+    /// One round: every assigned group, read [`READS_IN_FLIGHT`] at a time (a round over a
+    /// thousand groups must fit in the interval), decided one group after the other in order.
     async fn round(&mut self) {
         let started = Instant::now();
         let groups: BTreeSet<SourceId> = self
@@ -228,8 +233,18 @@ impl Poller {
             .values()
             .flat_map(|s| s.app.cfg.groups.iter().cloned())
             .collect();
-        for group in &groups {
-            match self.feed.active_instances(group).await {
+        let feed = self.feed.clone();
+        let reads = groups.into_iter().map(|group| {
+            let feed = feed.clone();
+            async move {
+                let read = feed.active_instances(&group).await;
+                (group, read)
+            }
+        });
+        let mut reads = futures::stream::iter(reads).buffered(READS_IN_FLIGHT);
+        while let Some((group, read)) = reads.next().await {
+            let group = &group;
+            match read {
                 Ok(fetched) => {
                     if !self.reconciled.contains(group) {
                         self.reconcile(group, &fetched).await;

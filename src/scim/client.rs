@@ -45,7 +45,7 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Query-string and path-segment escaping: everything but RFC 3986 unreserved characters,
 /// so a space is `%20` (never `+`), and `"`, `\`, `&`, `=`, `/` are escaped.
-const STRICT: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const STRICT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

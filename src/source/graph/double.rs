@@ -251,8 +251,10 @@ impl DoubleState {
         })
     }
 
-    /// `None` when the bearer token is one the double issued, else the `401` to answer.
-    fn unauthorized(&self, headers: &HeaderMap) -> Option<Response> {
+    /// Counts a Graph request of `kind` for `path`; `None` when its bearer token is one the
+    /// double issued, else the `401` to answer.
+    fn admit(&self, kind: &'static str, path: &str, headers: &HeaderMap) -> Option<Response> {
+        self.count(kind, path);
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -430,8 +432,7 @@ async fn group(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    state.count("group", uri.path());
-    if let Some(r) = state.unauthorized(&headers) {
+    if let Some(r) = state.admit("group", uri.path(), &headers) {
         return r;
     }
     if let Some(r) = state.fault(uri.path(), 1) {
@@ -456,8 +457,7 @@ async fn members(
         "transitiveMembers" => "transitiveMembers",
         _ => return not_found(&rel),
     };
-    state.count(kind, uri.path());
-    if let Some(r) = state.unauthorized(&headers) {
+    if let Some(r) = state.admit(kind, uri.path(), &headers) {
         return r;
     }
     if cast != "microsoft.graph.user" {
@@ -490,8 +490,7 @@ async fn eligibility(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    state.count("eligibility", uri.path());
-    if let Some(r) = state.unauthorized(&headers) {
+    if let Some(r) = state.admit("eligibility", uri.path(), &headers) {
         return r;
     }
     let Some(gid) = group_filter(&q) else {
@@ -548,8 +547,7 @@ async fn assignments(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    state.count("assignments", uri.path());
-    if let Some(r) = state.unauthorized(&headers) {
+    if let Some(r) = state.admit("assignments", uri.path(), &headers) {
         return r;
     }
     let Some(gid) = group_filter(&q) else {
@@ -569,8 +567,7 @@ async fn user(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    state.count("user", uri.path());
-    if let Some(r) = state.unauthorized(&headers) {
+    if let Some(r) = state.admit("user", uri.path(), &headers) {
         return r;
     }
     if let Some(r) = state.fault(uri.path(), 1) {
@@ -713,11 +710,8 @@ async fn delta(
     headers: HeaderMap,
 ) -> Response {
     let groups = uri.path().starts_with("/v1.0/groups/");
-    state.count(
-        if groups { "groupsDelta" } else { "usersDelta" },
-        uri.path(),
-    );
-    if let Some(r) = state.unauthorized(&headers) {
+    let kind = if groups { "groupsDelta" } else { "usersDelta" };
+    if let Some(r) = state.admit(kind, uri.path(), &headers) {
         return r;
     }
     let size = state.inner.page_size.load(Ordering::Relaxed);

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use crate::config::{AppConfig, GraphConfig, Secret};
@@ -153,12 +153,9 @@ pub const PAGE_SIZE: usize = 999;
 /// Groups read at once.
 const CONCURRENCY: usize = 8;
 
-/// Path segments: everything but unreserved characters is encoded.
-pub(crate) const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// Path segments: everything but RFC 3986 unreserved characters is encoded (the SCIM
+/// client's set).
+pub(crate) use crate::scim::client::STRICT as SEGMENT;
 /// Query values: as segments, and `,` (the `$select` separator) kept.
 const QUERY: &AsciiSet = &SEGMENT.remove(b',');
 
