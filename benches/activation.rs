@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use serde_json::json;
 
+use scim_sync::activation::{Accepted, Outcome};
 use scim_sync::config::{Config, Secret};
-use scim_sync::drive::activation::Accepted;
 use scim_sync::drive::poller::PimPoll;
 use scim_sync::engine::{App, Engine};
 use scim_sync::model::{Directory, SourceGroup, SourceId};
@@ -186,7 +186,8 @@ async fn start_over(
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let url = format!("http://{}/v1/activations", listener.local_addr()?);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(svc.clone().serve(
+    let server = tokio::spawn(scim_sync::admin::serve(
+        svc.clone(),
         listener,
         async move {
             let _ = stopped.await;
@@ -265,7 +266,7 @@ async fn latency(n: usize, r: &mut Results) -> anyhow::Result<()> {
     for j in 0..n {
         let (answer, took) = run.activate("g-pim-0", &format!("u-0-{j}")).await?;
         let app = answer.apps.first().context("an answer without apps")?;
-        ensure!(app.outcome == "pushed", "activation {j}: {app:?}");
+        ensure!(app.outcome == Outcome::Pushed, "activation {j}: {app:?}");
         service.push(app.latency_ms.context("a push without latency")?);
         round_trip.push(took.as_secs_f64() * 1e3);
     }
@@ -301,7 +302,7 @@ async fn throughput(per_app: usize, r: &mut Results) -> anyhow::Result<()> {
                 };
                 let (answer, _) = run.activate(&g, &u).await?;
                 ensure!(
-                    answer.apps.iter().all(|a| a.outcome == "pushed"),
+                    answer.apps.iter().all(|a| a.outcome == Outcome::Pushed),
                     "{g}/{u}: {:?}",
                     answer.apps
                 );

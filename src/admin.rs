@@ -14,17 +14,45 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use serde_json::json;
 use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::drive::activation::ActivationRequest;
+use crate::activation::{ActivationRequest, ErrorBody};
 use crate::model::AppName;
 use crate::report::Reason;
 use crate::service::Service;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Serves the admin HTTP of `svc` on `listener` until `stop` resolves, then shuts the
+/// service down: intake stops at once, requests in flight get `grace`, then
+/// [`Service::shutdown`]. Returns how many operations were abandoned.
+///
+/// # Errors
+/// The IO error of the server.
+pub async fn serve(
+    svc: Service,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: std::time::Duration,
+) -> std::io::Result<usize> {
+    let stopping = CancellationToken::new();
+    let signal = stopping.clone();
+    let server = axum::serve(listener, router(svc.clone())).with_graceful_shutdown(async move {
+        stop.await;
+        signal.cancel();
+    });
+    // axum waits for every open connection without a bound: give it `grace`.
+    tokio::select! {
+        r = server => r?,
+        () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("HTTP requests still open at the end of the grace period were dropped");
+        }
+    }
+    Ok(svc.shutdown(grace).await)
+}
 
 /// The router of the admin server.
 pub fn router(svc: Service) -> Router {
@@ -48,7 +76,7 @@ impl IntoResponse for Refused {
         let Refused(status, why) = self;
         tracing::warn!(status = status.as_u16(), reason = %why, "request refused; nothing was changed");
         crate::metrics::webhook_refused(status.as_u16());
-        (status, Json(json!({ "error": why }))).into_response()
+        (status, Json(ErrorBody { error: why })).into_response()
     }
 }
 
@@ -118,11 +146,14 @@ async fn metrics(State(svc): State<Service>) -> Response {
 }
 
 async fn status(State(svc): State<Service>) -> Response {
-    match crate::status::collect(&svc.config().apps, svc.engine().store()).await {
+    let now = svc.engine().clock().now();
+    match crate::status::collect(&svc.config().apps, svc.engine().store(), now).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": e.to_string() })),
+            Json(ErrorBody {
+                error: e.to_string(),
+            }),
         )
             .into_response(),
     }

@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::cli::{Fatal, exit};
+use crate::activation::{Accepted, ActivationRequest, Outcome};
 use crate::config::{AppConfig, Config, PushLimit, Secret, ServiceConfig, SourceConfig};
-use crate::drive::activation::{Accepted, ActivationRequest};
 use crate::engine::{App, AppCycle, CycleOptions, Engine};
 use crate::model::{AppName, Deprovision, Directory, SourceId};
 use crate::report::Reason;
@@ -27,6 +26,23 @@ use crate::sandbox::{SandboxHandle, SandboxState};
 use crate::service::{Options as ServiceOptions, Service, TickSource};
 use crate::source::{MemorySource, file};
 use crate::store::Store;
+
+/// Why the demo could not run at all (as opposed to a step that did not behave, which the
+/// demo reports and counts).
+#[derive(Debug)]
+pub struct Error(pub String);
+
+impl<E: std::error::Error> From<E> for Error {
+    fn from(e: E) -> Self {
+        Error(e.to_string())
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
 
 /// The sample directory shipped in the binary.
 const EMBEDDED_DIRECTORY: &str = include_str!("../config/directory.json");
@@ -61,14 +77,14 @@ impl Checks {
 /// Runs the demo.
 ///
 /// # Errors
-/// [`Fatal`] when the demo cannot start (no loopback port, unreadable sample).
-pub async fn run() -> Result<u8, Fatal> {
+/// [`Error`] when the demo cannot start (no loopback port, unreadable sample).
+pub async fn run() -> Result<bool, Error> {
     let (dir, from) = load_directory()?;
     let sandbox = SandboxHandle::start(([127, 0, 0, 1], 0).into(), SandboxState::with_token(TOKEN))
         .await
-        .map_err(|e| Fatal(format!("demo: cannot start the sandbox on loopback: {e}")))?;
+        .map_err(|e| Error(format!("demo: cannot start the sandbox on loopback: {e}")))?;
     let state_dir = tempfile::tempdir()
-        .map_err(|e| Fatal(format!("demo: cannot create a temporary state folder: {e}")))?;
+        .map_err(|e| Error(format!("demo: cannot create a temporary state folder: {e}")))?;
     let store = Store::open(&format!(
         "sqlite://{}",
         state_dir.path().join("demo.db").display()
@@ -96,7 +112,7 @@ pub async fn run() -> Result<u8, Fatal> {
     // Step 1: initial sync.
     println!("1. Initial sync");
     let expected = crate::mapping::desired_for_app(&dir, &apps[0].cfg, &[])
-        .map_err(|e| Fatal(format!("demo: {e}")))?
+        .map_err(|e| Error(format!("demo: {e}")))?
         .desired;
     let (c, took) = cycle(&engine, &apps).await;
     println!("  {}", c.report);
@@ -220,7 +236,7 @@ pub async fn run() -> Result<u8, Fatal> {
         println!(
             "      `SANDBOX_SCIM_TOKEN=x cargo run --release -- sync-now --dry-run` in another."
         );
-        Ok(exit::OK)
+        Ok(true)
     } else {
         println!(
             "demo: {} step(s) did not behave as described:",
@@ -229,7 +245,7 @@ pub async fn run() -> Result<u8, Fatal> {
         for f in &checks.failed {
             println!("  - {f}");
         }
-        Ok(exit::FAILED)
+        Ok(false)
     }
 }
 
@@ -245,16 +261,16 @@ async fn activations(
     sandbox: &SandboxHandle,
     state_dir: &Path,
     checks: &mut Checks,
-) -> Result<(), Fatal> {
+) -> Result<(), Error> {
     let group = SourceId::from(PIM_GROUP);
     let Some(pim) = dir.groups.get(&group) else {
-        return Err(Fatal(format!(
+        return Err(Error(format!(
             "demo: the sample directory has no group {PIM_GROUP}"
         )));
     };
     let eligible: Vec<SourceId> = pim.eligible.to_vec();
     if eligible.len() < 9 {
-        return Err(Fatal(format!(
+        return Err(Error(format!(
             "demo: group {PIM_GROUP} needs 9 eligible users, it has {}",
             eligible.len()
         )));
@@ -287,13 +303,14 @@ async fn activations(
     .await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
-        .map_err(|e| Fatal(format!("demo: cannot listen on loopback: {e}")))?;
+        .map_err(|e| Error(format!("demo: cannot listen on loopback: {e}")))?;
     let webhook = format!(
         "http://{}/v1/activations",
-        listener.local_addr().map_err(Fatal::from)?
+        listener.local_addr().map_err(Error::from)?
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(svc.clone().serve(
+    let server = tokio::spawn(crate::admin::serve(
+        svc.clone(),
         listener,
         async {
             let _ = stopped.await;
@@ -329,12 +346,12 @@ async fn activations(
         match answer {
             Ok(a) => {
                 for o in &a.apps {
-                    match (o.outcome.as_str(), o.latency_ms) {
-                        ("pushed", Some(ms)) => {
+                    match (o.outcome, o.latency_ms) {
+                        (Outcome::Pushed, Some(ms)) => {
                             pushed += 1;
                             println!("  {user}: pushed, the app confirmed in {ms} ms");
                         }
-                        ("pushed", None) => {
+                        (Outcome::Pushed, None) => {
                             pushed += 1;
                             println!("  {user}: pushed, not yet confirmed");
                         }
@@ -352,10 +369,12 @@ async fn activations(
         pushed == 5 && members(sandbox.state()) == before + 5,
         "5 pushed at once and in the app",
     );
-    let status = crate::status::collect(&svc.config().apps, engine.store()).await?;
-    let waiting = status["apps"][0]["deferred_activations"]
-        .as_array()
-        .map_or(0, Vec::len);
+    let status =
+        crate::status::collect(&svc.config().apps, engine.store(), chrono::Utc::now()).await?;
+    let waiting = status
+        .apps
+        .first()
+        .map_or(0, |a| a.deferred_activations.len());
     checks.check(
         deferred == 3 && waiting == 3,
         "3 deferred, recorded and shown by `status`, not queued behind a sleep",
@@ -389,7 +408,7 @@ async fn activations(
     let ends = chrono::Utc::now() + chrono::Duration::seconds(3);
     let answer = post_activation(&http, &webhook, &group, ninth, Some(ends)).await;
     let confirmed = match &answer {
-        Ok(a) => a.apps.iter().any(|o| o.outcome == "pushed"),
+        Ok(a) => a.apps.iter().any(|o| o.outcome == Outcome::Pushed),
         Err(_) => false,
     };
     match &answer {
@@ -470,7 +489,7 @@ async fn post_activation(
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
-fn load_directory() -> Result<(Directory, String), Fatal> {
+fn load_directory() -> Result<(Directory, String), Error> {
     let path = Path::new(DIRECTORY_PATH);
     match std::fs::read_to_string(path) {
         Ok(text) => Ok((file::parse(path, &text)?, DIRECTORY_PATH.to_owned())),

@@ -14,15 +14,16 @@
 //! A failed source read fails every app's cycle before planning: nothing is deprovisioned on a
 //! read we cannot trust.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use chrono::{SecondsFormat, Utc};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::apply::{self, Target};
+use crate::clock::{self, SharedClock};
 use crate::config::{AppConfig, Secret};
+use crate::locks;
 use crate::mapping;
 use crate::model::{Desired, DesiredGroup, DesiredUser, Directory, Observed, SourceId};
 use crate::plan::{self, Op, Plan, Policy, UserEffect};
@@ -92,11 +93,29 @@ pub struct CycleOptions {
 pub enum Revoked {
     /// The app confirmed the removal, or never held the membership.
     Removed,
-    /// The membership stays: the source lists the user as a member, or another live
-    /// activation backs it.
-    Kept(String),
-    /// The app did not confirm; retry.
+    /// The membership stays, and why.
+    Kept(KeptBecause),
+    /// The app (or the store) did not confirm: retry. The text is the app's or the store's
+    /// own error detail.
     Failed(String),
+}
+
+/// Why an ended activation's membership stays in the app.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeptBecause {
+    /// The source lists the user as a standing member of the group.
+    StandingMember,
+    /// Another live activation of the same (group, user) backs it.
+    OtherActivation,
+}
+
+impl std::fmt::Display for KeptBecause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeptBecause::StandingMember => "the source lists the user as a member",
+            KeptBecause::OtherActivation => "another live activation backs the membership",
+        })
+    }
 }
 
 /// The reconcile engine: a source, a store, and the last snapshot read.
@@ -108,20 +127,30 @@ pub struct Engine {
     snapshot: Arc<RwLock<Option<Arc<Directory>>>>,
     /// One source read at a time outside cycles.
     reading: Arc<tokio::sync::Mutex<()>>,
-    /// Set at shutdown: running applies send nothing more.
-    shutdown: Arc<AtomicBool>,
+    /// Cancelled at shutdown: running applies send nothing more.
+    cancel: CancellationToken,
+    /// Wall time, for activations' expiry.
+    clock: SharedClock,
 }
 
 impl Engine {
-    /// An engine reading `source` and remembering in `store`.
+    /// An engine reading `source` and remembering in `store`, on the system clock.
     pub fn new(source: Arc<dyn Source>, store: Store) -> Self {
         Engine {
             source,
             store,
             snapshot: Arc::default(),
             reading: Arc::default(),
-            shutdown: Arc::default(),
+            cancel: CancellationToken::new(),
+            clock: clock::system(),
         }
+    }
+
+    /// The same engine on another clock (tests run the service under paused time with
+    /// [`crate::clock::TokioClock`]).
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// The store.
@@ -129,9 +158,20 @@ impl Engine {
         &self.store
     }
 
-    /// Stops every running apply after its operations in flight; nothing new is sent.
+    /// The clock activations are judged by.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// Stops every running apply after its operations in flight; nothing new is sent. The
+    /// engine's cycles and pushes stay stopped.
     pub fn shut_down(&self) {
-        self.shutdown.store(true, Ordering::Relaxed);
+        self.cancel.cancel();
+    }
+
+    /// Whether [`Engine::shut_down`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.cancel.is_cancelled()
     }
 
     /// The last snapshot read by a cycle or a refresh, reading the source when there is none.
@@ -158,18 +198,21 @@ impl Engine {
     }
 
     fn cached(&self) -> Option<Arc<Directory>> {
-        self.snapshot.read().ok().and_then(|s| s.clone())
+        locks::read(&self.snapshot, "snapshot").clone()
     }
 
     fn keep(&self, d: &Arc<Directory>) {
-        if let Ok(mut s) = self.snapshot.write() {
-            *s = Some(d.clone());
-        }
+        *locks::write(&self.snapshot, "snapshot") = Some(d.clone());
+    }
+
+    /// Now, as the timestamps of reports are written.
+    fn stamp(&self) -> String {
+        clock::stamp(self.clock.now())
     }
 
     /// Runs one cycle for each of `apps`, concurrently, reading the source once.
     pub async fn cycle(&self, apps: &[App], opts: CycleOptions) -> CycleRun {
-        let started = now();
+        let started = self.stamp();
         let snapshot = match self.source.snapshot().await {
             Ok(d) => {
                 let d = Arc::new(d);
@@ -189,7 +232,7 @@ impl Engine {
                     );
                     report.outcome = Outcome::Failed;
                     report.error = Some(why.clone());
-                    report.finished_at = now();
+                    report.finished_at = self.stamp();
                     if !opts.dry_run {
                         self.save(&report).await;
                     }
@@ -230,12 +273,12 @@ impl Engine {
         let name = &app.cfg.name;
         let span = tracing::info_span!("cycle", app = %name, reason = ?opts.reason, dry_run = opts.dry_run);
         async move {
-            let mut report = CycleReport::new(name.as_str(), opts.reason, now(), opts.dry_run);
+            let mut report = CycleReport::new(name.as_str(), opts.reason, self.stamp(), opts.dry_run);
             let fail = |mut report: CycleReport, why: String| {
                 tracing::warn!(app = %name, error = %why, "cycle failed before any change");
                 report.outcome = Outcome::Failed;
                 report.error = Some(why);
-                report.finished_at = now();
+                report.finished_at = self.stamp();
                 report
             };
 
@@ -250,7 +293,7 @@ impl Engine {
                     return self.finish(report, Plan::default(), opts, clock).await;
                 }
             };
-            let live = match self.store.live_activations(name, Utc::now()).await {
+            let live = match self.store.live_activations(name, self.clock.now()).await {
                 Ok(l) => l,
                 Err(e) => {
                     let report = fail(report, e.to_string());
@@ -290,7 +333,7 @@ impl Engine {
                 apply::record_failure(&mut report, &mut unmapped, e);
             }
             if !opts.dry_run
-                && let Err(e) = self.store.commit(name, &unmapped, Utc::now()).await
+                && let Err(e) = self.store.commit(name, &unmapped, self.clock.now()).await
             {
                 tracing::error!(app = %name, error = %e, "could not record failing objects");
             }
@@ -326,7 +369,7 @@ impl Engine {
                     client: &app.client,
                     matching: &app.cfg.matching,
                     concurrency: app.cfg.concurrency,
-                    shutdown: &self.shutdown,
+                    cancel: &self.cancel,
                 };
                 if let Err(e) =
                     apply::apply(&target, &plan, &observed, &self.store, &mut report, &bar).await
@@ -339,7 +382,7 @@ impl Engine {
             if !opts.dry_run {
                 report.deferred_applied = self.mark_applied(name, &deferred, opts.reason).await;
             }
-            report.finished_at = now();
+            report.finished_at = self.stamp();
             report.outcome = outcome(&report);
             self.finish(report, plan, opts, clock).await
         }
@@ -403,7 +446,7 @@ impl Engine {
         let name = &app.cfg.name;
         let span = tracing::info_span!("push", app = %name, group = %group, user = %user);
         async move {
-            let mut report = CycleReport::new(name.as_str(), Reason::Activation, now(), false);
+            let mut report = CycleReport::new(name.as_str(), Reason::Activation, self.stamp(), false);
             let prepared = async {
                 let dir = self.directory().await.map_err(|e| e.to_string())?;
                 let desired = mapping::desired_for_membership(&dir, &app.cfg, group, user)
@@ -423,7 +466,7 @@ impl Engine {
                 Err(e) => report.error = Some(e),
             }
             let held = self.holds(app, group, user).await;
-            report.finished_at = now();
+            report.finished_at = self.stamp();
             report.outcome = if held { Outcome::Ok } else { outcome(&report) };
             tracing::info!(app = %name, held, requests = report.requests, "activation push finished");
             (report, held)
@@ -441,11 +484,11 @@ impl Engine {
         async move {
             match self
                 .store
-                .other_live_activation(group, user, &activation.id, Utc::now())
+                .other_live_activation(group, user, &activation.id, self.clock.now())
                 .await
             {
                 Ok(true) => {
-                    return Revoked::Kept("another live activation backs the membership".into());
+                    return Revoked::Kept(KeptBecause::OtherActivation);
                 }
                 Ok(false) => {}
                 Err(e) => return Revoked::Failed(e.to_string()),
@@ -455,7 +498,7 @@ impl Engine {
             if let Ok(dir) = self.directory().await
                 && mapping::standing_member(&dir, &app.cfg, group, user)
             {
-                return Revoked::Kept("the source lists the user as a member".into());
+                return Revoked::Kept(KeptBecause::StandingMember);
             }
             let observed = match self.membership_scope(name, group, user).await {
                 Ok(o) => o,
@@ -486,7 +529,8 @@ impl Engine {
                     },
                 );
             }
-            let mut report = CycleReport::new(name.as_str(), Reason::Activation, now(), false);
+            let mut report =
+                CycleReport::new(name.as_str(), Reason::Activation, self.stamp(), false);
             self.apply_scoped(app, &desired, &observed, &mut report)
                 .await;
             if self.holds(app, group, user).await {
@@ -547,7 +591,7 @@ impl Engine {
             client: &app.client,
             matching: &app.cfg.matching,
             concurrency: 1,
-            shutdown: &self.shutdown,
+            cancel: &self.cancel,
         };
         if let Err(e) = apply::apply(
             &target,
@@ -628,9 +672,4 @@ fn count_planned(r: &mut CycleReport, plan: &Plan) {
     } else {
         Outcome::Ok
     };
-}
-
-/// Now, as RFC 3339 with milliseconds.
-pub fn now() -> String {
-    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
 }

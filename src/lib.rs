@@ -23,13 +23,16 @@
 //!
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod activation;
 pub mod admin;
 pub mod apply;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod drive;
 pub mod engine;
+pub mod locks;
 pub mod mapping;
 pub mod metrics;
 pub mod model;

@@ -1,21 +1,53 @@
 //! What `status` and `GET /v1/status` show (SPEC §5): per app, the last cycle report, deferred
-//! and active activations, failing objects and quarantine, read from the store. One function,
-//! so the command and the endpoint cannot drift apart; it works whether or not a service runs.
+//! and active activations, failing objects and quarantine, read from the store. One function
+//! builds one typed [`Status`], which the command renders and the endpoint serialises, so the
+//! two cannot drift apart; it works whether or not a service runs.
 
-use chrono::Utc;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 use crate::config::AppConfig;
-use crate::report::Outcome;
-use crate::store::{self, PushState, Store};
+use crate::report::{CycleReport, Outcome};
+use crate::store::{self, AppActivation, FailingObject, PushState, Store};
 
-/// `{"apps": [{"name", "last_cycle", "deferred_activations", "active_activations",
-/// "failing_objects", "quarantined", "managed_users", "managed_groups"}]}`.
+/// The JSON of `status --json` and `/v1/status`: `{"apps": [...]}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// One entry per configured app, in config order.
+    pub apps: Vec<AppStatus>,
+}
+
+/// One app's state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    /// The app's name.
+    pub name: String,
+    /// The report of its last cycle, if any ran.
+    pub last_cycle: Option<CycleReport>,
+    /// Live activations the app does not have yet: its next cycle applies them.
+    pub deferred_activations: Vec<AppActivation>,
+    /// Live activations pushed (or in flight, or applied).
+    pub active_activations: Vec<AppActivation>,
+    /// Objects whose last operation failed.
+    pub failing_objects: Vec<FailingObject>,
+    /// The last cycle could change nothing at all (token rejected, app down); it is retried
+    /// at the next cycle.
+    pub quarantined: bool,
+    /// Users this service created or adopted in the app.
+    pub managed_users: i64,
+    /// Groups this service created or adopted in the app.
+    pub managed_groups: i64,
+}
+
+/// Reads the status of `apps` from the store, judging activations live at `now`.
 ///
 /// # Errors
 /// [`store::Error`] when the store cannot be read.
-pub async fn collect(apps: &[AppConfig], store: &Store) -> Result<Value, store::Error> {
-    let now = Utc::now();
+pub async fn collect(
+    apps: &[AppConfig],
+    store: &Store,
+    now: DateTime<Utc>,
+) -> Result<Status, store::Error> {
     let mut out = Vec::new();
     for app in apps {
         let last = store.last_report(&app.name).await?;
@@ -26,21 +58,19 @@ pub async fn collect(apps: &[AppConfig], store: &Store) -> Result<Value, store::
             .await?
             .into_iter()
             .partition(|a| a.state == PushState::Deferred);
-        // Quarantined: the app's last cycle could change nothing at all (token rejected, app
-        // down); it is retried at the next cycle.
         let quarantined = last
             .as_ref()
             .is_some_and(|r| r.outcome == Outcome::Failed && r.error.is_some());
-        out.push(json!({
-            "name": app.name.as_str(),
-            "last_cycle": last,
-            "deferred_activations": deferred,
-            "active_activations": active,
-            "failing_objects": failing,
-            "quarantined": quarantined,
-            "managed_users": users,
-            "managed_groups": groups,
-        }));
+        out.push(AppStatus {
+            name: app.name.to_string(),
+            last_cycle: last,
+            deferred_activations: deferred,
+            active_activations: active,
+            failing_objects: failing,
+            quarantined,
+            managed_users: users,
+            managed_groups: groups,
+        });
     }
-    Ok(json!({ "apps": out }))
+    Ok(Status { apps: out })
 }

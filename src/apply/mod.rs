@@ -11,12 +11,12 @@
 //! after the running operations, since every further request would fail the same way.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::Utc;
 use futures::StreamExt;
 use indicatif::ProgressBar;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use crate::model::{AppName, Attrs, Deprovision, Observed, ObservedUser, Origin, ScimId, SourceId};
 use crate::plan::{Op, Phase, Plan, UserEffect, changed_paths};
@@ -100,9 +100,9 @@ pub struct Target<'a> {
     pub matching: &'a str,
     /// Its `concurrency`.
     pub concurrency: usize,
-    /// Set when the process is shutting down: no further operation starts; the ones in flight
-    /// finish and are recorded.
-    pub shutdown: &'a AtomicBool,
+    /// Cancelled when the process is shutting down (or `sync-now` is interrupted): no
+    /// further operation starts; the ones in flight finish and are recorded.
+    pub cancel: &'a CancellationToken,
 }
 
 /// Why apply stopped before the end of the plan.
@@ -162,7 +162,9 @@ pub async fn apply(
         .collect();
     let mut ids = Ids::new(observed);
     let facts_before = AppFacts::of(target.client);
-    let stop = AtomicBool::new(false);
+    // Cancelled when the app is down (so the rest of the cycle does not hammer it), or with
+    // the process.
+    let stop = target.cancel.child_token();
 
     for phase in [
         Phase::Users,
@@ -244,14 +246,14 @@ pub async fn apply(
             }
         }
         store.commit(target.app, &changes, Utc::now()).await?;
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if target.shutdown.load(Ordering::Relaxed) {
+        if target.cancel.is_cancelled() {
             report.error.get_or_insert_with(|| {
                 "stopped by shutdown before every operation was sent; the next cycle sends the rest"
                     .to_owned()
             });
+            break;
+        }
+        if stop.is_cancelled() {
             break;
         }
     }
@@ -266,17 +268,17 @@ async fn run_task(
     target: &Target<'_>,
     task: Vec<&Op>,
     ids: &Ids,
-    stop: &AtomicBool,
+    stop: &CancellationToken,
     progress: &ProgressBar,
 ) -> Vec<Done> {
     let mut out = Vec::new();
     for op in task {
-        if stop.load(Ordering::Relaxed) || target.shutdown.load(Ordering::Relaxed) {
+        if stop.is_cancelled() {
             break;
         }
         let done = run_op(target, op, ids).await;
         if done.app_down.is_some() {
-            stop.store(true, Ordering::Relaxed);
+            stop.cancel();
         }
         progress.inc(1);
         out.push(done);

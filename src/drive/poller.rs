@@ -9,19 +9,20 @@
 //! round:
 //!
 //! - an instance not seen before (or seen, with its end moved later), unended → an activation
-//!   through exactly the webhook's path ([`Service::activate`], origin `pim-poll`), so the
+//!   through exactly the webhook's path ([`Intake::activate`], origin `pim-poll`), so the
 //!   limiter, deferral, recording and expiry timers are shared; unless the store already has
 //!   a live activation of the same (group, user) lasting at least as long, which is adopted
 //!   without a new push (after a restart the app already has it);
 //! - a seen instance that vanished, or whose `endDateTime` passed → the membership ends at
-//!   once ([`Service::end_activation`], the expiry path: a standing source member stays).
+//!   once ([`Intake::end_activation`], the expiry path: a standing source member stays).
 //!
 //! After a restart, the first successful read of a group also ends the activations an earlier
 //! process recorded from PIM that PIM no longer lists (deactivated while no poller watched).
 //!
 //! A group whose read fails is logged and counted and changes nothing this round: a failed
 //! read never ends an activation. Rounds never overlap (one loop; a late tick is skipped, not
-//! queued). This module never talks SCIM or Graph.
+//! queued). This module never talks SCIM or Graph, and knows the service only through the
+//! narrow [`Intake`] it is given (the service implements it; a test can fake it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -33,10 +34,10 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::drive::activation::{ActivationRequest, Refusal};
+use crate::activation::{Accepted, ActivationRequest, Refusal};
 use crate::model::SourceId;
-use crate::service::Service;
-use crate::store::Activation;
+use crate::source::pim::{PimFeed, PimInstance};
+use crate::store::{self, Activation};
 
 /// The origin recorded on activations the poller produces.
 pub const ORIGIN: &str = "pim-poll";
@@ -47,53 +48,34 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(30);
 /// Groups whose instances are read at once within a round (as the Graph source reads groups).
 const READS_IN_FLIGHT: usize = 8;
 
-/// Where the poller reads PIM for Groups assignment schedule instances.
-pub trait PimFeed: Send + Sync {
-    /// A short description for logs (a tenant, "scripted test feed").
-    fn describe(&self) -> String;
+/// What the poller needs of the service: the webhook's intake, the expiry path, and what is
+/// recorded. The service implements it; tests can drive the poller with a fake.
+pub trait Intake: Send + Sync {
+    /// The groups assigned to any app: the ones a round reads.
+    fn groups(&self) -> BTreeSet<SourceId>;
 
-    /// The current assignment schedule instances of `group`: Graph's
-    /// `GET /v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleInstances?$filter=groupId eq '{id}'`,
-    /// every page. An error means "unknown this round", never "none".
-    fn active_instances(
+    /// The wall clock the service runs on.
+    fn now(&self) -> DateTime<Utc>;
+
+    /// Decides, records and pushes one activation, exactly as the webhook does.
+    fn activate(
         &self,
-        group: &SourceId,
-    ) -> BoxFuture<'_, Result<Vec<PimInstance>, crate::source::Error>>;
-}
+        req: ActivationRequest,
+        origin: &'static str,
+    ) -> BoxFuture<'_, Result<Accepted, Refusal>>;
 
-/// One PIM for Groups assignment schedule instance (Graph's
-/// `privilegedAccessGroupAssignmentScheduleInstance`; the Graph source reads its JSON).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PimInstance {
-    /// The instance id.
-    pub id: String,
-    /// The group (`groupId`).
-    pub group: SourceId,
-    /// The user (`principalId`).
-    pub user: SourceId,
-    /// `member` or `owner` (`accessId`); empty when the source sent none.
-    pub access_id: String,
-    /// `activated` or `assigned`, in whatever case the source sends it (`assignmentType`);
-    /// empty when it sent none.
-    pub assignment_type: String,
-    /// When the instance started (`startDateTime`).
-    pub start: Option<DateTime<Utc>>,
-    /// When the instance ends (`endDateTime`); `None`: no end.
-    pub end: Option<DateTime<Utc>>,
-}
+    /// Ends every live activation of (`group`, `user`) now, through the expiry path; returns
+    /// how many were ended.
+    fn end_activation<'a>(
+        &'a self,
+        group: &'a SourceId,
+        user: &'a SourceId,
+    ) -> BoxFuture<'a, Result<usize, store::Error>>;
 
-impl PimInstance {
-    /// Whether the instance is an activated membership (not an owner, not a permanent
-    /// assignment, which the source lists as a member already).
-    pub fn is_activated_member(&self) -> bool {
-        self.access_id.eq_ignore_ascii_case("member")
-            && self.assignment_type.eq_ignore_ascii_case("activated")
-    }
-
-    /// Whether the instance is an activated membership that has not ended at `now`.
-    fn live(&self, now: DateTime<Utc>) -> bool {
-        self.is_activated_member() && self.end.is_none_or(|end| end > now)
-    }
+    /// The live recorded activations of `group`, in every app that has it assigned (one
+    /// activation may appear once per app). `None` when the store cannot be read (the
+    /// implementation logs why): the poller changes nothing and the next round retries.
+    fn recorded<'a>(&'a self, group: &'a SourceId) -> BoxFuture<'a, Option<Vec<Activation>>>;
 }
 
 /// The poller as [`crate::service::Options`] carries it: a feed and its interval.
@@ -212,8 +194,8 @@ pub(crate) fn orphaned(
 }
 
 /// The loop's state: what it has seen, by instance id.
-struct Poller {
-    svc: Service,
+pub struct Poller {
+    intake: Arc<dyn Intake>,
     feed: Arc<dyn PimFeed>,
     seen: BTreeMap<String, Tracked>,
     /// Groups read successfully at least once by this process: their recorded activations
@@ -222,17 +204,39 @@ struct Poller {
 }
 
 impl Poller {
+    /// A poller reading `feed` and reporting to `intake`, having seen nothing yet.
+    pub fn new(feed: Arc<dyn PimFeed>, intake: Arc<dyn Intake>) -> Self {
+        Poller {
+            intake,
+            feed,
+            seen: BTreeMap::new(),
+            reconciled: BTreeSet::new(),
+        }
+    }
+
+    /// Polls every `every` until `cancel` fires: one round at a time, a late tick skipped.
+    pub async fn run(mut self, every: Duration, cancel: tokio_util::sync::CancellationToken) {
+        tracing::info!(feed = %self.feed.describe(), every = %humantime::format_duration(every),
+            "PIM poller started");
+        let mut ticks = tokio::time::interval(every.max(Duration::from_millis(1)));
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                _ = ticks.tick() => {}
+            }
+            tokio::select! {
+                () = cancel.cancelled() => break,
+                () = self.round() => {}
+            }
+        }
+    }
+
     /// One round: every assigned group, read [`READS_IN_FLIGHT`] at a time (a round over a
     /// thousand groups must fit in the interval), decided one group after the other in order.
     async fn round(&mut self) {
         let started = Instant::now();
-        let groups: BTreeSet<SourceId> = self
-            .svc
-            .inner
-            .apps
-            .values()
-            .flat_map(|s| s.app.cfg.groups.iter().cloned())
-            .collect();
+        let groups = self.intake.groups();
         let feed = self.feed.clone();
         let reads = groups.into_iter().map(|group| {
             let feed = feed.clone();
@@ -249,7 +253,7 @@ impl Poller {
                     if !self.reconciled.contains(group) {
                         self.reconcile(group, &fetched).await;
                     }
-                    let d = diff(&self.seen, group, &fetched, Utc::now());
+                    let d = diff(&self.seen, group, &fetched, self.intake.now());
                     self.apply(group, d).await;
                 }
                 Err(e) => {
@@ -266,7 +270,7 @@ impl Poller {
         // Ends first: a pair that could not be ended stays seen, so the next round retries.
         let mut failed: BTreeSet<SourceId> = BTreeSet::new();
         for (group, user) in &d.ended {
-            match self.svc.end_activation(group, user).await {
+            match self.intake.end_activation(group, user).await {
                 Ok(n) => {
                     crate::metrics::pim_poll_activation("ended");
                     tracing::info!(group = %group, user = %user, activations = n,
@@ -287,7 +291,7 @@ impl Poller {
         if d.new.is_empty() {
             return;
         }
-        let Some(recorded) = self.recorded(group).await else {
+        let Some(recorded) = self.intake.recorded(group).await else {
             return;
         };
         // The latest recorded expiry of each user.
@@ -309,7 +313,7 @@ impl Poller {
                 user_id: i.user.clone(),
                 expires_at: i.end,
             };
-            match self.svc.activate(req, ORIGIN).await {
+            match self.intake.activate(req, ORIGIN).await {
                 Ok(accepted) => {
                     crate::metrics::pim_poll_activation("activated");
                     tracing::info!(group = %group, user = %i.user, instance = %i.id,
@@ -336,14 +340,14 @@ impl Poller {
     /// process recorded from PIM that PIM no longer lists (deactivated during the downtime).
     /// Done once the store could be read and every end was recorded.
     async fn reconcile(&mut self, group: &SourceId, fetched: &[PimInstance]) {
-        let Some(recorded) = self.recorded(group).await else {
+        let Some(recorded) = self.intake.recorded(group).await else {
             return;
         };
         let recorded: Vec<(SourceId, String)> =
             recorded.into_iter().map(|a| (a.user, a.origin)).collect();
         let mut done = true;
-        for user in orphaned(&recorded, group, fetched, Utc::now()) {
-            match self.svc.end_activation(group, &user).await {
+        for user in orphaned(&recorded, group, fetched, self.intake.now()) {
+            match self.intake.end_activation(group, &user).await {
                 Ok(n) => {
                     crate::metrics::pim_poll_activation("ended");
                     tracing::info!(group = %group, user = %user, activations = n,
@@ -370,63 +374,6 @@ impl Poller {
                 end: i.end,
             },
         );
-    }
-
-    /// The live recorded activations of `group`, in every app that has it assigned (one
-    /// activation may appear once per app). `None` when the store cannot be read: the caller
-    /// changes nothing and the next round retries.
-    async fn recorded(&self, group: &SourceId) -> Option<Vec<Activation>> {
-        let store = self.svc.inner.engine.store();
-        let now = Utc::now();
-        let mut out = Vec::new();
-        for (name, slot) in &self.svc.inner.apps {
-            if !slot.app.cfg.groups.contains(group) {
-                continue;
-            }
-            match store.live_activations(name, now).await {
-                Ok(live) => out.extend(
-                    live.into_iter()
-                        .map(|a| a.activation)
-                        .filter(|a| a.group == *group),
-                ),
-                Err(e) => {
-                    tracing::error!(app = %name, group = %group, error = %e,
-                        "PIM poll: cannot read recorded activations; retrying next round");
-                    return None;
-                }
-            }
-        }
-        Some(out)
-    }
-}
-
-impl Service {
-    /// Starts the poll loop under the service's task tracker; it stops at shutdown.
-    pub(crate) fn spawn_poller(&self, poll: PimPoll) {
-        let cancel = self.inner.cancel.clone();
-        tracing::info!(feed = %poll.feed.describe(), every = %humantime::format_duration(poll.every),
-            "PIM poller started");
-        let mut poller = Poller {
-            svc: self.clone(),
-            feed: poll.feed,
-            seen: BTreeMap::new(),
-            reconciled: BTreeSet::new(),
-        };
-        let every = poll.every.max(Duration::from_millis(1));
-        self.inner.tasks.spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-            loop {
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    _ = ticks.tick() => {}
-                }
-                tokio::select! {
-                    () = cancel.cancelled() => break,
-                    () = poller.round() => {}
-                }
-            }
-        });
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod graph;
+pub mod pim;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,6 +17,7 @@ use crate::model::Directory;
 
 pub use file::FileSource;
 pub use graph::GraphSource;
+pub use pim::{PimFeed, PimInstance};
 
 /// Why a snapshot could not be read. Every variant names the place at fault.
 #[derive(Debug, thiserror::Error)]

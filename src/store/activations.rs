@@ -15,7 +15,7 @@ use super::{Error, Store, db};
 use crate::model::{AppName, SourceId};
 
 /// A PIM activation: (group, user) is a member until `expires_at`, on top of the source.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Activation {
     /// Unique id (the webhook answers it as `activation_id`).
     pub id: String,
@@ -32,7 +32,7 @@ pub struct Activation {
 }
 
 /// Where one activation stands for one app.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PushState {
     /// Allowed by the limiter; the push is in flight.
@@ -73,7 +73,7 @@ impl PushState {
 }
 
 /// One activation as it stands for one app.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppActivation {
     /// The activation.
     #[serde(flatten)]

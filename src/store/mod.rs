@@ -122,7 +122,7 @@ pub enum Change {
 }
 
 /// An object whose last operation failed.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailingObject {
     /// e.g. `user u-alice`.
     pub object: String,

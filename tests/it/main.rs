@@ -18,5 +18,5 @@ mod service;
 mod poller;
 // The Microsoft Graph source against wiremock and the Graph double.
 mod graph;
-// House rules checked mechanically (module docs).
+// House rules checked mechanically (module docs, one-way module dependencies).
 mod tidy;

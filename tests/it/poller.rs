@@ -12,10 +12,11 @@ use chrono::Utc;
 use futures::future::BoxFuture;
 use wiremock::{MockServer, ResponseTemplate};
 
-use scim_sync::drive::activation::ActivationRequest;
-use scim_sync::drive::poller::{PimFeed, PimInstance, PimPoll};
+use scim_sync::activation::ActivationRequest;
+use scim_sync::drive::poller::PimPoll;
 use scim_sync::model::{AppName, SourceId};
 use scim_sync::service::{Options, Service, TickSource};
+use scim_sync::source::{PimFeed, PimInstance};
 use scim_sync::store::Change;
 
 use crate::support::service::{

@@ -48,9 +48,9 @@ use percent_encoding::{AsciiSet, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use crate::config::{AppConfig, GraphConfig, Secret};
-use crate::drive::poller::{PimFeed, PimInstance};
 use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
 use crate::scim::client::RetryPolicy;
+use crate::source::pim::{PimFeed, PimInstance};
 use auth::TokenSource;
 use http::GraphHttp;
 

@@ -1,37 +1,49 @@
 //! Service mode (`scim-sync run`): the engine kept running, with its drivers around it.
 //!
 //! [`Service::start`] wires the pieces: leases for every app (one writer per app across
-//! processes), expiry timers rebuilt from the store, the start-up cycle, and the full-cycle
-//! ticks. Cycles of one app never overlap: each app has a busy lock, and a tick that finds it
-//! taken is skipped and counted. Activation intake and expiry live in
-//! [`crate::drive::activation`] (an `impl Service` block), and with [`Options::pim`] the PIM
-//! poller ([`crate::drive::poller`]) feeds the same intake; the HTTP face is [`crate::admin`].
+//! processes, [`lease`]), expiry timers rebuilt from the store, the start-up cycle, and the
+//! full-cycle ticks. Cycles of one app never overlap: each app has a busy lock, and a tick
+//! that finds it taken is skipped and counted.
+//!
+//! The service owns its parts, each in its own file: activation intake (`activation`: the
+//! [`limiter`] decides, the push goes through the engine), expiry (`expiry`: a timer per
+//! activation, removal at once), the service's side of the PIM poller (`pim`: the
+//! [`crate::drive::poller::Intake`] it hands the poller) and [`lease`]. Drivers get narrow
+//! handles, never the `Service`; the HTTP face is [`crate::admin`], above this module.
 //!
 //! Shutdown ([`Service::shutdown`]) stops intake and ticks, lets running operations finish
 //! within a grace period, turns pushes that did not finish into deferred activations (the next
 //! cycle applies them), and releases the leases.
+
+mod activation;
+mod expiry;
+pub mod lease;
+pub mod limiter;
+mod pim;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Secret};
-use crate::drive::activation::ExpiryQueue;
-use crate::drive::lease::{HolderInfo, Leases};
-use crate::drive::limiter::PushLimiter;
-use crate::drive::poller::PimPoll;
+use crate::drive::poller::{PimPoll, Poller};
 use crate::drive::schedule::Ticks;
 use crate::engine::{App, CycleOptions, Engine};
+use crate::locks;
 use crate::model::AppName;
-use crate::report::{CycleReport, Reason};
+use crate::report::{CycleReport, Outcome, Reason};
 use crate::store;
+
+use expiry::ExpiryQueue;
+use lease::{HolderInfo, HolderKind, Leases};
+use limiter::PushLimiter;
 
 /// How the service gets its full-cycle ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,7 +74,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             ticks: TickSource::Cron,
-            lease_ttl: crate::drive::lease::TTL,
+            lease_ttl: lease::TTL,
             push_wait: Duration::from_secs(5),
             startup_cycle: true,
             pim: None,
@@ -82,25 +94,26 @@ pub enum StartError {
 }
 
 /// One app as the service keeps it.
-pub(crate) struct Slot {
-    pub(crate) app: App,
+struct Slot {
+    app: App,
     /// Held for the length of a cycle.
-    pub(crate) busy: Arc<tokio::sync::Mutex<()>>,
+    busy: Arc<tokio::sync::Mutex<()>>,
 }
 
-pub(crate) struct Inner {
-    pub(crate) cfg: Config,
-    pub(crate) engine: Engine,
-    pub(crate) apps: BTreeMap<AppName, Slot>,
-    pub(crate) limiter: PushLimiter,
-    pub(crate) leases: Arc<Leases>,
-    pub(crate) expiry: ExpiryQueue,
-    pub(crate) token: Secret,
-    pub(crate) options: Options,
+/// The service's state; its fields are private to this module and its children.
+struct Inner {
+    cfg: Config,
+    engine: Engine,
+    apps: BTreeMap<AppName, Slot>,
+    limiter: PushLimiter,
+    leases: Arc<Leases>,
+    expiry: ExpiryQueue,
+    token: Secret,
+    options: Options,
     /// Cancelled at shutdown: intake, ticks, expiry timers and retries stop.
-    pub(crate) cancel: CancellationToken,
+    cancel: CancellationToken,
     /// Every spawned cycle, push and expiry removal, so shutdown can wait for them.
-    pub(crate) tasks: TaskTracker,
+    tasks: TaskTracker,
     /// When the last cycle started (or the service, before the first).
     last_cycle: Mutex<Instant>,
     cycles_started: AtomicU64,
@@ -113,22 +126,23 @@ pub(crate) struct Inner {
 /// The running service. Cheap to clone.
 #[derive(Clone)]
 pub struct Service {
-    pub(crate) inner: Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
-/// What a request to start cycles did.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What a request to start cycles did (the JSON of `POST /v1/sync`, read back by
+/// `sync-now`'s hand-over).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Started {
     /// Apps whose cycle started (or ran, when waited for).
     pub started: Vec<String>,
     /// Apps skipped because a cycle was already running.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub busy: Vec<String>,
     /// Apps skipped because another process holds their lease, with the holder.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub leased_elsewhere: Vec<String>,
     /// The reports, when the caller waited.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub apps: Option<Vec<CycleReport>>,
 }
 
@@ -158,7 +172,7 @@ impl Service {
                 "pushes left unconfirmed by an earlier process are deferred to the next cycle"
             );
         }
-        let info = HolderInfo::this_process("run", Some(&cfg.service.listen));
+        let info = HolderInfo::this_process(HolderKind::Run, Some(&cfg.service.listen));
         let leases = Leases::new(store.clone(), &info, options.lease_ttl);
         let names: Vec<AppName> = apps.iter().map(|a| a.cfg.name.clone()).collect();
         for (app, who) in leases.renew(&names).await? {
@@ -222,16 +236,17 @@ impl Service {
         };
         let release = svc.inner.release.clone();
         let keeper = tokio::spawn(leases.keep(names, async move { release.cancelled().await }));
-        if let Ok(mut k) = svc.inner.keeper.lock() {
-            *k = Some(keeper);
-        }
+        *locks::lock(&svc.inner.keeper, "lease keeper") = Some(keeper);
         svc.spawn_expiry(expiry_rx).await?;
         if svc.inner.options.startup_cycle {
             svc.cycles(None, Reason::Startup, false).await;
         }
         svc.spawn_ticks(ticks);
         if let Some(poll) = svc.inner.options.pim.clone() {
-            svc.spawn_poller(poll);
+            let poller = Poller::new(poll.feed, Arc::new(svc.clone()));
+            svc.inner
+                .tasks
+                .spawn(poller.run(poll.every, svc.inner.cancel.clone()));
         }
         Ok(svc)
     }
@@ -265,7 +280,7 @@ impl Service {
     }
 
     /// The webhook bearer token.
-    pub(crate) fn token(&self) -> &Secret {
+    pub fn token(&self) -> &Secret {
         &self.inner.token
     }
 
@@ -322,11 +337,11 @@ impl Service {
             }
             return out;
         }
-        if let Ok(mut last) = self.inner.last_cycle.lock() {
-            *last = Instant::now();
-        }
+        *locks::lock(&self.inner.last_cycle, "last cycle") = Instant::now();
         self.inner.cycles_started.fetch_add(1, Ordering::Relaxed);
         let engine = self.inner.engine.clone();
+        let store = engine.store().clone();
+        let started = out.started.clone();
         let task = self.inner.tasks.spawn(async move {
             let run = engine
                 .cycle(
@@ -341,8 +356,39 @@ impl Service {
             drop(guards);
             run.apps.into_iter().map(|c| c.report).collect::<Vec<_>>()
         });
+        let watch = async move {
+            match task.await {
+                Ok(reports) => reports,
+                Err(e) => {
+                    // A panic in a cycle is a failed cycle, not "no reports".
+                    tracing::error!(error = %e, apps = ?started, "the cycle task failed");
+                    let why = format!("the cycle stopped unexpectedly: {e}");
+                    let now = crate::clock::stamp(chrono::Utc::now());
+                    let reports = started
+                        .iter()
+                        .map(|app| {
+                            let mut r = CycleReport::new(app, reason, now.clone(), false);
+                            r.outcome = Outcome::Failed;
+                            r.error = Some(why.clone());
+                            r.finished_at = now.clone();
+                            r
+                        })
+                        .collect::<Vec<_>>();
+                    for r in &reports {
+                        if let Err(e) = store.save_report(r).await {
+                            tracing::error!(app = %r.app, error = %e, "could not save the cycle report");
+                        }
+                    }
+                    reports
+                }
+            }
+        };
         if wait {
-            out.apps = Some(task.await.unwrap_or_default());
+            out.apps = Some(watch.await);
+        } else {
+            self.inner.tasks.spawn(async move {
+                watch.await;
+            });
         }
         out
     }
@@ -365,35 +411,6 @@ impl Service {
         Some(handle.render())
     }
 
-    /// Serves the admin HTTP on `listener` until `stop` resolves, then shuts the service
-    /// down: intake stops at once, requests in flight get `grace`, then [`Service::shutdown`].
-    /// Returns how many operations were abandoned.
-    ///
-    /// # Errors
-    /// The IO error of the server.
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        stop: impl std::future::Future<Output = ()> + Send + 'static,
-        grace: Duration,
-    ) -> std::io::Result<usize> {
-        let stopping = CancellationToken::new();
-        let signal = stopping.clone();
-        let server = axum::serve(listener, crate::admin::router(self.clone()))
-            .with_graceful_shutdown(async move {
-                stop.await;
-                signal.cancel();
-            });
-        // axum waits for every open connection without a bound: give it `grace`.
-        tokio::select! {
-            r = server => r?,
-            () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("HTTP requests still open at the end of the grace period were dropped");
-            }
-        }
-        Ok(self.shutdown(grace).await)
-    }
-
     /// Ready: the store answers and a cycle started within twice the interval (a stalled
     /// scheduler fails this).
     ///
@@ -406,12 +423,7 @@ impl Service {
             .ping()
             .await
             .map_err(|e| format!("state store unreachable: {e}"))?;
-        let since = self
-            .inner
-            .last_cycle
-            .lock()
-            .map(|l| l.elapsed())
-            .unwrap_or_default();
+        let since = locks::lock(&self.inner.last_cycle, "last cycle").elapsed();
         let limit = self.inner.cfg.service.full_sync_interval * 2;
         if since > limit {
             return Err(format!(
@@ -459,7 +471,7 @@ impl Service {
         }
         inner.release.cancel();
         // The lease keeper releases the leases on its way out.
-        let keeper = inner.keeper.lock().ok().and_then(|mut k| k.take());
+        let keeper = locks::lock(&inner.keeper, "lease keeper").take();
         if let Some(keeper) = keeper {
             let _ = keeper.await;
         }

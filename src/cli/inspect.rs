@@ -1,0 +1,130 @@
+//! The read-only commands: `status` (the state store, whether or not a service runs) and
+//! `check-config` (the config and the source, each problem named).
+
+use super::{Fatal, exit, render, source_of};
+use crate::config::{Config, SourceConfig};
+use crate::store::Store;
+
+/// `scim-sync status [--json]`.
+pub(super) async fn status(config: &std::path::Path, json: bool) -> Result<u8, Fatal> {
+    let cfg = Config::load(config)?;
+    let store = Store::open(&cfg.service.state).await?;
+    let all = crate::status::collect(&cfg.apps, &store, chrono::Utc::now()).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+    } else {
+        render::status(&cfg.service.state, &all);
+    }
+    Ok(exit::OK)
+}
+
+/// `scim-sync check-config`.
+pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
+    let cfg = Config::load(config)?;
+    let mut problems = Vec::new();
+    let dir = match source_of(&cfg) {
+        Ok(source) => match source.snapshot().await {
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(e.to_string());
+                None
+            }
+        },
+        Err(Fatal(e)) => {
+            problems.push(e);
+            None
+        }
+    };
+    println!("config: {}", cfg.path.display());
+    match (&cfg.source, &dir) {
+        (SourceConfig::File { path }, Some(d)) => println!(
+            "source: file {} ({} users, {} groups)",
+            path.display(),
+            d.users.len(),
+            d.groups.len()
+        ),
+        (SourceConfig::File { path }, None) => {
+            println!("source: file {} (unreadable)", path.display())
+        }
+        (SourceConfig::Graph(g), d) => println!(
+            "source: graph tenant {} at {} (client {}, secret from {}; {})",
+            g.tenant_id,
+            g.graph_url,
+            g.client_id,
+            match &g.client_secret {
+                crate::config::SecretFrom::Env(var) => format!("${var}"),
+                crate::config::SecretFrom::File(path) => path.display().to_string(),
+            },
+            match d {
+                Some(d) => format!("{} users, {} groups read", d.users.len(), d.groups.len()),
+                None => "unreadable".to_owned(),
+            }
+        ),
+    }
+    println!("state: {}", cfg.service.state);
+    println!(
+        "service: listen {}, full sync every {}, webhook token from ${}",
+        cfg.service.listen,
+        humantime::format_duration(cfg.service.full_sync_interval),
+        cfg.service.webhook_token_env
+    );
+    println!("apps:");
+    for app in &cfg.apps {
+        let token = match app.token() {
+            Ok(_) => "set".to_owned(),
+            Err(e) => {
+                problems.push(e.to_string());
+                "NOT SET".to_owned()
+            }
+        };
+        println!("  {} {}", app.name, app.base_url);
+        println!("    token from ${} ({token})", app.token_env);
+        println!(
+            "    deprovision={} matching={} max_deprovisions={} flatten_nested={} concurrency={} timeout={} push_limit={}/{}",
+            match app.deprovision {
+                crate::model::Deprovision::Disable => "disable",
+                crate::model::Deprovision::Delete => "delete",
+            },
+            app.matching,
+            app.max_deprovisions,
+            app.flatten_nested,
+            app.concurrency,
+            humantime::format_duration(app.timeout),
+            app.push_limit.burst,
+            humantime::format_duration(app.push_limit.per)
+        );
+        for g in &app.groups {
+            match dir.as_ref().map(|d| d.groups.get(g)) {
+                Some(Some(group)) => println!(
+                    "    group {g} {:?}: {} members, {} eligible",
+                    group.display_name,
+                    group.members.len(),
+                    group.eligible.len()
+                ),
+                Some(None) => {
+                    problems.push(format!(
+                        "{}: apps[{}].groups: group {g} is not in the source",
+                        cfg.path.display(),
+                        app.name
+                    ));
+                    println!("    group {g}: NOT IN THE SOURCE");
+                }
+                None => println!("    group {g}"),
+            }
+        }
+        for (scim, src) in crate::mapping::user_mapping(&app.attributes) {
+            if app.attributes.contains_key(&*scim) {
+                println!("    attribute {scim} <- {src} (override)");
+            }
+        }
+    }
+    if problems.is_empty() {
+        println!("ok");
+        Ok(exit::OK)
+    } else {
+        for p in &problems {
+            eprintln!("scim-sync: {p}");
+        }
+        Ok(exit::FATAL)
+    }
+}

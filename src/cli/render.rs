@@ -1,0 +1,151 @@
+//! What the commands print for a person (stdout), and the JSON of `sync-now --json`.
+//! Rendering only: every value comes from a typed result ([`crate::engine::CycleRun`],
+//! [`crate::status::Status`], [`crate::activation::Accepted`]).
+
+use serde::Serialize;
+
+use crate::activation::{Accepted, Outcome};
+use crate::engine::CycleRun;
+use crate::report::CycleReport;
+use crate::status::Status;
+
+/// `activate`'s answer, one line per app.
+pub(super) fn accepted(accepted: &Accepted, group: &str, user: &str) {
+    println!(
+        "activation {}: user {user} in group {group} until {}",
+        accepted.activation_id,
+        accepted
+            .expires_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+    for a in &accepted.apps {
+        match (a.outcome, a.latency_ms) {
+            (Outcome::Pushed, Some(ms)) => {
+                println!("  {}: pushed, the app confirmed in {ms} ms", a.app)
+            }
+            (Outcome::Pushed, None) => println!("  {}: pushed, not yet confirmed", a.app),
+            (other, _) => println!(
+                "  {}: {other}{}",
+                a.app,
+                a.detail
+                    .as_deref()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// One report of `sync-now --json`; a dry run adds the operations it would send.
+#[derive(Serialize)]
+struct ReportJson<'a> {
+    #[serde(flatten)]
+    report: &'a CycleReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operations: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    held_operations: Option<Vec<String>>,
+}
+
+/// `{"apps": [report…]}` of `sync-now --json`.
+pub(super) fn reports_json(run: &CycleRun, dry_run: bool) -> String {
+    #[derive(Serialize)]
+    struct Reports<'a> {
+        apps: Vec<ReportJson<'a>>,
+    }
+    let texts = |ops: &[crate::plan::Op]| ops.iter().map(ToString::to_string).collect();
+    let apps = run
+        .apps
+        .iter()
+        .map(|c| ReportJson {
+            report: &c.report,
+            operations: dry_run.then(|| texts(&c.plan.ops)),
+            held_operations: dry_run.then(|| texts(&c.plan.held)),
+        })
+        .collect();
+    serde_json::to_string_pretty(&Reports { apps }).unwrap_or_default()
+}
+
+/// `sync-now`'s human output: per app the plan of a dry run, the report and its failures.
+pub(super) fn reports(run: &CycleRun, dry_run: bool) {
+    for c in &run.apps {
+        if dry_run {
+            println!(
+                "{}: dry run, {} operation(s) would be sent, nothing was:",
+                c.report.app,
+                c.plan.ops.len()
+            );
+            for op in &c.plan.ops {
+                println!("  {op}");
+            }
+            for op in &c.plan.held {
+                println!("  HELD (max_deprovisions): {op}");
+            }
+        }
+        println!("{}", c.report);
+        for e in &c.report.errors {
+            println!("  failed: {} {}: {}", e.op, e.object, e.error);
+        }
+        if c.report.held > 0 {
+            println!(
+                "  {} disables/deletes were held by max_deprovisions; review them with --dry-run, then raise max_deprovisions for one run if they are intended",
+                c.report.held
+            );
+        }
+    }
+}
+
+/// `status`'s human output.
+pub(super) fn status(state: &str, status: &Status) {
+    println!("state: {state}");
+    for a in &status.apps {
+        println!(
+            "{}: {} users and {} groups managed{}",
+            a.name,
+            a.managed_users,
+            a.managed_groups,
+            if a.quarantined {
+                " (QUARANTINED: last cycle changed nothing)"
+            } else {
+                ""
+            }
+        );
+        match &a.last_cycle {
+            None => println!("  no cycle yet"),
+            Some(r) => {
+                println!(
+                    "  last cycle ({}) {} → {}",
+                    r.reason, r.started_at, r.finished_at
+                );
+                println!("  {r}");
+            }
+        }
+        for f in &a.failing_objects {
+            println!(
+                "  failing since {}: {} {} ({} attempts): {}",
+                f.since, f.op, f.object, f.attempts, f.error
+            );
+        }
+        for (list, label) in [
+            (&a.active_activations, "active"),
+            (&a.deferred_activations, "DEFERRED"),
+        ] {
+            for act in list {
+                let a = &act.activation;
+                println!(
+                    "  {label} activation {}: user {} in group {} until {} ({}{})",
+                    a.id,
+                    a.user,
+                    a.group,
+                    a.expires_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    act.state.as_str(),
+                    act.detail
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! `scim-sync sync-now`: one full cycle now, for all apps or the named ones, then exit.
+//!
+//! Without `--dry-run` it first takes each app's lease ([`crate::service::lease::negotiate`]):
+//! an app a running service holds has its cycle handed to that service. Ctrl-C (or SIGTERM)
+//! stops sending: what the app confirmed is committed, the partial report is printed, and the
+//! command exits 1.
+
+use tokio_util::sync::CancellationToken;
+
+use super::client::ServiceClient;
+use super::{Fatal, build_apps, exit, render, source_and_poll};
+use crate::config::Config;
+use crate::engine::{AppCycle, CycleOptions, CycleRun, Engine};
+use crate::plan::Plan;
+use crate::report::{Outcome, Reason};
+use crate::service::lease::{self, HolderInfo, HolderKind, Leases};
+use crate::store::Store;
+
+/// Runs the command.
+pub(super) async fn run(
+    config: &std::path::Path,
+    names: &[String],
+    dry_run: bool,
+    json: bool,
+) -> Result<u8, Fatal> {
+    let cfg = Config::load(config)?;
+    let apps = build_apps(&cfg, names)?;
+    let store = Store::open(&cfg.service.state).await?;
+    // A dry run writes nothing, not even the source's delta state.
+    let source = source_and_poll(&cfg, (!dry_run).then_some(&store))?.0;
+    let engine = Engine::new(source, store.clone());
+    let interrupted = CancellationToken::new();
+    let on_signal = {
+        let (engine, interrupted) = (engine.clone(), interrupted.clone());
+        tokio::spawn(async move {
+            super::serve::shutdown_signal().await;
+            interrupted.cancel();
+            engine.shut_down();
+        })
+    };
+    let opts = CycleOptions {
+        reason: Reason::SyncNow,
+        dry_run,
+        progress: !json,
+    };
+    let run = if dry_run {
+        // A dry run writes nothing, so it needs no lease.
+        engine.cycle(&apps, opts).await
+    } else {
+        let leases = Leases::new(
+            store,
+            &HolderInfo::this_process(HolderKind::SyncNow, None),
+            lease::TTL,
+        );
+        let names: Vec<_> = apps.iter().map(|a| a.cfg.name.clone()).collect();
+        let client = ServiceClient::new(&cfg);
+        let negotiated = tokio::select! {
+            n = negotiate(&cfg, &leases, &names, client.as_ref()) => n?,
+            () = interrupted.cancelled() => {
+                leases.release(&names).await;
+                eprintln!("sync-now: interrupted while waiting for leases; nothing was sent");
+                return Ok(exit::FAILED);
+            }
+        };
+        let mine: Vec<_> = apps
+            .iter()
+            .filter(|a| negotiated.mine.contains(&a.cfg.name))
+            .cloned()
+            .collect();
+        let stop = CancellationToken::new();
+        let keeper = tokio::spawn(
+            leases
+                .clone()
+                .keep(negotiated.mine.clone(), stop.clone().cancelled_owned()),
+        );
+        let mut run = engine.cycle(&mine, opts).await;
+        stop.cancel();
+        let _ = keeper.await;
+        run.apps
+            .extend(negotiated.handed.into_iter().map(|report| AppCycle {
+                report,
+                plan: Plan::default(),
+            }));
+        // Keep the order the apps were asked in.
+        run.apps.sort_by_key(|c| {
+            apps.iter()
+                .position(|a| a.cfg.name.as_str() == c.report.app)
+                .unwrap_or(usize::MAX)
+        });
+        run
+    };
+    on_signal.abort();
+    finish(run, dry_run, json, interrupted.is_cancelled())
+}
+
+/// Takes the leases, saying on stderr what it did. Without a client (the webhook token is
+/// not set) no hand-over is possible: an app a running service holds is then waited for,
+/// and given up on.
+async fn negotiate(
+    cfg: &Config,
+    leases: &Leases,
+    names: &[crate::model::AppName],
+    client: Result<&ServiceClient, &Fatal>,
+) -> Result<lease::Negotiated, Fatal> {
+    /// Refuses every hand-over, saying why.
+    struct NoHandOver(String);
+    impl lease::HandOver for NoHandOver {
+        fn hand_over<'a>(
+            &'a self,
+            _listen: &'a str,
+            _apps: &'a [crate::model::AppName],
+        ) -> futures::future::BoxFuture<'a, Result<Vec<crate::report::CycleReport>, String>>
+        {
+            Box::pin(async { Err(self.0.clone()) })
+        }
+    }
+    let none;
+    let hand: &dyn lease::HandOver = match client {
+        Ok(c) => c,
+        Err(Fatal(why)) => {
+            none = NoHandOver(why.clone());
+            &none
+        }
+    };
+    lease::negotiate(
+        leases,
+        names,
+        hand,
+        &cfg.service.webhook_token_env,
+        &mut |line| eprintln!("{line}"),
+    )
+    .await
+    .map_err(Fatal::from)
+}
+
+/// Prints the run and decides the exit code.
+fn finish(run: CycleRun, dry_run: bool, json: bool, interrupted: bool) -> Result<u8, Fatal> {
+    if json {
+        println!("{}", render::reports_json(&run, dry_run));
+    } else {
+        render::reports(&run, dry_run);
+    }
+    if let Some(e) = run.source_error {
+        return Err(Fatal(format!(
+            "source read failed, no app was changed: {e}"
+        )));
+    }
+    if interrupted {
+        eprintln!(
+            "sync-now: interrupted; what the apps confirmed is recorded, the next cycle sends the rest"
+        );
+        return Ok(exit::FAILED);
+    }
+    let any_failed = run
+        .apps
+        .iter()
+        .any(|c| c.report.failed > 0 || c.report.outcome == Outcome::Failed);
+    Ok(if any_failed { exit::FAILED } else { exit::OK })
+}

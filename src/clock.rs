@@ -1,0 +1,101 @@
+//! Wall-clock time as a parameter.
+//!
+//! Activations end at a wall-clock time (`expires_at`), while timers run on `tokio::time`.
+//! Code that compares or schedules against wall time takes a [`Clock`] instead of calling
+//! `Utc::now()`, so a test can run the service under paused tokio time: [`TokioClock`] is
+//! wall time that moves exactly as far as `tokio::time` does. Production uses
+//! [`SystemClock`]. This module knows nothing of the product; it only tells the time.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::time::Instant;
+
+/// Where "now" comes from.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The wall-clock time now.
+    fn now(&self) -> DateTime<Utc>;
+
+    /// The `tokio::time` instant at which this clock reads `at` (now, when `at` has passed).
+    fn deadline(&self, at: DateTime<Utc>) -> Instant {
+        Instant::now() + (at - self.now()).to_std().unwrap_or(Duration::ZERO)
+    }
+}
+
+/// A clock shared by the engine, the service and its drivers.
+pub type SharedClock = Arc<dyn Clock>;
+
+/// The system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// The system clock, shared.
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+/// Wall time that follows `tokio::time`: it reads the wall clock once, when made, and then
+/// moves only as tokio's clock moves (paused, advanced or running).
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    wall: DateTime<Utc>,
+    at: Instant,
+}
+
+impl TokioClock {
+    /// A clock reading the wall time now, moving with `tokio::time` from here.
+    pub fn new() -> Self {
+        TokioClock {
+            wall: Utc::now(),
+            at: Instant::now(),
+        }
+    }
+
+    /// The same, shared.
+    pub fn shared() -> SharedClock {
+        Arc::new(TokioClock::new())
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        TokioClock::new()
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let passed =
+            chrono::Duration::from_std(Instant::now() - self.at).unwrap_or(chrono::Duration::MAX);
+        self.wall + passed
+    }
+}
+
+/// `at` as RFC 3339 with milliseconds, the form of every timestamp in reports and leases.
+pub fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tokio_clock_moves_with_paused_time_and_deadlines_follow_it() {
+        let clock = TokioClock::new();
+        let t0 = clock.now();
+        tokio::time::advance(Duration::from_secs(90)).await;
+        assert_eq!(clock.now() - t0, chrono::Duration::seconds(90));
+        let at = clock.now() + chrono::Duration::seconds(30);
+        assert_eq!(clock.deadline(at) - Instant::now(), Duration::from_secs(30));
+        assert_eq!(clock.deadline(t0), Instant::now(), "a past time is due now");
+    }
+}

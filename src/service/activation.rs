@@ -1,0 +1,247 @@
+//! Activation intake (SPEC §4): decide per app, record, push at once.
+//!
+//! For every app that has the group assigned, the app's limiter decides
+//! ([`super::limiter`]); allowed → pushed at once through [`crate::engine::Engine::push`];
+//! refused → deferred. Either way the activation is recorded in the store *before* anything
+//! is sent, so a cycle that runs meanwhile counts it as desired state (it never removes a
+//! membership a live activation backs) and a deferred activation survives a restart. The
+//! next cycle applies deferred ones and counts them in `deferred_applied`; a push that fails
+//! is deferred the same way. Expiry is the sibling `expiry` module.
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::limiter::Decision;
+use super::{Service, Slot};
+use crate::activation::{Accepted, ActivationRequest, AppOutcome, Outcome, Refusal};
+use crate::model::{AppName, SourceId};
+use crate::store::{self, Activation, PushState};
+
+impl Service {
+    /// Decides, records and pushes one activation (SPEC §4): returns once the limiter has
+    /// decided for every app and the allowed pushes were confirmed (or `push_wait` passed).
+    ///
+    /// # Errors
+    /// [`Refusal`]; nothing is recorded or sent then.
+    pub async fn activate(
+        &self,
+        req: ActivationRequest,
+        origin: &str,
+    ) -> Result<Accepted, Refusal> {
+        let received = Instant::now();
+        let inner = &self.inner;
+        let (group, user) = (req.group_id, req.user_id);
+        if group.as_str().is_empty() || user.as_str().is_empty() {
+            return Err(Refusal::Invalid(
+                "group_id and user_id must not be empty".into(),
+            ));
+        }
+        let now = inner.engine.clock().now();
+        let expires_at = match req.expires_at {
+            Some(at) if at <= now => {
+                return Err(Refusal::Invalid(format!(
+                    "expires_at {} is not in the future",
+                    at.to_rfc3339()
+                )));
+            }
+            Some(at) => at,
+            None => {
+                now + chrono::Duration::from_std(inner.cfg.service.max_activation)
+                    .unwrap_or(chrono::Duration::hours(8))
+            }
+        };
+        let targets: Vec<&Slot> = inner
+            .apps
+            .values()
+            .filter(|s| s.app.cfg.groups.contains(&group))
+            .collect();
+        if targets.is_empty() {
+            return Err(Refusal::NotAssigned(format!(
+                "no app has group {group} assigned"
+            )));
+        }
+        self.check_eligible(&group, &user).await?;
+
+        let activation = Activation {
+            id: uuid::Uuid::new_v4().to_string(),
+            group: group.clone(),
+            user: user.clone(),
+            expires_at,
+            received_at: now,
+            origin: origin.to_owned(),
+        };
+        let mut rows = Vec::new();
+        let mut outcomes = Vec::new();
+        let mut allowed: Vec<&Slot> = Vec::new();
+        for slot in targets {
+            let app = &slot.app.cfg.name;
+            let refused = if !inner.leases.holds(app) {
+                Some("another process holds the app's lease; the next cycle applies it".to_owned())
+            } else {
+                match inner.limiter.check(app) {
+                    Decision::Allowed => None,
+                    Decision::Refused { wait } => Some(format!(
+                        "push_limit of {} per {} reached (next push possible in {:.1}s); the next cycle applies it",
+                        slot.app.cfg.push_limit.burst,
+                        humantime::format_duration(slot.app.cfg.push_limit.per),
+                        wait.as_secs_f64()
+                    )),
+                }
+            };
+            match refused {
+                None => {
+                    rows.push((app.clone(), PushState::Pending, None));
+                    allowed.push(slot);
+                }
+                Some(why) => {
+                    crate::metrics::activation(app, Outcome::Deferred.as_str());
+                    rows.push((app.clone(), PushState::Deferred, Some(why.clone())));
+                    outcomes.push(AppOutcome::deferred(app, why));
+                }
+            }
+        }
+        inner
+            .engine
+            .store()
+            .record_activation(&activation, &rows)
+            .await
+            .map_err(|e| Refusal::Unavailable(format!("cannot record the activation: {e}")))?;
+        tracing::info!(activation = %activation.id, group = %group, user = %user,
+            expires_at = %activation.expires_at.to_rfc3339(), origin, pushed = allowed.len(),
+            deferred = outcomes.len(), "activation accepted");
+        inner.expiry.schedule(activation.clone());
+
+        let mut waiting = Vec::new();
+        for slot in allowed {
+            let (tx, rx) = oneshot::channel();
+            let svc = self.clone();
+            let app = slot.app.cfg.name.clone();
+            let a = activation.clone();
+            inner.tasks.spawn(async move {
+                let outcome = svc.push(&app, &a, received).await;
+                let _ = tx.send(outcome);
+            });
+            waiting.push((slot.app.cfg.name.clone(), rx));
+        }
+        let until = received + inner.options.push_wait;
+        for (app, rx) in waiting {
+            let outcome = match tokio::time::timeout_at(until, rx).await {
+                Ok(Ok(o)) => o,
+                _ => AppOutcome {
+                    app: app.to_string(),
+                    outcome: Outcome::Pushed,
+                    latency_ms: None,
+                    unconfirmed: true,
+                    detail: Some(
+                        "sent; the app had not confirmed when this answer was sent".into(),
+                    ),
+                },
+            };
+            outcomes.push(outcome);
+        }
+        outcomes.sort_by(|a, b| a.app.cmp(&b.app));
+        Ok(Accepted {
+            activation_id: activation.id,
+            expires_at,
+            apps: outcomes,
+        })
+    }
+
+    /// 403 unless the source lists `user` as eligible for `group`. A miss on the last snapshot
+    /// re-reads the source once, so a user made eligible a minute ago is not refused.
+    async fn check_eligible(&self, group: &SourceId, user: &SourceId) -> Result<(), Refusal> {
+        let engine = &self.inner.engine;
+        let eligible = |d: &crate::model::Directory| {
+            d.groups
+                .get(group)
+                .is_some_and(|g| g.eligible.contains(user))
+        };
+        if let Ok(d) = engine.directory().await
+            && eligible(&d)
+        {
+            return Ok(());
+        }
+        match engine.refresh_directory().await {
+            Ok(d) if eligible(&d) => Ok(()),
+            Ok(d) => Err(Refusal::NotEligible(match d.groups.get(group) {
+                None => format!("group {group} is not in the source"),
+                Some(_) if !d.users.contains_key(user) => {
+                    format!("user {user} is not in the source")
+                }
+                Some(_) => {
+                    format!("user {user} is not eligible for group {group} according to the source")
+                }
+            })),
+            Err(e) => Err(Refusal::Unavailable(format!(
+                "the source cannot be read to check eligibility: {e}"
+            ))),
+        }
+    }
+
+    /// Pushes one activation to one app and records the outcome.
+    async fn push(&self, app: &AppName, a: &Activation, received: Instant) -> AppOutcome {
+        let inner = &self.inner;
+        let store = inner.engine.store();
+        let Some(slot) = inner.apps.get(app) else {
+            return AppOutcome::deferred(app, "the app is not configured".into());
+        };
+        let (report, held) = inner.engine.push(&slot.app, &a.group, &a.user).await;
+        let latency = received.elapsed();
+        let outcome = if held {
+            crate::metrics::activation(app, Outcome::Pushed.as_str());
+            crate::metrics::activation_latency(app, latency.as_secs_f64());
+            let ms = latency.as_secs_f64() * 1000.0;
+            record(
+                store,
+                &a.id,
+                app,
+                PushState::Pushed,
+                None,
+                Some(ms.round() as i64),
+            )
+            .await;
+            AppOutcome {
+                app: app.to_string(),
+                outcome: Outcome::Pushed,
+                latency_ms: Some((ms * 10.0).round() / 10.0),
+                unconfirmed: false,
+                detail: None,
+            }
+        } else {
+            crate::metrics::activation(app, Outcome::Deferred.as_str());
+            let why = report
+                .errors
+                .first()
+                .map(|e| format!("{} {}: {}", e.op, e.object, e.error))
+                .or(report.error)
+                .unwrap_or_else(|| "the app did not confirm the membership".into());
+            let why = format!("push failed ({why}); the next cycle applies it");
+            tracing::warn!(app = %app, activation = %a.id, error = %why, "activation push failed; deferred");
+            record(store, &a.id, app, PushState::Deferred, Some(&why), None).await;
+            AppOutcome::deferred(app, why)
+        };
+        // An activation that ended while its push was in flight must not stay behind.
+        if a.expires_at <= inner.engine.clock().now() {
+            self.revoke(app, a).await;
+        }
+        outcome
+    }
+}
+
+/// Records where activation `id` stands in `app`; a store error is logged (the next start
+/// or cycle looks again).
+pub(super) async fn record(
+    store: &store::Store,
+    id: &str,
+    app: &AppName,
+    state: PushState,
+    detail: Option<&str>,
+    latency_ms: Option<i64>,
+) {
+    if let Err(e) = store
+        .set_push_state(id, app, state, detail, latency_ms)
+        .await
+    {
+        tracing::error!(app = %app, activation = %id, error = %e, "could not record the activation's state");
+    }
+}
