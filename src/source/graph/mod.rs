@@ -49,8 +49,8 @@ use serde_json::{Map, Value};
 
 use crate::config::{AppConfig, GraphConfig, Secret};
 use crate::drive::poller::{PimFeed, PimInstance};
+use crate::http::RetryPolicy;
 use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
-use crate::scim::client::RetryPolicy;
 use auth::TokenSource;
 use http::GraphHttp;
 
@@ -153,9 +153,9 @@ pub const PAGE_SIZE: usize = 999;
 /// Groups read at once.
 const CONCURRENCY: usize = 8;
 
-/// Path segments: everything but RFC 3986 unreserved characters is encoded (the SCIM
-/// client's set).
-pub(crate) use crate::scim::client::STRICT as SEGMENT;
+/// Path segments: everything but RFC 3986 unreserved characters is encoded (the crate's
+/// strict set, shared with the SCIM client).
+pub(crate) use crate::http::STRICT as SEGMENT;
 /// Query values: as segments, and `,` (the `$select` separator) kept.
 const QUERY: &AsciiSet = &SEGMENT.remove(b',');
 
