@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::config::AppConfig;
-use crate::model::{AttrKey, Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId};
+use crate::model::{
+    AttrKey, Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId, Unmapped,
+};
 
 /// The enterprise extension schema URN.
 pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
@@ -56,16 +58,6 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-}
-
-/// A user in scope that cannot be provisioned (for instance no value for `userName`).
-/// It is left as the app holds it, never deprovisioned for this reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unmapped {
-    /// The user.
-    pub source_id: SourceId,
-    /// What is missing.
-    pub reason: String,
 }
 
 /// One app's desired state plus the in-scope users that could not be mapped.

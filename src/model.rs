@@ -140,6 +140,17 @@ pub struct Desired {
     pub groups: BTreeMap<SourceId, DesiredGroup>,
 }
 
+/// A user in scope that cannot be provisioned (for instance no value for `userName`).
+/// It is left as the app holds it, never deprovisioned for this reason. `mapping` reports
+/// these next to the [`Desired`] state; `plan` leaves them alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmapped {
+    /// The user.
+    pub source_id: SourceId,
+    /// What is missing.
+    pub reason: String,
+}
+
 /// How we came to manage an object in the app. Only managed objects are ever changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
