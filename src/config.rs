@@ -430,7 +430,7 @@ impl Config {
             let attrs_span = app.attributes.span();
             let attributes = app.attributes.into_inner();
             for (scim_path, source_attr) in &attributes {
-                if let Err(why) = crate::mapping::check_scim_path(scim_path) {
+                if let Err(why) = crate::model::attr_path::check_scim_path(scim_path) {
                     return Err(invalid(
                         attrs_span.clone(),
                         format!("apps[{name}].attributes.{scim_path:?}"),
@@ -438,7 +438,7 @@ impl Config {
                     ));
                 }
                 if source_attr.is_empty()
-                    && crate::mapping::REQUIRED_USER_PATHS.contains(&scim_path.as_str())
+                    && crate::model::attr_path::REQUIRED_USER_PATHS.contains(&scim_path.as_str())
                 {
                     return Err(invalid(
                         attrs_span.clone(),
@@ -449,7 +449,7 @@ impl Config {
             }
             let matching_span = app.matching.span();
             let matching = app.matching.into_inner();
-            let mapped = crate::mapping::mapped_paths(&attributes);
+            let mapped = crate::model::attr_path::mapped_paths(&attributes);
             if matching.contains('[') || !mapped.iter().any(|p| p == &matching) {
                 return Err(invalid(
                     matching_span,

@@ -235,7 +235,7 @@ impl GraphSource {
                 }
             }
             attrs.extend(
-                crate::mapping::user_mapping(&app.attributes)
+                crate::model::attr_path::user_mapping(&app.attributes)
                     .into_iter()
                     .map(|(_, src)| src),
             );

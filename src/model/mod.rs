@@ -3,13 +3,16 @@
 //!
 //! Nothing here does IO or knows a wire format. The source modules turn Graph or file JSON
 //! into a [`Directory`]; `mapping` turns a directory into [`Desired`] state per app; the store
-//! loads [`Observed`] state; `plan` compares the two.
+//! loads [`Observed`] state; `plan` compares the two. [`attr_path`] holds the grammar of the
+//! SCIM attribute paths that key [`Attrs`], and the default mapping table that names them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
+
+pub mod attr_path;
 
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident) => {
