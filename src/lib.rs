@@ -13,6 +13,8 @@
 //! - [`plan`]: desired × observed → ordered operations (pure; `Display` is the dry-run output).
 //! - [`apply`]: runs a plan against one app in phases and commits what the app confirmed.
 //! - [`scim`]: the only module that speaks SCIM (RFC 7643/7644): wire types and the client.
+//! - [`http`]: HTTP plumbing shared by `scim` and `source::graph` (retry timing,
+//!   `Retry-After`, path escaping); neither SCIM nor Graph.
 //! - [`engine`]: one cycle per app: source → mapping → plan → apply → report; and the same
 //!   reconcile scoped to one membership for activation pushes and expiries.
 //! - [`report`]: cycle reports (SPEC §5); [`status`]: what `status` and `/v1/status` show.
@@ -32,6 +34,7 @@ pub mod config;
 pub mod demo;
 pub mod drive;
 pub mod engine;
+pub mod http;
 pub mod locks;
 pub mod mapping;
 pub mod metrics;

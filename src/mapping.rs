@@ -10,33 +10,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::config::AppConfig;
-use crate::model::{AttrKey, Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId};
+use crate::model::attr_path::user_mapping;
+use crate::model::{
+    AttrKey, Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId, Unmapped,
+};
 
 /// The enterprise extension schema URN.
 pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-
-/// The default user mapping of SPEC §3: (SCIM attribute path, source attribute).
-pub const DEFAULT_USER_MAPPING: &[(&str, &str)] = &[
-    ("externalId", "id"),
-    ("userName", "userPrincipalName"),
-    ("active", "accountEnabled"),
-    ("displayName", "displayName"),
-    ("name.givenName", "givenName"),
-    ("name.familyName", "surname"),
-    ("emails[type eq \"work\"].value", "mail"),
-    ("title", "jobTitle"),
-    (
-        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
-        "employeeId",
-    ),
-    (
-        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
-        "department",
-    ),
-];
-
-/// SCIM paths every user must carry; an override cannot drop them.
-pub const REQUIRED_USER_PATHS: &[&str] = &["userName", "active"];
 
 /// Why an app's desired state could not be computed. The cycle stops before any write.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -58,16 +38,6 @@ pub enum Error {
     },
 }
 
-/// A user in scope that cannot be provisioned (for instance no value for `userName`).
-/// It is left as the app holds it, never deprovisioned for this reason.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unmapped {
-    /// The user.
-    pub source_id: SourceId,
-    /// What is missing.
-    pub reason: String,
-}
-
 /// One app's desired state plus the in-scope users that could not be mapped.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct AppDesired {
@@ -75,76 +45,6 @@ pub struct AppDesired {
     pub desired: Desired,
     /// In-scope users left alone because their attributes cannot be mapped.
     pub unmapped: Vec<Unmapped>,
-}
-
-/// Checks that a SCIM attribute path has one of the shapes the mapping supports:
-/// `attr`, `attr.sub`, `attr[type eq "x"].sub`, `urn:…:Schema:attr` or `urn:…:Schema:attr.sub`.
-///
-/// # Errors
-/// A sentence saying which shape was expected.
-pub fn check_scim_path(path: &str) -> Result<(), String> {
-    let bad = || {
-        Err(format!(
-            "{path:?} is not a supported SCIM attribute path (attr, attr.sub, attr[type eq \"x\"].sub or urn:…:attr)"
-        ))
-    };
-    let local = if path.starts_with("urn:") {
-        match path.rsplit_once(':') {
-            Some((_, attr)) => attr,
-            None => return bad(),
-        }
-    } else {
-        path
-    };
-    let is_name = |s: &str| {
-        !s.is_empty()
-            && s.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && s.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$')
-    };
-    if let Some((head, rest)) = local.split_once('[') {
-        // attr[type eq "x"].sub
-        let Some((filter, sub)) = rest.split_once("].") else {
-            return bad();
-        };
-        let ok_filter = filter
-            .strip_prefix("type eq \"")
-            .and_then(|f| f.strip_suffix('"'))
-            .is_some_and(|v| !v.is_empty() && !v.contains('"'));
-        if is_name(head) && ok_filter && is_name(sub) && !path.starts_with("urn:") {
-            return Ok(());
-        }
-        return bad();
-    }
-    match local.split_once('.') {
-        Some((a, b)) if is_name(a) && is_name(b) => Ok(()),
-        None if is_name(local) => Ok(()),
-        _ => bad(),
-    }
-}
-
-/// The SCIM paths an app maps, defaults merged with its overrides (dropped entries excluded).
-pub fn mapped_paths(overrides: &BTreeMap<String, String>) -> Vec<String> {
-    user_mapping(overrides)
-        .into_iter()
-        .map(|(scim, _)| scim.to_string())
-        .collect()
-}
-
-/// The effective (SCIM path, source attribute) pairs of an app, in a stable order. The paths
-/// are shared keys: every user mapped with them points at the same strings.
-pub fn user_mapping(overrides: &BTreeMap<String, String>) -> Vec<(AttrKey, String)> {
-    let mut map: BTreeMap<String, String> = DEFAULT_USER_MAPPING
-        .iter()
-        .map(|(s, a)| ((*s).to_owned(), (*a).to_owned()))
-        .collect();
-    for (scim, src) in overrides {
-        map.insert(scim.clone(), src.clone());
-    }
-    map.into_iter()
-        .filter(|(_, src)| !src.is_empty())
-        .map(|(scim, src)| (AttrKey::from(scim), src))
-        .collect()
 }
 
 /// Computes what `app` should hold given the source snapshot and the live activations
@@ -510,21 +410,5 @@ mod tests {
         assert!(out.desired.users.contains_key(&SourceId::from("u1")));
         assert_eq!(out.unmapped[0].source_id, SourceId::from("u2"));
         assert!(out.unmapped[0].reason.contains("u1"), "{:?}", out.unmapped);
-    }
-
-    #[test]
-    fn path_shapes() {
-        for ok in [
-            "title",
-            "name.givenName",
-            "emails[type eq \"work\"].value",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager.value",
-        ] {
-            assert!(check_scim_path(ok).is_ok(), "{ok}");
-        }
-        for bad in ["", "a b", "emails[type ne \"x\"].value", "a.b.c", "1x"] {
-            assert!(check_scim_path(bad).is_err(), "{bad}");
-        }
     }
 }

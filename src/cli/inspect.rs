@@ -112,7 +112,7 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
                 None => println!("    group {g}"),
             }
         }
-        for (scim, src) in crate::mapping::user_mapping(&app.attributes) {
+        for (scim, src) in crate::model::attr_path::user_mapping(&app.attributes) {
             if app.attributes.contains_key(&*scim) {
                 println!("    attribute {scim} <- {src} (override)");
             }

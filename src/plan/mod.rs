@@ -22,8 +22,7 @@ use std::fmt;
 
 use serde_json::Value;
 
-use crate::mapping::Unmapped;
-use crate::model::{Attrs, Deprovision, Desired, Observed, ScimId, SourceId};
+use crate::model::{Attrs, Deprovision, Desired, Observed, ScimId, SourceId, Unmapped};
 
 /// Most members added or removed by one PATCH (AWS IAM Identity Center's limit, and a sane
 /// request size everywhere else).

@@ -13,5 +13,7 @@ pub mod client;
 pub mod error;
 pub mod proto;
 
-pub use client::{ClientOptions, Ensured, EnsuredGroup, RemovalForm, RetryPolicy, ScimClient};
+/// The client's retry timing, defined in [`crate::http`] (shared with the Graph source).
+pub use crate::http::RetryPolicy;
+pub use client::{ClientOptions, Ensured, EnsuredGroup, RemovalForm, ScimClient};
 pub use error::Error;

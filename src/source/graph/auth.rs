@@ -191,7 +191,7 @@ impl TokenSource {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::scim::client::parse_retry_after)
+            .and_then(crate::http::parse_retry_after)
             .map(|d| d.min(super::http::MAX_RETRY_AFTER));
         let bytes = resp.bytes().await.map_err(|e| {
             (

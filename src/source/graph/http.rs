@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use super::Error;
 use super::auth::TokenSource;
-use crate::scim::client::{RetryPolicy, parse_retry_after};
+use crate::http::{RetryPolicy, parse_retry_after};
 
 /// The longest `Retry-After` waited; a longer one is cut to this (Graph's own throttling
 /// windows are seconds to a minute).

@@ -48,8 +48,8 @@ use percent_encoding::{AsciiSet, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use crate::config::{AppConfig, GraphConfig, Secret};
+use crate::http::RetryPolicy;
 use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
-use crate::scim::client::RetryPolicy;
 use crate::source::pim::{PimFeed, PimInstance};
 use auth::TokenSource;
 use http::GraphHttp;
@@ -153,9 +153,9 @@ pub const PAGE_SIZE: usize = 999;
 /// Groups read at once.
 const CONCURRENCY: usize = 8;
 
-/// Path segments: everything but RFC 3986 unreserved characters is encoded (the SCIM
-/// client's set).
-pub(crate) use crate::scim::client::STRICT as SEGMENT;
+/// Path segments: everything but RFC 3986 unreserved characters is encoded (the crate's
+/// strict set, shared with the SCIM client).
+pub(crate) use crate::http::STRICT as SEGMENT;
 /// Query values: as segments, and `,` (the `$select` separator) kept.
 const QUERY: &AsciiSet = &SEGMENT.remove(b',');
 
@@ -235,7 +235,7 @@ impl GraphSource {
                 }
             }
             attrs.extend(
-                crate::mapping::user_mapping(&app.attributes)
+                crate::model::attr_path::user_mapping(&app.attributes)
                     .into_iter()
                     .map(|(_, src)| src),
             );

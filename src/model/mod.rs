@@ -3,13 +3,16 @@
 //!
 //! Nothing here does IO or knows a wire format. The source modules turn Graph or file JSON
 //! into a [`Directory`]; `mapping` turns a directory into [`Desired`] state per app; the store
-//! loads [`Observed`] state; `plan` compares the two.
+//! loads [`Observed`] state; `plan` compares the two. [`attr_path`] holds the grammar of the
+//! SCIM attribute paths that key [`Attrs`], and the default mapping table that names them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
 use serde_json::Value;
+
+pub mod attr_path;
 
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident) => {
@@ -138,6 +141,17 @@ pub struct Desired {
     pub users: BTreeMap<SourceId, DesiredUser>,
     /// Assigned groups by source id.
     pub groups: BTreeMap<SourceId, DesiredGroup>,
+}
+
+/// A user in scope that cannot be provisioned (for instance no value for `userName`).
+/// It is left as the app holds it, never deprovisioned for this reason. `mapping` reports
+/// these next to the [`Desired`] state; `plan` leaves them alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmapped {
+    /// The user.
+    pub source_id: SourceId,
+    /// What is missing.
+    pub reason: String,
 }
 
 /// How we came to manage an object in the app. Only managed objects are ever changed.

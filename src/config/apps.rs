@@ -1,0 +1,343 @@
+//! `[[apps]]` and each app's `[apps.attributes]`: the SCIM apps, as written ([`RawApp`], with
+//! its defaults) and validated ([`AppConfig`]).
+//!
+//! Each app is checked key by key, in a fixed order (name, `base_url`, `groups`,
+//! `concurrency`, `timeout`, `[apps.attributes]`, `matching`, `push_limit`), so the first
+//! error reported for a file never changes. Attribute paths are checked with the grammar of
+//! [`crate::model::attr_path`]; this module must not depend on `mapping`, nor read an app's
+//! token while validating (only [`AppConfig::token`] does, when a command needs it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{ConfigText, Dur, Error, Secret, read_secret};
+use crate::model::attr_path::{REQUIRED_USER_PATHS, check_scim_path, mapped_paths};
+use crate::model::{AppName, Deprovision, SourceId};
+
+/// `push_limit`: the per-app quota for activation pushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushLimit {
+    /// Activations allowed at once after a quiet spell.
+    pub burst: NonZeroU32,
+    /// Time in which `burst` activations are replenished.
+    pub per: Duration,
+}
+
+/// One `[[apps]]` entry.
+#[derive(Clone, Debug)]
+pub struct AppConfig {
+    /// Unique name (`[a-z0-9-]+`).
+    pub name: AppName,
+    /// SCIM base URL, without a trailing slash.
+    pub base_url: String,
+    /// Name of the environment variable holding the bearer token.
+    pub token_env: String,
+    /// Assigned groups (source ids).
+    pub groups: Vec<SourceId>,
+    /// Activation push quota.
+    pub push_limit: PushLimit,
+    /// What happens to a user leaving scope.
+    pub deprovision: Deprovision,
+    /// SCIM attribute used to find a pre-existing user before creating one.
+    pub matching: String,
+    /// More disables and deletes than this in one cycle are held, not sent.
+    pub max_deprovisions: u32,
+    /// Count members of nested groups as members.
+    pub flatten_nested: bool,
+    /// SCIM requests in flight during a cycle.
+    pub concurrency: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// `[apps.attributes]` overrides: SCIM path → source attribute (`""` drops the default entry).
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl AppConfig {
+    /// Reads the app's bearer token from its environment variable.
+    ///
+    /// # Errors
+    /// [`Error::MissingSecret`] naming the app's `token_env` key when the variable is unset or empty.
+    pub fn token(&self) -> Result<Secret, Error> {
+        read_secret(
+            &format!("apps[{}].token_env", self.name),
+            &self.token_env,
+            "SCIM bearer token of this app",
+        )
+    }
+}
+
+/// One `[[apps]]` entry as written. Keys whose errors point at a line keep their span; a
+/// defaulted key's span is `0..0` (line 1).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApp {
+    name: Spanned<String>,
+    base_url: Spanned<String>,
+    token_env: String,
+    groups: Spanned<Vec<String>>,
+    #[serde(default = "default_push_limit")]
+    push_limit: Spanned<RawPushLimit>,
+    #[serde(default = "default_deprovision")]
+    deprovision: Deprovision,
+    #[serde(default = "default_matching")]
+    matching: Spanned<String>,
+    #[serde(default = "default_max_deprovisions")]
+    max_deprovisions: u32,
+    #[serde(default)]
+    flatten_nested: bool,
+    #[serde(default = "default_concurrency")]
+    concurrency: Spanned<usize>,
+    #[serde(default = "default_timeout")]
+    timeout: Dur,
+    #[serde(default = "default_attributes")]
+    attributes: Spanned<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPushLimit {
+    burst: NonZeroU32,
+    per: Dur,
+}
+
+fn default_push_limit() -> Spanned<RawPushLimit> {
+    Spanned::new(
+        0..0,
+        RawPushLimit {
+            burst: NonZeroU32::MIN.saturating_add(4),
+            per: Dur(Duration::from_secs(10)),
+        },
+    )
+}
+fn default_deprovision() -> Deprovision {
+    Deprovision::Disable
+}
+fn default_matching() -> Spanned<String> {
+    Spanned::new(0..0, "userName".into())
+}
+fn default_max_deprovisions() -> u32 {
+    50
+}
+fn default_concurrency() -> Spanned<usize> {
+    Spanned::new(0..0, 4)
+}
+fn default_attributes() -> Spanned<BTreeMap<String, String>> {
+    Spanned::new(0..0, BTreeMap::new())
+}
+fn default_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+/// Validates every `[[apps]]` entry in file order (names unique), then that there is one.
+pub(super) fn validate(cfg: &ConfigText<'_>, raw: Vec<RawApp>) -> Result<Vec<AppConfig>, Error> {
+    let mut names = BTreeSet::new();
+    let mut apps = Vec::with_capacity(raw.len());
+    for app in raw {
+        apps.push(validate_app(cfg, app, &mut names)?);
+    }
+    if apps.is_empty() {
+        return Err(cfg.invalid_nowhere(
+            "apps".into(),
+            "no [[apps]] configured: add at least one SCIM app".into(),
+        ));
+    }
+    Ok(apps)
+}
+
+/// Validates one `[[apps]]` entry; `names` holds the names of the entries before it.
+fn validate_app(
+    cfg: &ConfigText<'_>,
+    app: RawApp,
+    names: &mut BTreeSet<String>,
+) -> Result<AppConfig, Error> {
+    let name = name(cfg, app.name, names)?;
+    let base_url = base_url(cfg, &name, app.base_url)?;
+    let groups = groups(cfg, &name, app.groups)?;
+    let concurrency = concurrency(cfg, &name, app.concurrency)?;
+    let timeout = timeout(cfg, &name, app.timeout)?;
+    let attributes = attributes(cfg, &name, app.attributes)?;
+    let matching = matching(cfg, &name, app.matching, &attributes)?;
+    let push_limit = push_limit(cfg, &name, app.push_limit)?;
+    Ok(AppConfig {
+        name: AppName::new(name),
+        base_url,
+        token_env: app.token_env,
+        groups,
+        push_limit,
+        deprovision: app.deprovision,
+        matching,
+        max_deprovisions: app.max_deprovisions,
+        flatten_nested: app.flatten_nested,
+        concurrency,
+        timeout,
+        attributes,
+    })
+}
+
+/// `apps[{name}].{k}`, the key of one of an app's settings in messages.
+fn key(name: &str, k: &str) -> String {
+    format!("apps[{name}].{k}")
+}
+
+/// `name`: `[a-z0-9-]+`, and not the name of an earlier app.
+fn name(
+    cfg: &ConfigText<'_>,
+    raw: Spanned<String>,
+    names: &mut BTreeSet<String>,
+) -> Result<String, Error> {
+    let span = raw.span();
+    let name = raw.into_inner();
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(cfg.invalid_at(
+            span,
+            "apps.name".into(),
+            format!("{name:?} must use only a-z, 0-9 and -"),
+        ));
+    }
+    if !names.insert(name.clone()) {
+        return Err(cfg.invalid_at(
+            span,
+            key(&name, "name"),
+            "two apps have this name; names must be unique".into(),
+        ));
+    }
+    Ok(name)
+}
+
+/// `base_url`: an http(s) URL with a host, kept without a trailing `/`.
+fn base_url(cfg: &ConfigText<'_>, name: &str, raw: Spanned<String>) -> Result<String, Error> {
+    let span = raw.span();
+    let base_url = raw.into_inner().trim_end_matches('/').to_owned();
+    match reqwest::Url::parse(&base_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(base_url),
+        _ => Err(cfg.invalid_at(
+            span,
+            key(name, "base_url"),
+            format!("{base_url:?} is not an http(s) URL"),
+        )),
+    }
+}
+
+/// `groups`: at least one, since an app with none would have every user deprovisioned.
+fn groups(
+    cfg: &ConfigText<'_>,
+    name: &str,
+    raw: Spanned<Vec<String>>,
+) -> Result<Vec<SourceId>, Error> {
+    let span = raw.span();
+    let groups: Vec<SourceId> = raw.into_inner().into_iter().map(SourceId::new).collect();
+    if groups.is_empty() {
+        return Err(cfg.invalid_at(
+            span,
+            key(name, "groups"),
+            "assign at least one group: an app with no groups would have every user deprovisioned"
+                .into(),
+        ));
+    }
+    Ok(groups)
+}
+
+/// `concurrency`: 1 to 64 requests in flight.
+fn concurrency(cfg: &ConfigText<'_>, name: &str, raw: Spanned<usize>) -> Result<usize, Error> {
+    let span = raw.span();
+    let concurrency = raw.into_inner();
+    if !(1..=64).contains(&concurrency) {
+        return Err(cfg.invalid_at(
+            span,
+            key(name, "concurrency"),
+            format!("{concurrency} is out of range 1..=64"),
+        ));
+    }
+    Ok(concurrency)
+}
+
+/// `timeout`: more than zero.
+fn timeout(cfg: &ConfigText<'_>, name: &str, raw: Dur) -> Result<Duration, Error> {
+    if raw.0.is_zero() {
+        return Err(cfg.invalid_at_key(
+            "timeout",
+            key(name, "timeout"),
+            "must be more than zero".into(),
+        ));
+    }
+    Ok(raw.0)
+}
+
+/// `[apps.attributes]`: every key a supported SCIM attribute path, and the required paths
+/// never dropped (`""`).
+fn attributes(
+    cfg: &ConfigText<'_>,
+    name: &str,
+    raw: Spanned<BTreeMap<String, String>>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let span = raw.span();
+    let attributes = raw.into_inner();
+    for (scim_path, source_attr) in &attributes {
+        let at_fault = |message: String| {
+            cfg.invalid_at(
+                span.clone(),
+                key(name, &format!("attributes.{scim_path:?}")),
+                message,
+            )
+        };
+        if let Err(why) = check_scim_path(scim_path) {
+            return Err(at_fault(why));
+        }
+        if source_attr.is_empty() && REQUIRED_USER_PATHS.contains(&scim_path.as_str()) {
+            return Err(at_fault(
+                "this attribute is required and cannot be dropped".into(),
+            ));
+        }
+    }
+    Ok(attributes)
+}
+
+/// `matching`: a single-valued SCIM path the app maps (after its overrides).
+fn matching(
+    cfg: &ConfigText<'_>,
+    name: &str,
+    raw: Spanned<String>,
+    attributes: &BTreeMap<String, String>,
+) -> Result<String, Error> {
+    let span = raw.span();
+    let matching = raw.into_inner();
+    let mapped = mapped_paths(attributes);
+    if matching.contains('[') || !mapped.iter().any(|p| p == &matching) {
+        return Err(cfg.invalid_at(
+            span,
+            key(name, "matching"),
+            format!(
+                "{matching:?} must be a single-valued SCIM attribute of the mapping (e.g. userName, externalId)"
+            ),
+        ));
+    }
+    Ok(matching)
+}
+
+/// `push_limit`: `per` more than zero (`burst` is non-zero by type).
+fn push_limit(
+    cfg: &ConfigText<'_>,
+    name: &str,
+    raw: Spanned<RawPushLimit>,
+) -> Result<PushLimit, Error> {
+    let push = raw.into_inner();
+    if push.per.0.is_zero() {
+        return Err(cfg.invalid_at_key(
+            "push_limit",
+            key(name, "push_limit.per"),
+            "must be more than zero".into(),
+        ));
+    }
+    Ok(PushLimit {
+        burst: push.burst,
+        per: push.per.0,
+    })
+}

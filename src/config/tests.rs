@@ -1,0 +1,248 @@
+//! Tests of config parsing and validation: defaults, each section's errors with their key
+//! and line, and secrets that never print.
+
+use std::time::Duration;
+
+use super::*;
+use crate::model::Deprovision;
+
+const GOOD: &str = r#"
+[service]
+full_sync_interval = "40m"
+
+[source]
+kind = "file"
+path = "config/directory.json"
+
+[[apps]]
+name = "crm"
+base_url = "https://crm.example.com/scim/v2/"
+token_env = "CRM_SCIM_TOKEN"
+groups = ["g-crm-users"]
+push_limit = { burst = 5, per = "10s" }
+"#;
+
+fn parse(text: &str) -> Result<Config, Error> {
+    Config::parse(Path::new("test.toml"), text)
+}
+
+#[test]
+fn defaults_and_values() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.service.full_sync_interval, Duration::from_secs(2400));
+    assert_eq!(c.service.listen, "127.0.0.1:8787");
+    let app = &c.apps[0];
+    assert_eq!(app.base_url, "https://crm.example.com/scim/v2");
+    assert_eq!(app.push_limit.burst.get(), 5);
+    assert_eq!(app.push_limit.per, Duration::from_secs(10));
+    assert_eq!(app.deprovision, Deprovision::Disable);
+    assert_eq!(app.matching, "userName");
+    assert_eq!(app.max_deprovisions, 50);
+    assert_eq!(app.concurrency, 4);
+    assert_eq!(app.timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+    assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+    assert!(parse_duration("forty").unwrap_err().contains("40m"));
+}
+
+#[test]
+fn unknown_key_names_key_and_line() {
+    let text = GOOD.replace("token_env =", "tokn_env = \"x\"\ntoken_env =");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.starts_with("test.toml:12:"), "{e}");
+    assert!(e.contains("tokn_env"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_line() {
+    let text = GOOD.replace("\"40m\"", "\"40 minutes please\"");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.starts_with("test.toml:3:"), "{e}");
+    assert!(e.contains("invalid duration"), "{e}");
+}
+
+#[test]
+fn bad_app_values() {
+    let e = parse(&GOOD.replace("\"crm\"", "\"CRM App\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("test.toml:10: apps.name"), "{e}");
+    let e = parse(&GOOD.replace("[\"g-crm-users\"]", "[]"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("apps[crm].groups"), "{e}");
+    let e = parse(&GOOD.replace("https://crm.example.com/scim/v2/", "crm"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("apps[crm].base_url"), "{e}");
+    let dup = format!(
+        "{GOOD}\n[[apps]]\nname = \"crm\"\nbase_url = \"http://x\"\ntoken_env = \"T\"\ngroups = [\"g\"]\n"
+    );
+    let e = parse(&dup).unwrap_err().to_string();
+    assert!(e.contains("unique"), "{e}");
+    let e = parse(&GOOD.replace(
+        "push_limit",
+        "matching = \"emails[type eq \\\"work\\\"].value\"\npush_limit",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("apps[crm].matching"), "{e}");
+}
+
+#[test]
+fn missing_secret_names_key_not_value() {
+    let mut c = parse(GOOD).unwrap();
+    c.apps[0].token_env = "SCIM_SYNC_TEST_SURELY_UNSET_VAR".into();
+    let e = c.apps[0].token().unwrap_err().to_string();
+    assert!(e.contains("apps[crm].token_env"), "{e}");
+    assert!(e.contains("SCIM_SYNC_TEST_SURELY_UNSET_VAR"), "{e}");
+}
+
+const GRAPH: &str = r#"
+[source]
+kind = "graph"
+tenant_id = "11111111-2222-3333-4444-555555555555"
+client_id = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+client_secret_env = "GRAPH_CLIENT_SECRET"
+
+[[apps]]
+name = "crm"
+base_url = "https://crm.example.com/scim/v2/"
+token_env = "CRM_SCIM_TOKEN"
+groups = ["g-crm-users"]
+"#;
+
+fn graph(c: &Config) -> &GraphConfig {
+    match &c.source {
+        SourceConfig::Graph(g) => g,
+        other => panic!("not a graph source: {other:?}"),
+    }
+}
+
+#[test]
+fn graph_source_defaults() {
+    let c = parse(GRAPH).unwrap();
+    let g = graph(&c);
+    assert_eq!(g.tenant_id, "11111111-2222-3333-4444-555555555555");
+    assert_eq!(
+        g.client_secret,
+        SecretFrom::Env("GRAPH_CLIENT_SECRET".into())
+    );
+    assert_eq!(g.graph_url, "https://graph.microsoft.com");
+    assert_eq!(g.login_url, "https://login.microsoftonline.com");
+    assert_eq!(g.pim_poll_interval, Duration::from_secs(30));
+    let c = parse(&GRAPH.replace(
+        "client_secret_env = \"GRAPH_CLIENT_SECRET\"",
+        "client_secret_file = \"/run/secrets/graph\"\ngraph_url = \"http://127.0.0.1:9/\"\nlogin_url = \"https://login.microsoftonline.us\"\npim_poll_interval = \"1m\"",
+    ))
+    .unwrap();
+    let g = graph(&c);
+    assert_eq!(
+        g.client_secret,
+        SecretFrom::File("/run/secrets/graph".into())
+    );
+    assert_eq!(g.graph_url, "http://127.0.0.1:9");
+    assert_eq!(g.login_url, "https://login.microsoftonline.us");
+    assert_eq!(g.pim_poll_interval, Duration::from_secs(60));
+}
+
+#[test]
+fn graph_example_config_parses() {
+    let c = Config::parse(
+        Path::new("config/graph.example.toml"),
+        include_str!("../../config/graph.example.toml"),
+    )
+    .unwrap();
+    assert_eq!(
+        graph(&c).client_secret,
+        SecretFrom::Env("GRAPH_CLIENT_SECRET".into())
+    );
+    assert_eq!(c.apps.len(), 2);
+    assert!(c.apps[1].flatten_nested);
+}
+
+#[test]
+fn graph_secret_key_missing_or_doubled_is_named() {
+    let e = parse(&GRAPH.replace("client_secret_env = \"GRAPH_CLIENT_SECRET\"\n", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("source.client_secret_env"), "{e}");
+    assert!(e.contains("client_secret_file"), "{e}");
+    let e = parse(&GRAPH.replace(
+        "client_secret_env =",
+        "client_secret_file = \"/run/secrets/graph\"\nclient_secret_env =",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not both"), "{e}");
+    assert!(e.starts_with("test.toml:6:"), "{e}");
+}
+
+#[test]
+fn graph_bad_values_are_named() {
+    let e = parse(&GRAPH.replace(
+        "kind = \"graph\"",
+        "kind = \"graph\"\ngraph_url = \"graph.microsoft.com\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("test.toml:4: source.graph_url"), "{e}");
+    let e = parse(&GRAPH.replace(
+        "kind = \"graph\"",
+        "kind = \"graph\"\nlogin_url = \"ftp://x\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("source.login_url"), "{e}");
+    let e = parse(&GRAPH.replace(
+        "kind = \"graph\"",
+        "kind = \"graph\"\npim_poll_interval = \"0s\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("source.pim_poll_interval"), "{e}");
+    let e = parse(&GRAPH.replace(
+        "tenant_id = \"11111111-2222-3333-4444-555555555555\"",
+        "tenant_id = \"\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("source.tenant_id"), "{e}");
+    let e = parse(&GRAPH.replace("kind = \"graph\"", "kind = \"graph\"\ntenant = \"x\""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tenant"), "{e}");
+}
+
+#[test]
+fn graph_secret_is_read_from_env_or_file_and_never_shown() {
+    let c =
+        parse(&GRAPH.replace("GRAPH_CLIENT_SECRET", "SCIM_SYNC_TEST_SURELY_UNSET_GRAPH")).unwrap();
+    let e = graph(&c).client_secret().unwrap_err().to_string();
+    assert!(e.contains("source.client_secret_env"), "{e}");
+    assert!(e.contains("SCIM_SYNC_TEST_SURELY_UNSET_GRAPH"), "{e}");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("secret");
+    std::fs::write(&file, "s3cr3t-value\n").unwrap();
+    let mut g = graph(&c).clone();
+    g.client_secret = SecretFrom::File(file.clone());
+    let s = g.client_secret().unwrap();
+    assert_eq!(s.expose(), "s3cr3t-value");
+    assert!(!format!("{g:?} {s:?}").contains("s3cr3t"));
+    std::fs::write(&file, " \n").unwrap();
+    let e = g.client_secret().unwrap_err().to_string();
+    assert!(
+        e.contains("source.client_secret_file") && e.contains("empty"),
+        "{e}"
+    );
+}
+
+#[test]
+fn secret_never_prints() {
+    let s = Secret::new("hunter2");
+    assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
+}
