@@ -536,4 +536,99 @@ mod tests {
         let d = diff(&BTreeMap::new(), &"g".into(), &[stray], t0());
         assert_eq!(d, Decisions::default());
     }
+
+    /// A feed whose answer the test sets.
+    #[derive(Default)]
+    struct Feed(std::sync::Mutex<Vec<PimInstance>>);
+
+    impl PimFeed for Feed {
+        fn describe(&self) -> String {
+            "test feed".into()
+        }
+
+        fn active_instances(
+            &self,
+            _group: &SourceId,
+        ) -> BoxFuture<'_, Result<Vec<PimInstance>, crate::source::Error>> {
+            let now = self.0.lock().unwrap().clone();
+            Box::pin(async move { Ok(now) })
+        }
+    }
+
+    /// An intake that records what the poller asks of it, and refuses user `u-refused`.
+    #[derive(Default)]
+    struct Fake {
+        activated: std::sync::Mutex<Vec<(String, Option<DateTime<Utc>>)>>,
+        ended: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Intake for Fake {
+        fn groups(&self) -> BTreeSet<SourceId> {
+            ["g".into()].into()
+        }
+
+        fn now(&self) -> DateTime<Utc> {
+            t0()
+        }
+
+        fn activate(
+            &self,
+            req: ActivationRequest,
+            origin: &'static str,
+        ) -> BoxFuture<'_, Result<Accepted, Refusal>> {
+            assert_eq!(origin, ORIGIN);
+            Box::pin(async move {
+                if req.user_id.as_str() == "u-refused" {
+                    return Err(Refusal::NotEligible("not eligible".into()));
+                }
+                self.activated
+                    .lock()
+                    .unwrap()
+                    .push((req.user_id.to_string(), req.expires_at));
+                Ok(Accepted {
+                    activation_id: "a".into(),
+                    expires_at: req.expires_at.unwrap_or(t0()),
+                    apps: vec![],
+                })
+            })
+        }
+
+        fn end_activation<'a>(
+            &'a self,
+            _group: &'a SourceId,
+            user: &'a SourceId,
+        ) -> BoxFuture<'a, Result<usize, store::Error>> {
+            self.ended.lock().unwrap().push(user.to_string());
+            Box::pin(async { Ok(1) })
+        }
+
+        fn recorded<'a>(&'a self, _group: &'a SourceId) -> BoxFuture<'a, Option<Vec<Activation>>> {
+            Box::pin(async { Some(vec![]) })
+        }
+    }
+
+    #[tokio::test]
+    async fn rounds_against_a_fake_intake_activate_once_and_end_when_pim_drops_it() {
+        let feed = Arc::new(Feed::default());
+        let intake = Arc::new(Fake::default());
+        let mut poller = Poller::new(feed.clone(), intake.clone());
+        *feed.0.lock().unwrap() = vec![
+            inst("a", "u1", "activated", Some(600)),
+            inst("r", "u-refused", "activated", Some(600)),
+        ];
+        poller.round().await;
+        poller.round().await;
+        let end = Some(t0() + chrono::Duration::seconds(600));
+        assert_eq!(
+            *intake.activated.lock().unwrap(),
+            [("u1".to_owned(), end)],
+            "activated once, with PIM's end; the refused one is not retried"
+        );
+        assert!(intake.ended.lock().unwrap().is_empty());
+        feed.0.lock().unwrap().clear();
+        poller.round().await;
+        assert_eq!(*intake.ended.lock().unwrap(), ["u-refused", "u1"]);
+        poller.round().await;
+        assert_eq!(intake.ended.lock().unwrap().len(), 2, "ended once");
+    }
 }

@@ -324,3 +324,97 @@ async fn run_takes_activations_hands_over_sync_now_and_stops_cleanly_on_sigterm(
         assert!(!printed.contains(TOKEN) && !printed.contains(WEBHOOK));
     }
 }
+
+/// An app that answers slowly: user lookups find nothing, creates get fresh ids.
+struct SlowApp(std::sync::atomic::AtomicUsize);
+
+impl wiremock::Respond for SlowApp {
+    fn respond(&self, req: &wiremock::Request) -> wiremock::ResponseTemplate {
+        let delay = std::time::Duration::from_millis(150);
+        let body = if req.method.as_str() == "POST" {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut v: Value = serde_json::from_slice(&req.body).unwrap();
+            v["id"] = format!("id-{n}").into();
+            return wiremock::ResponseTemplate::new(201)
+                .set_body_json(v)
+                .set_delay(delay);
+        } else {
+            serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+                "totalResults": 0, "Resources": []
+            })
+        };
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(body)
+            .set_delay(delay)
+    }
+}
+
+#[tokio::test]
+async fn sync_now_interrupted_stops_sending_keeps_what_the_app_confirmed_and_exits_1() {
+    let app = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::any())
+        .respond_with(SlowApp(0.into()))
+        .mount(&app)
+        .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_config(
+        tmp.path(),
+        &format!("{}/scim/v2", app.uri()),
+        "concurrency = 1",
+    );
+    let mut c = bin();
+    c.arg("--config")
+        .arg(&path)
+        .arg("sync-now")
+        .env("CLI_TEST_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = tokio::process::Command::from(c)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // 14 users, a lookup and a create each at 150 ms: a whole cycle takes over 4 s.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = child.wait_with_output().await.unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("sync-now: interrupted"), "{err}");
+    assert!(
+        out.contains("crm: "),
+        "the partial report is printed: {out}"
+    );
+    let created = app
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.method.as_str() == "POST")
+        .count();
+    assert!(
+        created > 0 && created < 14,
+        "{created} users created before the stop"
+    );
+
+    // What the app confirmed is recorded: the next run creates only the rest.
+    let o = bin()
+        .arg("--config")
+        .arg(&path)
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        status["apps"][0]["managed_users"].as_u64(),
+        Some(created as u64),
+        "{status}"
+    );
+}

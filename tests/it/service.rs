@@ -14,6 +14,7 @@ use tower::ServiceExt;
 use wiremock::MockServer;
 
 use scim_sync::admin;
+use scim_sync::clock::TokioClock;
 use scim_sync::config::Secret;
 use scim_sync::engine::{App, Engine};
 use scim_sync::model::{AppName, Directory, Origin, ScimId, SourceId};
@@ -23,7 +24,8 @@ use scim_sync::source::{MemorySource, Source};
 use scim_sync::store::{Change, Store};
 
 use crate::support::service::{
-    Sandboxed, WEBHOOK_TOKEN, app_toml, config, directory, patched_members, seed, start,
+    HeldClock, Sandboxed, WEBHOOK_TOKEN, app_toml, config, directory, patched_members, seed,
+    settle, start,
 };
 use crate::support::{BASE, TOKEN, given};
 
@@ -382,45 +384,21 @@ impl Source for Clocked {
     }
 }
 
-/// Paused tokio time that moves only when the test says so.
-///
-/// Paused time normally jumps to the next timer whenever the runtime is idle, and a runtime
-/// waiting on SQLite's worker thread looks idle: the store's pool would time out and ticks
-/// would fire mid-query. A task that always yields keeps the runtime busy, so the clock
-/// stands still until [`HeldClock::pass`] moves it, a minute at a time, giving the service
-/// real time to finish its store work after each step.
-struct HeldClock(tokio::task::JoinHandle<()>);
+/// The interval tests move a [`HeldClock`] a minute at a time: paused time normally jumps to
+/// the next timer whenever the runtime is idle, and a runtime waiting on SQLite's worker
+/// thread looks idle, so the store's pool would time out and ticks would fire mid-query.
+trait PassMinutes {
+    /// Moves the held clock `total` on, a minute at a time.
+    async fn pass(&self, total: Duration);
+}
 
-impl HeldClock {
-    fn hold() -> HeldClock {
-        HeldClock(tokio::spawn(async {
-            loop {
-                tokio::task::yield_now().await;
-            }
-        }))
-    }
-
+impl PassMinutes for HeldClock {
     async fn pass(&self, total: Duration) {
         let mut passed = Duration::ZERO;
         while passed < total {
-            tokio::time::advance(MINUTE).await;
+            self.step(MINUTE).await;
             passed += MINUTE;
-            settle().await;
         }
-    }
-}
-
-impl Drop for HeldClock {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Lets tasks woken by the last step run their store work (real time; the clock holds).
-async fn settle() {
-    let until = std::time::Instant::now() + Duration::from_millis(25);
-    while std::time::Instant::now() < until {
-        tokio::task::yield_now().await;
     }
 }
 
@@ -518,38 +496,47 @@ async fn a_cycle_slower_than_the_interval_is_not_overlapped() {
     assert!(skipped >= 2, "skipped ticks are counted: {skipped}");
 }
 
-fn expiring(group: &str, user: &str, in_ms: i64) -> String {
-    let at = chrono::Utc::now() + chrono::Duration::milliseconds(in_ms);
+/// A webhook body for an activation ending `in_ms` after `now`.
+fn expiring(now: chrono::DateTime<chrono::Utc>, group: &str, user: &str, in_ms: i64) -> String {
+    let at = now + chrono::Duration::milliseconds(in_ms);
     json!({"group_id": group, "user_id": user, "expires_at": at.to_rfc3339()}).to_string()
 }
+
+/// Expiry under paused time: the clock the service is given (a [`TokioClock`]) moves only
+/// when the test moves it, so "removed at once" is measured, not slept for.
+const STEP: Duration = Duration::from_millis(100);
 
 #[tokio::test]
 async fn an_expired_activation_leaves_the_app_at_once() {
     let w = Sandboxed::new().await;
-    let svc = w.service("", true).await;
-    w.await_members("Staff", &["u0@contoso.example"], Duration::from_secs(10))
+    tokio::time::pause();
+    let held = HeldClock::hold();
+    let clock = TokioClock::shared();
+    let svc = w.service_on(&clock, true).await;
+    w.step_until_members(&held, "Staff", &["u0@contoso.example"], STEP, MINUTE)
         .await;
-    let (status, answer) = call(
-        &svc,
-        post(
-            "/v1/activations",
-            Some(WEBHOOK_TOKEN),
-            expiring("g-pim", "u3", 1500),
-        ),
-    )
-    .await;
+    let body = expiring(clock.now(), "g-pim", "u3", 1500);
+    let (status, answer) = call(&svc, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(outcome(&answer, "crm"), "pushed", "{answer}");
     assert!(answer["apps"][0]["latency_ms"].is_number(), "{answer}");
     assert_eq!(w.members("PIM Admins"), ["u3@contoso.example"]);
-    w.await_members("PIM Admins", &[], Duration::from_secs(10))
+    // Still there just before the end, gone within a step after it.
+    held.step(Duration::from_millis(1400)).await;
+    assert_eq!(w.members("PIM Admins"), ["u3@contoso.example"]);
+    let after = w
+        .step_until_members(&held, "PIM Admins", &[], STEP, Duration::from_secs(10))
         .await;
+    assert!(
+        after <= STEP * 2,
+        "removed {after:?} after the step before the end"
+    );
     // The standing member of another group is untouched, and the store says removed.
     assert_eq!(w.members("Staff"), ["u0@contoso.example"]);
     let live = svc
         .engine()
         .store()
-        .live_activations(&AppName::from("crm"), chrono::Utc::now())
+        .live_activations(&AppName::from("crm"), clock.now())
         .await
         .unwrap();
     assert!(live.is_empty(), "{live:?}");
@@ -567,24 +554,18 @@ async fn a_standing_member_is_not_removed_when_the_activation_ends() {
             .members
             .push(SourceId::from("u4"));
     });
-    let svc = w.service("", true).await;
-    w.await_members(
-        "PIM Admins",
-        &["u4@contoso.example"],
-        Duration::from_secs(10),
-    )
-    .await;
-    let (status, answer) = call(
-        &svc,
-        post(
-            "/v1/activations",
-            Some(WEBHOOK_TOKEN),
-            expiring("g-pim", "u4", 800),
-        ),
-    )
-    .await;
+    tokio::time::pause();
+    let held = HeldClock::hold();
+    let clock = TokioClock::shared();
+    let svc = w.service_on(&clock, true).await;
+    w.step_until_members(&held, "PIM Admins", &["u4@contoso.example"], STEP, MINUTE)
+        .await;
+    let body = expiring(clock.now(), "g-pim", "u4", 800);
+    let (status, answer) = call(&svc, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..25 {
+        held.step(STEP).await;
+    }
     assert_eq!(w.members("PIM Admins"), ["u4@contoso.example"]);
     svc.shutdown(Duration::from_secs(5)).await;
 }
@@ -592,18 +573,14 @@ async fn a_standing_member_is_not_removed_when_the_activation_ends() {
 #[tokio::test]
 async fn a_restart_still_removes_a_pending_expiry() {
     let w = Sandboxed::new().await;
-    let first = w.service("", true).await;
-    w.await_members("Staff", &["u0@contoso.example"], Duration::from_secs(10))
+    tokio::time::pause();
+    let held = HeldClock::hold();
+    let clock = TokioClock::shared();
+    let first = w.service_on(&clock, true).await;
+    w.step_until_members(&held, "Staff", &["u0@contoso.example"], STEP, MINUTE)
         .await;
-    let (status, answer) = call(
-        &first,
-        post(
-            "/v1/activations",
-            Some(WEBHOOK_TOKEN),
-            expiring("g-pim", "u5", 2500),
-        ),
-    )
-    .await;
+    let body = expiring(clock.now(), "g-pim", "u5", 2500);
+    let (status, answer) = call(&first, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(w.members("PIM Admins"), ["u5@contoso.example"]);
     first.shutdown(Duration::from_secs(5)).await;
@@ -611,10 +588,21 @@ async fn a_restart_still_removes_a_pending_expiry() {
 
     // A new process on the same state, without a start-up cycle: only the rebuilt expiry
     // timer can remove the membership.
-    let second = w.service("", false).await;
+    let second = w.service_on(&clock, false).await;
     assert_eq!(w.members("PIM Admins"), ["u5@contoso.example"]);
-    w.await_members("PIM Admins", &[], Duration::from_secs(10))
+    held.step(Duration::from_millis(2000)).await;
+    assert_eq!(
+        w.members("PIM Admins"),
+        ["u5@contoso.example"],
+        "not before its end"
+    );
+    let after = w
+        .step_until_members(&held, "PIM Admins", &[], STEP, Duration::from_secs(10))
         .await;
+    assert!(
+        after <= Duration::from_millis(700),
+        "removed {after:?} after the step before the end"
+    );
     second.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -648,4 +636,49 @@ async fn a_restart_keeps_deferred_activations_and_the_next_cycle_applies_them() 
         ["u1@contoso.example", "u2@contoso.example"]
     );
     second.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A source whose read panics (a bug, not an error it could return).
+struct Panics;
+
+impl Source for Panics {
+    fn describe(&self) -> String {
+        "a source that panics".into()
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Directory, scim_sync::source::Error>> {
+        Box::pin(async { panic!("bug in the source") })
+    }
+}
+
+#[tokio::test]
+async fn a_panicked_cycle_is_reported_failed_not_as_no_reports() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[app_toml("crm", "http://127.0.0.1:9/scim/v2", &["g-pim"], "")],
+        "40m",
+    );
+    let options = Options {
+        ticks: TickSource::Tokio,
+        startup_cycle: false,
+        ..Options::default()
+    };
+    let svc = start(&cfg, Arc::new(Panics), TOKEN, options).await;
+    let run = svc.cycles(None, Reason::Schedule, true).await;
+    let reports = run.apps.unwrap();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0].outcome, scim_sync::report::Outcome::Failed);
+    let error = reports[0].error.clone().unwrap_or_default();
+    assert!(error.contains("the cycle stopped unexpectedly"), "{error}");
+    // Saved as the app's last cycle, so `status` shows it too.
+    let last = svc
+        .engine()
+        .store()
+        .last_report(&AppName::from("crm"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(last.outcome, scim_sync::report::Outcome::Failed);
+    svc.shutdown(Duration::from_secs(5)).await;
 }

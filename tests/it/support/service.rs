@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use wiremock::MockServer;
 
+use scim_sync::clock::{self, SharedClock};
 use scim_sync::config::{Config, Secret};
 use scim_sync::engine::{App, Engine};
 use scim_sync::mapping;
@@ -78,8 +79,19 @@ pub async fn start(
     token: &str,
     options: Options,
 ) -> Service {
+    start_on(cfg, source, token, options, clock::system()).await
+}
+
+/// [`start`], on `clock` (a [`clock::TokioClock`] runs the service under paused time).
+pub async fn start_on(
+    cfg: &Config,
+    source: Arc<dyn Source>,
+    token: &str,
+    options: Options,
+    clock: SharedClock,
+) -> Service {
     let store = Store::open(&cfg.service.state).await.unwrap();
-    let engine = Engine::new(source, store);
+    let engine = Engine::new(source, store).with_clock(clock);
     let apps = cfg
         .apps
         .iter()
@@ -219,6 +231,17 @@ impl Sandboxed {
         .await
     }
 
+    /// [`Sandboxed::service`] on `clock`.
+    pub async fn service_on(&self, clock: &SharedClock, startup_cycle: bool) -> Service {
+        let options = Options {
+            ticks: TickSource::Tokio,
+            startup_cycle,
+            ..Options::default()
+        };
+        let (cfg, source) = (self.config(""), Arc::new(self.source.clone()));
+        start_on(&cfg, source, TOKEN, options, clock.clone()).await
+    }
+
     /// userNames of the members the sandbox holds in the group named `name`.
     pub fn members(&self, name: &str) -> Vec<String> {
         let state = self.sandbox.state();
@@ -241,6 +264,31 @@ impl Sandboxed {
         out
     }
 
+    /// Under a [`HeldClock`]: moves paused time `step` at a time until the group's members
+    /// are `want`; returns how much paused time that took. Fails after `within`.
+    pub async fn step_until_members(
+        &self,
+        held: &HeldClock,
+        name: &str,
+        want: &[&str],
+        step: Duration,
+        within: Duration,
+    ) -> Duration {
+        let mut passed = Duration::ZERO;
+        loop {
+            let got = self.members(name);
+            if got == want {
+                return passed;
+            }
+            assert!(
+                passed < within,
+                "{name}: members {got:?}, want {want:?} after {passed:?}"
+            );
+            held.step(step).await;
+            passed += step;
+        }
+    }
+
     /// Waits until the group's members are `want`, up to `within`.
     pub async fn await_members(&self, name: &str, want: &[&str], within: Duration) {
         let until = tokio::time::Instant::now() + within;
@@ -255,5 +303,44 @@ impl Sandboxed {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// Paused tokio time that stands still until moved. Paused time would jump ahead whenever
+/// the runtime waits on SQLite's worker thread or a loopback socket; a task that keeps
+/// yielding holds it still, and [`HeldClock::step`] moves it, giving real time to the
+/// store and the sandbox after each step.
+pub struct HeldClock(tokio::task::JoinHandle<()>);
+
+impl HeldClock {
+    /// Holds paused tokio time still (the test has paused it: `start_paused`, or
+    /// `tokio::time::pause()` once the sandbox and the store are up).
+    pub fn hold() -> HeldClock {
+        HeldClock(tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        }))
+    }
+
+    /// Moves paused time by `by`, then lets the tasks it woke do their IO (real time).
+    pub async fn step(&self, by: Duration) {
+        tokio::time::advance(by).await;
+        settle().await;
+    }
+}
+
+impl Drop for HeldClock {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Lets tasks woken by the last step run their store and HTTP work (real time; the clock
+/// holds).
+pub async fn settle() {
+    let until = std::time::Instant::now() + Duration::from_millis(25);
+    while std::time::Instant::now() < until {
+        tokio::task::yield_now().await;
     }
 }
