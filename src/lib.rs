@@ -18,8 +18,11 @@
 //! - [`engine`]: one cycle per app: source → mapping → plan → apply → report; and the same
 //!   reconcile scoped to one membership for activation pushes and expiries.
 //! - [`report`]: cycle reports (SPEC §5); [`status`]: what `status` and `/v1/status` show.
-//! - [`service`]: `run`: the engine kept running with its [`drive`]rs (schedule, limiter,
-//!   activations, leases); [`admin`]: its HTTP face; [`metrics`]: Prometheus names.
+//! - [`service`]: `run`: the engine kept running; it owns activation intake, expiry, the
+//!   limiter and leases. Its [`drive`]rs (schedule, PIM poller) get narrow handles;
+//!   [`activation`] is the intake's contract; [`admin`]: its HTTP face; [`metrics`]:
+//!   Prometheus names.
+//! - [`clock`]: wall time as a parameter; [`locks`]: locks that survive a panic elsewhere.
 //! - [`cli`], [`demo`]: the commands; [`sandbox`]: the built-in in-memory SCIM app.
 //! - [`synthetic`]: generated tenant-sized directories and churn, for benchmarks.
 //!

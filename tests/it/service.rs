@@ -656,7 +656,12 @@ async fn a_panicked_cycle_is_reported_failed_not_as_no_reports() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = config(
         tmp.path(),
-        &[app_toml("crm", "http://127.0.0.1:9/scim/v2", &["g-pim"], "")],
+        &[app_toml(
+            "crm",
+            "http://127.0.0.1:9/scim/v2",
+            &["g-pim"],
+            "",
+        )],
         "40m",
     );
     let options = Options {

@@ -345,3 +345,21 @@ fn the_checks_catch_a_cycle_and_a_forbidden_edge() {
     );
     assert_eq!(forbidden(&graph), ["model → plan"]);
 }
+
+/// Prints the module graph the tidy test sees: `cargo test --test it print_module_graph --
+/// --ignored --nocapture`.
+#[test]
+#[ignore = "prints the module graph; run on demand"]
+fn print_module_graph() {
+    let graph = module_graph(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let edges: usize = graph.values().map(|d| d.len()).sum();
+    for (m, deps) in &graph {
+        let deps: Vec<&str> = deps.iter().map(String::as_str).collect();
+        println!("{m} -> {}", deps.join(" "));
+    }
+    println!(
+        "modules {}, edges {edges}, cycle: {:?}",
+        graph.len(),
+        find_cycle(&graph)
+    );
+}
