@@ -153,7 +153,7 @@ async fn start_over(
         )?;
     }
     let cfg = Config::parse(Path::new("activation-bench.toml"), &text)?;
-    let store = Store::open(&cfg.service.state).await?;
+    let store = Store::open(cfg.service.state_url()?.expose()).await?;
     let engine = Engine::new(source, store);
     let app_list = cfg
         .apps

@@ -1,7 +1,8 @@
 //! The admin and webhook HTTP server of `run` (SPEC §4, §5), on `service.listen`.
 //!
-//! `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /v1/status`, and, behind the webhook
-//! bearer token (compared in constant time), `POST /v1/sync` and `POST /v1/activations`.
+//! `GET /healthz`, `GET /readyz`, `GET /metrics` (open: they name no user), and, behind the
+//! webhook bearer token (compared in constant time), `GET /v1/status` (it names who holds
+//! which privileged activation), `POST /v1/sync` and `POST /v1/activations`.
 //! Bodies over 64 KiB get `413` before any handler runs. Every refusal is logged with its
 //! reason and counted, and changes nothing. This module only translates HTTP; decisions are
 //! the service's.
@@ -145,7 +146,11 @@ async fn metrics(State(svc): State<Service>) -> Response {
     }
 }
 
-async fn status(State(svc): State<Service>) -> Response {
+/// `GET /v1/status`: it names who holds which privileged activation, so it needs the token.
+async fn status(State(svc): State<Service>, headers: HeaderMap) -> Response {
+    if let Err(refused) = authorize(&svc, &headers) {
+        return refused.into_response();
+    }
     let now = svc.engine().clock().now();
     match crate::status::collect(&svc.config().apps, svc.engine().store(), now).await {
         Ok(v) => Json(v).into_response(),

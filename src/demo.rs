@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::activation::{Accepted, ActivationRequest, Outcome};
-use crate::config::{AppConfig, Config, PushLimit, Secret, ServiceConfig, SourceConfig};
+use crate::config::{AppConfig, Config, PushLimit, Secret, ServiceConfig, SourceConfig, StateFrom};
 use crate::engine::{App, AppCycle, CycleOptions, Engine};
 use crate::model::{AppName, Deprovision, Directory, SourceId};
 use crate::report::Reason;
@@ -280,7 +280,8 @@ async fn activations(
         service: ServiceConfig {
             listen: "127.0.0.1:0".into(),
             full_sync_interval: Duration::from_secs(40 * 60),
-            state: format!("sqlite://{}", state_dir.join("demo.db").display()),
+            state: StateFrom::Url(format!("sqlite://{}", state_dir.join("demo.db").display())),
+            lease_ttl: Duration::from_secs(15),
             webhook_token_env: "DEMO (built in)".into(),
             max_activation: Duration::from_secs(8 * 3600),
         },

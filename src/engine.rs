@@ -29,7 +29,7 @@ use crate::model::{Desired, DesiredGroup, DesiredUser, Directory, Observed, Sour
 use crate::plan::{self, Op, Plan, Policy, UserEffect};
 use crate::report::{CycleReport, ObjectError, Outcome, Reason};
 use crate::scim::{self, ClientOptions, RetryPolicy, ScimClient};
-use crate::source::Source;
+use crate::source::{Eligibility, Source};
 use crate::store::{Activation, PushState, Store};
 
 /// One configured app with its SCIM client, kept across cycles.
@@ -195,6 +195,12 @@ impl Engine {
         let d = Arc::new(self.source.snapshot().await?);
         self.keep(&d);
         Ok(d)
+    }
+
+    /// What the source can say cheaply about one user's eligibility (see
+    /// [`Source::eligibility`]).
+    pub async fn eligibility(&self, group: &SourceId, user: &SourceId) -> Eligibility {
+        self.source.eligibility(group, user).await
     }
 
     fn cached(&self) -> Option<Arc<Directory>> {

@@ -8,12 +8,12 @@ use crate::store::Store;
 /// `scim-sync status [--json]`.
 pub(super) async fn status(config: &std::path::Path, json: bool) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
-    let store = Store::open(&cfg.service.state).await?;
+    let store = Store::open(cfg.service.state_url()?.expose()).await?;
     let all = crate::status::collect(&cfg.apps, &store, chrono::Utc::now()).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
     } else {
-        render::status(&cfg.service.state, &all);
+        render::status(&cfg.service.state.to_string(), &all);
     }
     Ok(exit::OK)
 }

@@ -16,7 +16,7 @@ pub(super) async fn run_service(config: &std::path::Path) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
     let token = cfg.service.webhook_token()?;
     let apps = build_apps(&cfg, &[])?;
-    let store = Store::open(&cfg.service.state).await?;
+    let store = Store::open(cfg.service.state_url()?.expose()).await?;
     let listener = tokio::net::TcpListener::bind(&cfg.service.listen)
         .await
         .map_err(|e| {

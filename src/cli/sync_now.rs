@@ -25,7 +25,7 @@ pub(super) async fn run(
 ) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
     let apps = build_apps(&cfg, names)?;
-    let store = Store::open(&cfg.service.state).await?;
+    let store = Store::open(cfg.service.state_url()?.expose()).await?;
     // A dry run writes nothing, not even the source's delta state.
     let source = source_and_poll(&cfg, (!dry_run).then_some(&store))?.0;
     let engine = Engine::new(source, store.clone());
@@ -50,7 +50,7 @@ pub(super) async fn run(
         let leases = Leases::new(
             store,
             &HolderInfo::this_process(HolderKind::SyncNow, None),
-            lease::TTL,
+            cfg.service.lease_ttl,
         );
         let names: Vec<_> = apps.iter().map(|a| a.cfg.name.clone()).collect();
         let client = ServiceClient::new(&cfg);

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 pub use apps::{AppConfig, PushLimit};
 pub use duration::{Dur, parse_duration};
-pub use service::ServiceConfig;
+pub use service::{DEFAULT_STATE, ServiceConfig, StateFrom};
 pub use source::{GraphConfig, SecretFrom, SourceConfig};
 
 /// Where the config is read from when neither `--config` nor `$SCIM_SYNC_CONFIG` is given.

@@ -246,3 +246,62 @@ fn secret_never_prints() {
     let s = Secret::new("hunter2");
     assert_eq!(format!("{s} {s:?}"), "*** Secret(***)");
 }
+
+#[test]
+fn max_activation_and_lease_ttl_have_ranges_and_name_their_key() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.service.max_activation, Duration::from_secs(8 * 3600));
+    assert_eq!(c.service.lease_ttl, Duration::from_secs(15));
+    for (line, key) in [
+        ("max_activation = \"1m\"", "service.max_activation"),
+        ("max_activation = \"25h\"", "service.max_activation"),
+        ("lease_ttl = \"1s\"", "service.lease_ttl"),
+        ("lease_ttl = \"10m\"", "service.lease_ttl"),
+    ] {
+        let text = GOOD.replace("[service]\n", &format!("[service]\n{line}\n"));
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(e.starts_with("test.toml:3:"), "{e}");
+        assert!(e.contains(key) && e.contains("out of range"), "{e}");
+    }
+    let text = GOOD.replace(
+        "[service]\n",
+        "[service]\nmax_activation = \"24h\"\nlease_ttl = \"5s\"\n",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.service.max_activation, Duration::from_secs(24 * 3600));
+    assert_eq!(c.service.lease_ttl, Duration::from_secs(5));
+}
+
+#[test]
+fn the_state_url_comes_from_the_file_or_a_named_variable_never_both() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.service.state, StateFrom::Url(DEFAULT_STATE.into()));
+    let text = GOOD.replace(
+        "[service]\n",
+        "[service]\nstate_env = \"SCIM_SYNC_SURELY_UNSET_STATE_URL\"\n",
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.service.state.to_string(),
+        "$SCIM_SYNC_SURELY_UNSET_STATE_URL"
+    );
+    let e = c.service.state_url().unwrap_err().to_string();
+    assert!(
+        e.contains("SCIM_SYNC_SURELY_UNSET_STATE_URL") && e.contains("service.state_env"),
+        "{e}"
+    );
+    // A variable that is set (the test cannot set one: the crate forbids `unsafe`).
+    let c = parse(&GOOD.replace("[service]\n", "[service]\nstate_env = \"PATH\"\n")).unwrap();
+    let path = std::env::var("PATH").unwrap();
+    assert_eq!(c.service.state_url().unwrap().expose(), path);
+    assert!(
+        !format!("{c:?}").contains(&path),
+        "the URL itself is not in the config"
+    );
+    let both = GOOD.replace(
+        "[service]\n",
+        "[service]\nstate = \"sqlite://a.db\"\nstate_env = \"X\"\n",
+    );
+    let e = parse(&both).unwrap_err().to_string();
+    assert!(e.contains("not both"), "{e}");
+}

@@ -8,6 +8,9 @@
 //! next cycle applies deferred ones and counts them in `deferred_applied`; a push that fails
 //! is deferred the same way. Expiry is the sibling `expiry` module.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -15,6 +18,7 @@ use super::limiter::Decision;
 use super::{Service, Slot};
 use crate::activation::{Accepted, ActivationRequest, AppOutcome, Outcome, Refusal};
 use crate::model::{AppName, SourceId};
+use crate::source::Eligibility;
 use crate::store::{self, Activation, PushState};
 
 impl Service {
@@ -37,19 +41,12 @@ impl Service {
             ));
         }
         let now = inner.engine.clock().now();
-        let expires_at = match req.expires_at {
-            Some(at) if at <= now => {
-                return Err(Refusal::Invalid(format!(
-                    "expires_at {} is not in the future",
-                    at.to_rfc3339()
-                )));
-            }
-            Some(at) => at,
-            None => {
-                now + chrono::Duration::from_std(inner.cfg.service.max_activation)
-                    .unwrap_or(chrono::Duration::hours(8))
-            }
-        };
+        let expires_at = expiry(
+            now,
+            req.expires_at,
+            origin,
+            inner.cfg.service.max_activation,
+        )?;
         let targets: Vec<&Slot> = inner
             .apps
             .values()
@@ -147,8 +144,11 @@ impl Service {
         })
     }
 
-    /// 403 unless the source lists `user` as eligible for `group`. A miss on the last snapshot
-    /// re-reads the source once, so a user made eligible a minute ago is not refused.
+    /// 403 unless the source lists `user` as eligible for `group`. The last snapshot
+    /// answers first; on a miss the source is asked cheaply (an unchanged directory file, or
+    /// one targeted Graph request), and only when that cannot tell, or says "eligible" (the
+    /// push needs the user's attributes), is the whole source read again. A refusal never
+    /// costs a full read when the source can say no on its own.
     async fn check_eligible(&self, group: &SourceId, user: &SourceId) -> Result<(), Refusal> {
         let engine = &self.inner.engine;
         let eligible = |d: &crate::model::Directory| {
@@ -156,26 +156,35 @@ impl Service {
                 .get(group)
                 .is_some_and(|g| g.eligible.contains(user))
         };
-        if let Ok(d) = engine.directory().await
-            && eligible(&d)
-        {
+        let cached = engine.directory().await.ok();
+        if cached.as_deref().is_some_and(eligible) {
             return Ok(());
         }
-        match engine.refresh_directory().await {
-            Ok(d) if eligible(&d) => Ok(()),
-            Ok(d) => Err(Refusal::NotEligible(match d.groups.get(group) {
-                None => format!("group {group} is not in the source"),
-                Some(_) if !d.users.contains_key(user) => {
-                    format!("user {user} is not in the source")
-                }
-                Some(_) => {
-                    format!("user {user} is not eligible for group {group} according to the source")
-                }
-            })),
-            Err(e) => Err(Refusal::Unavailable(format!(
-                "the source cannot be read to check eligibility: {e}"
-            ))),
+        let dir = match (engine.eligibility(group, user).await, cached) {
+            (Eligibility::Current, Some(d)) => d,
+            (Eligibility::NotEligible, _) => {
+                return Err(Refusal::NotEligible(format!(
+                    "user {user} is not eligible for group {group} according to the source"
+                )));
+            }
+            _ => engine.refresh_directory().await.map_err(|e| {
+                Refusal::Unavailable(format!(
+                    "the source cannot be read to check eligibility: {e}"
+                ))
+            })?,
+        };
+        if eligible(&dir) {
+            return Ok(());
         }
+        Err(Refusal::NotEligible(match dir.groups.get(group) {
+            None => format!("group {group} is not in the source"),
+            Some(_) if !dir.users.contains_key(user) => {
+                format!("user {user} is not in the source")
+            }
+            Some(_) => {
+                format!("user {user} is not eligible for group {group} according to the source")
+            }
+        }))
     }
 
     /// Pushes one activation to one app and records the outcome.
@@ -243,5 +252,70 @@ pub(super) async fn record(
         .await
     {
         tracing::error!(app = %app, activation = %id, error = %e, "could not record the activation's state");
+    }
+}
+
+/// The longest any activation lasts, whatever its origin: PIM's own maximum.
+const CEILING: Duration = Duration::from_secs(24 * 3600);
+
+/// When an activation received at `now` ends. One reported through our API (the webhook,
+/// `activate`) defaults to, and may not exceed, `max_activation`; one the PIM poller read
+/// keeps PIM's `endDateTime` (PIM enforced its policy), cut at 24 hours.
+fn expiry(
+    now: DateTime<Utc>,
+    asked: Option<DateTime<Utc>>,
+    origin: &str,
+    max_activation: Duration,
+) -> Result<DateTime<Utc>, Refusal> {
+    let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(24));
+    let max = now + span(max_activation.min(CEILING));
+    match asked {
+        Some(at) if at <= now => Err(Refusal::Invalid(format!(
+            "expires_at {} is not in the future",
+            at.to_rfc3339()
+        ))),
+        Some(at) if origin == crate::drive::poller::ORIGIN => Ok(at.min(now + span(CEILING))),
+        Some(at) if at > max => Err(Refusal::Invalid(format!(
+            "expires_at {} is later than now + service.max_activation ({}): an activation may last at most {}",
+            at.to_rfc3339(),
+            humantime::format_duration(max_activation),
+            humantime::format_duration(max_activation)
+        ))),
+        Some(at) => Ok(at),
+        None => Ok(max),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activations_are_bounded_by_max_activation_or_pim_ceiling() {
+        let now = DateTime::parse_from_rfc3339("2026-12-03T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let h = chrono::Duration::hours;
+        let eight = Duration::from_secs(8 * 3600);
+        assert_eq!(expiry(now, None, "webhook", eight), Ok(now + h(8)));
+        assert_eq!(
+            expiry(now, Some(now + h(8)), "webhook", eight),
+            Ok(now + h(8))
+        );
+        let far = DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let Err(Refusal::Invalid(why)) = expiry(now, Some(far), "webhook", eight) else {
+            panic!("a permanent privilege through the webhook was accepted");
+        };
+        assert!(why.contains("service.max_activation (8h)"), "{why}");
+        assert!(matches!(
+            expiry(now, Some(now - h(1)), "webhook", eight),
+            Err(Refusal::Invalid(_))
+        ));
+        // PIM's own end is kept, up to 24 hours.
+        let pim = crate::drive::poller::ORIGIN;
+        assert_eq!(expiry(now, Some(now + h(12)), pim, eight), Ok(now + h(12)));
+        assert_eq!(expiry(now, Some(far), pim, eight), Ok(now + h(24)));
     }
 }

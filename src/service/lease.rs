@@ -20,8 +20,9 @@ use crate::model::AppName;
 use crate::report::CycleReport;
 use crate::store::{self, LeaseHolder, Store};
 
-/// How long a lease lasts without renewal.
-pub const TTL: Duration = Duration::from_secs(30);
+/// How long a lease lasts without renewal when nothing says otherwise (`service.lease_ttl`'s
+/// default).
+pub const TTL: Duration = Duration::from_secs(15);
 
 /// What kind of process holds a lease.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

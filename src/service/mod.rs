@@ -59,8 +59,9 @@ pub enum TickSource {
 pub struct Options {
     /// Where ticks come from.
     pub ticks: TickSource,
-    /// Lease lifetime without renewal.
-    pub lease_ttl: Duration,
+    /// Lease lifetime without renewal; `None`: `service.lease_ttl` (tests that move paused
+    /// time by hours set a longer one).
+    pub lease_ttl: Option<Duration>,
     /// How long the webhook waits for pushes to be confirmed before answering.
     pub push_wait: Duration,
     /// Run the start-up cycle.
@@ -74,7 +75,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             ticks: TickSource::Cron,
-            lease_ttl: lease::TTL,
+            lease_ttl: None,
             push_wait: Duration::from_secs(5),
             startup_cycle: true,
             pim: None,
@@ -173,7 +174,8 @@ impl Service {
             );
         }
         let info = HolderInfo::this_process(HolderKind::Run, Some(&cfg.service.listen));
-        let leases = Leases::new(store.clone(), &info, options.lease_ttl);
+        let ttl = options.lease_ttl.unwrap_or(cfg.service.lease_ttl);
+        let leases = Leases::new(store.clone(), &info, ttl);
         let names: Vec<AppName> = apps.iter().map(|a| a.cfg.name.clone()).collect();
         for (app, who) in leases.renew(&names).await? {
             tracing::warn!(app = %app, holder = %who, "another process holds the app's lease; its cycles and pushes wait until it is free");

@@ -5,24 +5,38 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Error, Source};
+use super::{Eligibility, Error, Source};
 use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
 
 /// Reads a directory file at every snapshot.
 #[derive(Clone, Debug)]
 pub struct FileSource {
     path: PathBuf,
+    /// Modification time and length of the file as of the last successful read.
+    read: Arc<std::sync::Mutex<Option<Stamp>>>,
 }
+
+/// What tells a changed file from an unchanged one without reading it.
+type Stamp = (std::time::SystemTime, u64);
 
 impl FileSource {
     /// A source reading `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            read: Arc::default(),
+        }
+    }
+
+    async fn stamp(&self) -> Option<Stamp> {
+        let meta = tokio::fs::metadata(&self.path).await.ok()?;
+        Some((meta.modified().ok()?, meta.len()))
     }
 
     /// The file read.
@@ -38,13 +52,32 @@ impl Source for FileSource {
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Directory, Error>> {
         Box::pin(async move {
+            // Stamped before the read: a file changed during it looks changed next time.
+            let stamp = self.stamp().await;
             let text = tokio::fs::read_to_string(&self.path)
                 .await
                 .map_err(|source| Error::Read {
                     path: self.path.clone(),
                     source,
                 })?;
-            parse(&self.path, &text)
+            let dir = parse(&self.path, &text)?;
+            *crate::locks::lock(&self.read, "directory file stamp") = stamp;
+            Ok(dir)
+        })
+    }
+
+    /// `Current` while the file's modification time and length are those of the last read.
+    fn eligibility<'a>(
+        &'a self,
+        _group: &'a SourceId,
+        _user: &'a SourceId,
+    ) -> BoxFuture<'a, Eligibility> {
+        Box::pin(async move {
+            let last = *crate::locks::lock(&self.read, "directory file stamp");
+            match (last, self.stamp().await) {
+                (Some(last), Some(now)) if last == now => Eligibility::Current,
+                _ => Eligibility::Unknown,
+            }
         })
     }
 }

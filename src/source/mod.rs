@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
-use crate::model::Directory;
+use crate::model::{Directory, SourceId};
 
 pub use file::FileSource;
 pub use graph::GraphSource;
@@ -65,6 +65,31 @@ pub trait Source: Send + Sync {
 
     /// Reads a complete snapshot.
     fn snapshot(&self) -> BoxFuture<'_, Result<Directory, Error>>;
+
+    /// What the source can say about `user`'s eligibility for `group` without a full read
+    /// (the webhook's 403 must not cost a read of the whole tenant). The default knows
+    /// nothing.
+    fn eligibility<'a>(
+        &'a self,
+        _group: &'a SourceId,
+        _user: &'a SourceId,
+    ) -> BoxFuture<'a, Eligibility> {
+        Box::pin(async { Eligibility::Unknown })
+    }
+}
+
+/// A cheap answer about one user's eligibility for one group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Eligibility {
+    /// The source has not changed since its last snapshot: that snapshot answers.
+    Current,
+    /// The source itself says the user is eligible (a full read then brings the user's
+    /// attributes, for the push).
+    Eligible,
+    /// The source itself says the user is not eligible.
+    NotEligible,
+    /// Unknown without a full read.
+    Unknown,
 }
 
 /// A directory held in memory, changed by its owner between cycles (the demo, tests and

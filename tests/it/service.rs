@@ -55,6 +55,14 @@ fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
+/// A GET with the webhook bearer token (`/v1/status` needs it).
+fn get_authorized(uri: &str) -> Request<Body> {
+    Request::get(uri)
+        .header("authorization", format!("Bearer {WEBHOOK_TOKEN}"))
+        .body(Body::empty())
+        .unwrap()
+}
+
 async fn activate(svc: &Service, group: &str, user: &str) -> (StatusCode, Value) {
     let body = json!({ "group_id": group, "user_id": user }).to_string();
     call(svc, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await
@@ -123,7 +131,7 @@ async fn burst_of_eight_pushes_five_defers_three_and_the_next_cycle_sends_them()
     assert_eq!(pushed.len(), 5);
 
     // Status shows the three deferred ones, for the app.
-    let (status, body) = call(&svc, get("/v1/status")).await;
+    let (status, body) = call(&svc, get_authorized("/v1/status")).await;
     assert_eq!(status, StatusCode::OK);
     let crm = &body["apps"][0];
     assert_eq!(
@@ -159,7 +167,7 @@ async fn burst_of_eight_pushes_five_defers_three_and_the_next_cycle_sends_them()
     let run = svc.cycles(None, Reason::Schedule, true).await;
     assert_eq!(run.apps.unwrap()[0].deferred_applied, 0);
     assert!(server.received_requests().await.unwrap().is_empty());
-    let (_, body) = call(&svc, get("/v1/status")).await;
+    let (_, body) = call(&svc, get_authorized("/v1/status")).await;
     assert!(
         body["apps"][0]["deferred_activations"]
             .as_array()
@@ -251,6 +259,8 @@ async fn every_refusal_changes_nothing_and_the_service_stays_healthy() {
     let good = json!({"group_id": "g-pim", "user_id": "u1"}).to_string();
     let past = json!({"group_id": "g-pim", "user_id": "u1", "expires_at": "2020-01-01T00:00:00Z"});
     let huge = json!({"group_id": "g-pim", "user_id": "u1", "pad": "x".repeat(65 * 1024)});
+    let forever =
+        json!({"group_id": "g-pim", "user_id": "u1", "expires_at": "2099-01-01T00:00:00Z"});
     let cases: Vec<(&str, Request<Body>, StatusCode)> = vec![
         (
             "bad JSON",
@@ -279,6 +289,16 @@ async fn every_refusal_changes_nothing_and_the_service_stays_healthy() {
             "expires_at in the past",
             post("/v1/activations", Some(WEBHOOK_TOKEN), past.to_string()),
             StatusCode::BAD_REQUEST,
+        ),
+        (
+            "expires_at past max_activation (a permanent privilege)",
+            post("/v1/activations", Some(WEBHOOK_TOKEN), forever.to_string()),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "status without the token",
+            get("/v1/status"),
+            StatusCode::UNAUTHORIZED,
         ),
         (
             "no token",
@@ -428,7 +448,9 @@ async fn clocked_service(takes: Duration, run_for: Duration) -> (Vec<u64>, u32, 
         seen: Arc::default(),
         in_flight: Arc::default(),
     };
-    let store = Store::open(&cfg.service.state).await.unwrap();
+    let store = Store::open(cfg.service.state_url().unwrap().expose())
+        .await
+        .unwrap();
     let group = SourceId::from("g-pim");
     store
         .commit(
@@ -453,7 +475,7 @@ async fn clocked_service(takes: Duration, run_for: Duration) -> (Vec<u64>, u32, 
         Options {
             ticks: TickSource::Tokio,
             // A lease that never needs renewing keeps the keeper out of the timeline.
-            lease_ttl: Duration::from_secs(365 * 24 * 3600),
+            lease_ttl: Some(Duration::from_secs(365 * 24 * 3600)),
             startup_cycle: true,
             ..Options::default()
         },
@@ -622,7 +644,7 @@ async fn a_restart_keeps_deferred_activations_and_the_next_cycle_applies_them() 
     drop(first);
 
     let second = w.service(limit, false).await;
-    let (_, status) = call(&second, get("/v1/status")).await;
+    let (_, status) = call(&second, get_authorized("/v1/status")).await;
     let deferred = status["apps"][0]["deferred_activations"]
         .as_array()
         .unwrap();
@@ -685,5 +707,86 @@ async fn a_panicked_cycle_is_reported_failed_not_as_no_reports() {
         .unwrap()
         .unwrap();
     assert_eq!(last.outcome, scim_sync::report::Outcome::Failed);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A source that counts its full reads, and asks the wrapped one for cheap answers.
+struct CountingReads<S> {
+    inner: S,
+    reads: Arc<Mutex<u32>>,
+}
+
+impl<S: Source> Source for CountingReads<S> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Directory, scim_sync::source::Error>> {
+        *self.reads.lock().unwrap() += 1;
+        self.inner.snapshot()
+    }
+
+    fn eligibility<'a>(
+        &'a self,
+        group: &'a SourceId,
+        user: &'a SourceId,
+    ) -> BoxFuture<'a, scim_sync::source::Eligibility> {
+        self.inner.eligibility(group, user)
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_does_not_reread_an_unchanged_directory_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("directory.json");
+    let write = |eligible: &[&str]| {
+        let users: Vec<Value> = ["u1", "u9"]
+            .iter()
+            .map(|u| json!({"id": u, "userPrincipalName": format!("{u}@contoso.example"), "displayName": u}))
+            .collect();
+        let dir = json!({"users": users, "groups": [
+            {"id": "g-pim", "displayName": "PIM", "members": [], "eligible": eligible}
+        ]});
+        std::fs::write(&file, dir.to_string()).unwrap();
+    };
+    write(&["u1"]);
+    let cfg = config(
+        tmp.path(),
+        &[app_toml(
+            "crm",
+            "http://127.0.0.1:9/scim/v2",
+            &["g-pim"],
+            "",
+        )],
+        "40m",
+    );
+    let reads = Arc::new(Mutex::new(0));
+    let source = CountingReads {
+        inner: scim_sync::source::FileSource::new(&file),
+        reads: reads.clone(),
+    };
+    let options = Options {
+        ticks: TickSource::Tokio,
+        startup_cycle: false,
+        push_wait: Duration::from_millis(200),
+        ..Options::default()
+    };
+    let svc = start(&cfg, Arc::new(source), TOKEN, options).await;
+    for _ in 0..5 {
+        let (status, answer) = activate(&svc, "g-pim", "u9").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    }
+    assert_eq!(
+        *reads.lock().unwrap(),
+        1,
+        "one read for the first snapshot, none per refusal"
+    );
+
+    // The file changes: the next request reads it again and sees the new eligibility.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    write(&["u1", "u9"]);
+    let (status, answer) = activate(&svc, "g-pim", "u9").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(*reads.lock().unwrap(), 2);
     svc.shutdown(Duration::from_secs(5)).await;
 }

@@ -63,7 +63,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "source",
         &[
-            "model", "config", "mapping", "store", "http", "metrics", "clock",
+            "model", "config", "mapping", "store", "http", "metrics", "clock", "locks",
         ],
     ),
     (

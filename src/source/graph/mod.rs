@@ -38,7 +38,7 @@ pub mod delta;
 pub mod double;
 pub mod http;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,7 +179,13 @@ pub struct GraphSource {
     concurrency: usize,
     /// Set when snapshots are read with delta queries ([`GraphSource::with_delta`]).
     delta: Option<delta::Delta>,
+    /// Answers of targeted eligibility reads, kept [`ELIGIBILITY_TTL`] (a burst of refused
+    /// webhook calls costs one request).
+    eligibility: std::sync::Mutex<HashMap<(SourceId, SourceId), (std::time::Instant, bool)>>,
 }
+
+/// How long a targeted eligibility answer is reused.
+const ELIGIBILITY_TTL: Duration = Duration::from_secs(10);
 
 /// One group as read, before merging into the snapshot.
 struct GroupRead {
@@ -248,6 +254,7 @@ impl GraphSource {
             select: attrs.into_iter().collect::<Vec<_>>().join(","),
             concurrency: CONCURRENCY,
             delta: None,
+            eligibility: std::sync::Mutex::default(),
         })
     }
 
@@ -446,6 +453,39 @@ impl GraphSource {
             .await
     }
 
+    /// Whether PIM lists `user` as eligible for `group` now: one request (eligibility
+    /// instances filtered by group and principal), its answer kept [`ELIGIBILITY_TTL`].
+    async fn is_eligible(&self, group: &SourceId, user: &SourceId) -> Result<bool, Error> {
+        let key = (group.clone(), user.clone());
+        if let Some((at, yes)) = crate::locks::lock(&self.eligibility, "eligibility").get(&key)
+            && at.elapsed() < ELIGIBILITY_TTL
+        {
+            return Ok(*yes);
+        }
+        let filter = format!(
+            "groupId eq '{}' and principalId eq '{}'",
+            group.as_str().replace('\'', "''"),
+            user.as_str().replace('\'', "''")
+        );
+        let url = format!(
+            "{}/v1.0/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances?$filter={}",
+            self.graph_url,
+            utf8_percent_encode(&filter, QUERY)
+        );
+        let found = self
+            .http
+            .get_all(
+                url,
+                &format!("PIM eligibility of user {user} for group {group}"),
+            )
+            .await?;
+        let yes = eligible_of(&found).contains(user);
+        let mut cache = crate::locks::lock(&self.eligibility, "eligibility");
+        cache.retain(|_, (at, _)| at.elapsed() < ELIGIBILITY_TTL);
+        cache.insert(key, (std::time::Instant::now(), yes));
+        Ok(yes)
+    }
+
     /// The users `ids`, each read on its own with `/v1.0/users/{id}` (`what` says why, e.g.
     /// `eligible user`); an id that is not a user (`404`) is left out.
     async fn read_users(&self, ids: Vec<SourceId>, what: &str) -> Result<Vec<SourceUser>, Error> {
@@ -596,6 +636,24 @@ impl crate::source::Source for GraphSource {
             "Microsoft Graph tenant {} at {}",
             self.tenant_id, self.graph_url
         )
+    }
+
+    /// One targeted read instead of the whole tenant; a failed read knows nothing.
+    fn eligibility<'a>(
+        &'a self,
+        group: &'a SourceId,
+        user: &'a SourceId,
+    ) -> BoxFuture<'a, crate::source::Eligibility> {
+        Box::pin(async move {
+            match self.is_eligible(group, user).await {
+                Ok(true) => crate::source::Eligibility::Eligible,
+                Ok(false) => crate::source::Eligibility::NotEligible,
+                Err(e) => {
+                    tracing::warn!(group = %group, user = %user, error = %e, "targeted PIM eligibility read failed; reading the tenant");
+                    crate::source::Eligibility::Unknown
+                }
+            }
+        })
     }
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Directory, crate::source::Error>> {

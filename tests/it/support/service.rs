@@ -90,7 +90,9 @@ pub async fn start_on(
     options: Options,
     clock: SharedClock,
 ) -> Service {
-    let store = Store::open(&cfg.service.state).await.unwrap();
+    let store = Store::open(cfg.service.state_url().unwrap().expose())
+        .await
+        .unwrap();
     let engine = Engine::new(source, store).with_clock(clock);
     let apps = cfg
         .apps
