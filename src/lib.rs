@@ -19,7 +19,9 @@
 //! - [`service`]: `run`: the engine kept running with its [`drive`]rs (schedule, limiter,
 //!   activations, leases); [`admin`]: its HTTP face; [`metrics`]: Prometheus names.
 //! - [`cli`], [`demo`]: the commands; [`sandbox`]: the built-in in-memory SCIM app.
-//! - [`synthetic`]: generated tenant-sized directories and churn, for benchmarks.
+//!
+//! Test doubles (synthetic directories for benchmarks) live in the dev-only crate
+//! `scim-sync-testkit` (`crates/testkit`), not in the product.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -41,4 +43,3 @@ pub mod service;
 pub mod source;
 pub mod status;
 pub mod store;
-pub mod synthetic;
