@@ -20,7 +20,7 @@
 //!   activations, leases); [`admin`]: its HTTP face; [`metrics`]: Prometheus names.
 //! - [`cli`], [`demo`]: the commands; [`sandbox`]: the built-in in-memory SCIM app.
 //!
-//! Test doubles (synthetic directories for benchmarks) live in the dev-only crate
+//! Test doubles (synthetic directories, the in-process Microsoft Graph) live in the dev-only crate
 //! `scim-sync-testkit` (`crates/testkit`), not in the product.
 //!
 //! See ARCHITECTURE.md for the invariants.
