@@ -43,10 +43,10 @@ use scim_sync::model::{Directory, SourceGroup, SourceId};
 use scim_sync::report::Reason;
 use scim_sync::sandbox::{SandboxHandle, SandboxState};
 use scim_sync::service::{Options, Service, TickSource};
-use scim_sync::source::graph::double::{DoubleState, GraphDouble};
 use scim_sync::source::{GraphSource, MemorySource, Source};
 use scim_sync::store::Store;
-use scim_sync::synthetic;
+use scim_sync_testkit::graph_double::{DoubleState, GraphDouble};
+use scim_sync_testkit::synthetic;
 
 mod common;
 use common::{Machine, log_from_env, mb};

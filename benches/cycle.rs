@@ -50,7 +50,7 @@ use scim_sync::sandbox::{SandboxHandle, SandboxState};
 use scim_sync::scim::proto;
 use scim_sync::source::{MemorySource, Source};
 use scim_sync::store::{Change, Store};
-use scim_sync::synthetic::{self, Churn};
+use scim_sync_testkit::synthetic::{self, Churn};
 
 mod common;
 use common::{Machine, log_from_env, mb};

@@ -4,7 +4,7 @@
 //! `cargo bench --bench graph` (release build) builds a tenant of 100k users in 1k groups
 //! (99 % of users a direct member of 1 to 3 groups, 1 % in none; 5 PIM-eligible non-members
 //! per group, 2 of them from the users in no group, who are then read one by one),
-//! serves it from [`scim_sync::source::graph::double`] with Graph's maximum page size (999),
+//! serves it from [`scim_sync_testkit::graph_double`] with Graph's maximum page size (999),
 //! and reads it the way a cycle does: a cold read (token included) then warm reads (cached
 //! token). It reports wall time, requests by kind, users, groups and memberships read, and
 //! checks the snapshot against the tenant (every membership, every eligible user).
@@ -32,9 +32,9 @@ use serde_json::json;
 
 use scim_sync::config::Config;
 use scim_sync::model::{Directory, SourceGroup, SourceId, SourceUser};
-use scim_sync::source::graph::double::{DoubleState, GraphDouble};
 use scim_sync::source::{GraphSource, Source};
 use scim_sync::store::Store;
+use scim_sync_testkit::graph_double::{DoubleState, GraphDouble};
 
 struct Args {
     users: usize,

@@ -24,7 +24,9 @@
 //!   Prometheus names.
 //! - [`clock`]: wall time as a parameter; [`locks`]: locks that survive a panic elsewhere.
 //! - [`cli`], [`demo`]: the commands; [`sandbox`]: the built-in in-memory SCIM app.
-//! - [`synthetic`]: generated tenant-sized directories and churn, for benchmarks.
+//!
+//! Test doubles (synthetic directories, the in-process Microsoft Graph) live in the dev-only crate
+//! `scim-sync-testkit` (`crates/testkit`), not in the product.
 //!
 //! See ARCHITECTURE.md for the invariants.
 
@@ -50,4 +52,3 @@ pub mod service;
 pub mod source;
 pub mod status;
 pub mod store;
-pub mod synthetic;

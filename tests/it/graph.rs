@@ -19,9 +19,9 @@ use scim_sync::report::Reason;
 use scim_sync::sandbox::{SandboxHandle, SandboxState};
 use scim_sync::scim::RetryPolicy;
 use scim_sync::source::graph::auth::TokenSource;
-use scim_sync::source::graph::double::{self, DoubleState, GraphDouble};
 use scim_sync::source::{GraphSource, Source};
 use scim_sync::store::Store;
+use scim_sync_testkit::graph_double::{self, DoubleState, GraphDouble};
 
 const APP_TOKEN: &str = "graph-it-scim-token";
 const MEMBERS: &str = "/members/microsoft.graph.user";
@@ -456,7 +456,7 @@ async fn aadsts_errors_say_what_to_check_and_never_show_the_secret() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("tenant {}", double::TENANT)),
+        text.contains(&format!("tenant {}", graph_double::TENANT)),
         "{text}"
     );
     assert!(!text.contains(wrong), "{text}");
@@ -473,7 +473,7 @@ async fn aadsts_errors_say_what_to_check_and_never_show_the_secret() {
         e.contains("AADSTS90002") && e.contains("check source.tenant_id"),
         "{e}"
     );
-    assert!(!e.contains(double::CLIENT_SECRET), "{e}");
+    assert!(!e.contains(graph_double::CLIENT_SECRET), "{e}");
 
     let mut cfg = d.config("X");
     cfg.client_id = "other-client".into();
@@ -565,8 +565,8 @@ token_env = "GRAPH_IT_TOKEN"
 groups = ["g1", "g2"]
 "#,
         state = tmp.path().join("state.db").display(),
-        tenant = double::TENANT,
-        client = double::CLIENT_ID,
+        tenant = graph_double::TENANT,
+        client = graph_double::CLIENT_ID,
         url = d.url(),
         base = sandbox.base_url(),
     );
@@ -580,7 +580,7 @@ groups = ["g1", "g2"]
             .arg("--config")
             .arg(&path)
             .args(args)
-            .env("GRAPH_IT_SECRET", double::CLIENT_SECRET)
+            .env("GRAPH_IT_SECRET", graph_double::CLIENT_SECRET)
             .env("GRAPH_IT_TOKEN", APP_TOKEN);
         async move {
             tokio::task::spawn_blocking(move || c.output().unwrap())
@@ -597,7 +597,7 @@ groups = ["g1", "g2"]
     assert!(
         out.contains(&format!(
             "source: graph tenant {} at {}",
-            double::TENANT,
+            graph_double::TENANT,
             d.url()
         )),
         "{out}"
@@ -606,7 +606,9 @@ groups = ["g1", "g2"]
         out.contains("group g1 \"Group g1\": 7 members, 1 eligible"),
         "{out}"
     );
-    assert!(!out.contains(double::CLIENT_SECRET) && !err.contains(double::CLIENT_SECRET));
+    assert!(
+        !out.contains(graph_double::CLIENT_SECRET) && !err.contains(graph_double::CLIENT_SECRET)
+    );
 
     let o = run(&["sync-now", "--json"]).await;
     let (out, err) = (

@@ -30,12 +30,11 @@
 //! Members are listed in id order, whatever order Graph sends them in.
 //!
 //! Any read that finally fails (see [`http`]) fails the whole snapshot: never a partial one.
-//! [`auth`] gets and renews the app-only token; [`double`] is an in-process Graph for tests
-//! and benchmarks.
+//! [`auth`] gets and renews the app-only token. The in-process Graph that tests and benchmarks
+//! read from is `scim_sync_testkit::graph_double` (`crates/testkit`), not part of the product.
 
 pub mod auth;
 pub mod delta;
-pub mod double;
 pub mod http;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -17,7 +17,7 @@ use scim_sync::sandbox::{SandboxHandle, SandboxState};
 use scim_sync::service::{Options, Service, TickSource};
 use scim_sync::source::{MemorySource, Source};
 use scim_sync::store::{Change, Store};
-use scim_sync::synthetic;
+use scim_sync_testkit::synthetic;
 
 use super::{BASE, TOKEN};
 

@@ -29,7 +29,7 @@ use rand::seq::{IndexedRandom, index};
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
 
-use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
+use scim_sync::model::{Directory, SourceGroup, SourceId, SourceUser};
 
 /// The mail domain of every synthetic user.
 pub const DOMAIN: &str = "contoso.example";

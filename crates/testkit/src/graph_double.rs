@@ -29,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::config::{GraphConfig, Secret, SecretFrom};
-use crate::model::{Directory, SourceId};
+use scim_sync::config::{GraphConfig, Secret, SecretFrom};
+use scim_sync::model::{Directory, SourceId};
 
 /// The tenant id the double answers for.
 pub const TENANT: &str = "double-tenant";

@@ -1,0 +1,11 @@
+//! Test doubles for scim-sync's tests and benchmarks, kept out of the product: only
+//! scim-sync's `[dev-dependencies]` name this crate, so the release binary holds none of it.
+//!
+//! - [`synthetic`]: generated tenant-sized directories and churn, for benchmarks.
+//! - [`graph_double`]: an in-process Microsoft Graph (token endpoint, groups, members, PIM,
+//!   delta queries) serving a directory on loopback, for the Graph source's tests and benchmarks.
+//!
+//! It uses scim-sync only through its public API.
+
+pub mod graph_double;
+pub mod synthetic;
