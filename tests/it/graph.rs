@@ -1043,3 +1043,62 @@ async fn after_a_failed_delta_round_the_kept_state_resumes_correctly_after_a_res
     assert_eq!(after.snapshot().await.unwrap(), full.read().await.unwrap());
     assert_eq!(d.state().requests("deltaFromScratch"), 0, "resumed");
 }
+
+/// A refused activation (the user is not eligible) costs one targeted eligibility request,
+/// not a read of the tenant, and a burst of them one request in all (the answer is kept
+/// briefly). A user eligible in PIM but not yet in the snapshot is found by that request and
+/// accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusal_costs_one_targeted_request_not_a_tenant_read() {
+    use crate::support::service::{app_toml, config, start};
+    use scim_sync::activation::{ActivationRequest, Refusal};
+    use scim_sync::service::{Options, TickSource};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = config(
+        tmp.path(),
+        &[app_toml("crm", "http://127.0.0.1:9/scim/v2", &["g1"], "")],
+        "40m",
+    );
+    let d = double_with(directory(), 999).await;
+    let graph = Arc::new(source(&d, &cfg.apps));
+    let options = Options {
+        ticks: TickSource::Tokio,
+        startup_cycle: false,
+        push_wait: Duration::from_millis(200),
+        ..Options::default()
+    };
+    let svc = start(&cfg, graph, crate::support::TOKEN, options).await;
+    // A cycle reads the tenant once; what follows must not read it again.
+    svc.cycles(None, scim_sync::report::Reason::SyncNow, true)
+        .await;
+    d.state().reset_counts();
+    let req = |user: &str| ActivationRequest {
+        group_id: "g1".into(),
+        user_id: user.into(),
+        expires_at: None,
+    };
+    for _ in 0..3 {
+        let refused = svc.activate(req("u3"), "webhook").await.unwrap_err();
+        assert!(matches!(refused, Refusal::NotEligible(_)), "{refused:?}");
+    }
+    assert_eq!(
+        d.state().total_requests(),
+        1,
+        "one targeted read for three refusals"
+    );
+    assert_eq!(d.state().requests("eligibility"), 1);
+
+    // Made eligible in PIM after the snapshot: the targeted read finds it, then the tenant
+    // is read for the user's attributes.
+    d.state().update(|dir| {
+        dir.groups
+            .get_mut(&SourceId::from("g1"))
+            .unwrap()
+            .eligible
+            .push("u4".into());
+    });
+    let accepted = svc.activate(req("u4"), "webhook").await.unwrap();
+    assert_eq!(accepted.apps.len(), 1);
+    svc.shutdown(Duration::from_secs(5)).await;
+}

@@ -493,7 +493,7 @@ async fn eligibility(
     if let Some(r) = state.admit("eligibility", uri.path(), &headers) {
         return r;
     }
-    let Some(gid) = group_filter(&q) else {
+    let Some((gid, principal)) = group_and_principal(&q) else {
         return bad_filter();
     };
     let items: Vec<Value> = {
@@ -503,6 +503,7 @@ async fn eligibility(
             .map(|g| {
                 g.eligible
                     .iter()
+                    .filter(|u| principal.as_ref().is_none_or(|p| u.as_str() == p))
                     .map(|u| {
                         json!({
                             "id": format!("{gid}_member_{u}"),
@@ -523,10 +524,39 @@ async fn eligibility(
 
 /// The group of a schedule-instances `$filter=groupId eq '…'`.
 fn group_filter(q: &HashMap<String, String>) -> Option<String> {
-    q.get("$filter")?
-        .strip_prefix("groupId eq '")
-        .and_then(|s| s.strip_suffix('\''))
-        .map(|s| s.replace("''", "'"))
+    group_and_principal(q).map(|(g, _)| g)
+}
+
+/// `$filter=groupId eq '…'`, optionally `and principalId eq '…'` (Graph's documented
+/// combination): the group, and the principal when given.
+fn group_and_principal(q: &HashMap<String, String>) -> Option<(String, Option<String>)> {
+    let rest = q.get("$filter")?.strip_prefix("groupId eq '")?;
+    let (group, rest) = quoted(rest)?;
+    if rest.is_empty() {
+        return Some((group, None));
+    }
+    let (principal, rest) = quoted(rest.strip_prefix(" and principalId eq '")?)?;
+    rest.is_empty().then_some((group, Some(principal)))
+}
+
+/// An OData string literal's text up to its closing quote (`''` is a quote), and what
+/// follows it.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c == '\'' {
+            if chars.peek().is_some_and(|(_, n)| *n == '\'') {
+                chars.next();
+                out.push('\'');
+            } else {
+                return Some((out, &s[i + 1..]));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    None
 }
 
 /// Graph's `400` for a schedule-instances read without a usable filter.
