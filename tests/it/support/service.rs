@@ -291,6 +291,24 @@ impl Sandboxed {
         }
     }
 
+    /// Under a [`HeldClock`], without moving it: waits (real time, up to `within`) until the
+    /// group's members are `want`. Proves that what was due by now happened without more
+    /// paused time.
+    pub async fn await_members_held(&self, name: &str, want: &[&str], within: Duration) {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let got = self.members(name);
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{name}: members {got:?}, want {want:?}"
+            );
+            settle().await;
+        }
+    }
+
     /// Waits until the group's members are `want`, up to `within`.
     pub async fn await_members(&self, name: &str, want: &[&str], within: Duration) {
         let until = tokio::time::Instant::now() + within;
