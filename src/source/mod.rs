@@ -109,7 +109,7 @@ impl MemorySource {
 
     /// Changes the held directory; the next snapshot sees the change.
     pub fn update(&self, f: impl FnOnce(&mut Directory)) {
-        let mut guard = self.dir.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::locks::lock(&self.dir, "memory source");
         f(&mut guard);
     }
 }
@@ -120,7 +120,7 @@ impl Source for MemorySource {
     }
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Directory, Error>> {
-        let dir = self.dir.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let dir = crate::locks::lock(&self.dir, "memory source").clone();
         Box::pin(async move { Ok(dir) })
     }
 }
