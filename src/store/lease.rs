@@ -3,12 +3,16 @@
 //! A process writes to an app only while it holds the app's lease: a row naming the holder and
 //! when the lease ends. The holder renews it before it ends; anyone may take it once it has
 //! ended (a holder that died frees the app after one lease period). Taking and renewing is one
-//! conditional upsert, so two processes on one database never both hold an app.
+//! conditional upsert, so two processes on one database never both hold an app: on SQLite it
+//! takes the database's write lock; on PostgreSQL (READ COMMITTED) `INSERT … ON CONFLICT DO
+//! UPDATE … WHERE` locks the conflicting row and evaluates the `WHERE` on its newest
+//! committed version, also when a racing transaction inserted it first, and keeps it locked
+//! even when the `WHERE` is false, so the read that follows a refusal in the same
+//! transaction sees the row the refusal was decided on.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::Row;
 
 use super::{Error, Store, db};
 use crate::model::AppName;
@@ -45,37 +49,38 @@ impl Store {
         let until_ms = now_ms
             .saturating_add(ttl_ms)
             .min(DateTime::<Utc>::MAX_UTC.timestamp_millis());
-        // The upsert takes SQLite's write lock first, so the read that follows in the same
-        // transaction sees the row as this statement left it.
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        let taken = sqlx::query(
-            "INSERT INTO leases (app, holder, info, expires_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (app) DO UPDATE SET holder = excluded.holder, info = excluded.info,
-               expires_ms = excluded.expires_ms
-             WHERE leases.holder = excluded.holder OR leases.expires_ms <= $5",
-        )
-        .bind(app.as_str())
-        .bind(holder)
-        .bind(info)
-        .bind(until_ms)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("take lease"))?
-        .rows_affected();
-        let other = if taken == 1 {
-            None
-        } else {
-            let row = sqlx::query("SELECT holder, info, expires_ms FROM leases WHERE app = $1")
-                .bind(app.as_str())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db("read lease"))?;
-            row.map(|r| lease_holder(app, r.get(0), r.get(1), r.get(2)))
-                .transpose()?
-        };
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(other)
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.map_err(db("begin"))?;
+            let taken = sqlx::query(
+                "INSERT INTO leases (app, holder, info, expires_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (app) DO UPDATE SET holder = excluded.holder, info = excluded.info,
+                   expires_ms = excluded.expires_ms
+                 WHERE leases.holder = excluded.holder OR leases.expires_ms <= $5",
+            )
+            .bind(app.as_str())
+            .bind(holder)
+            .bind(info)
+            .bind(until_ms)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("take lease"))?
+            .rows_affected();
+            let other = if taken == 1 {
+                None
+            } else {
+                let row: Option<(String, String, i64)> =
+                    sqlx::query_as("SELECT holder, info, expires_ms FROM leases WHERE app = $1")
+                        .bind(app.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db("read lease"))?;
+                row.map(|(h, i, e)| lease_holder(app, h, i, e))
+                    .transpose()?
+            };
+            tx.commit().await.map_err(db("commit"))?;
+            Ok(other)
+        })
     }
 
     /// Gives up `app`'s lease if `holder` holds it (expired or not); otherwise changes nothing.
@@ -83,12 +88,15 @@ impl Store {
     /// # Errors
     /// [`Error::Db`].
     pub async fn release_lease(&self, app: &AppName, holder: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM leases WHERE app = $1 AND holder = $2")
-            .bind(app.as_str())
-            .bind(holder)
-            .execute(&self.pool)
-            .await
-            .map_err(db("release lease"))?;
+        on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM leases WHERE app = $1 AND holder = $2")
+                .bind(app.as_str())
+                .bind(holder)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })
+        .map_err(db("release lease"))?;
         Ok(())
     }
 
@@ -101,16 +109,17 @@ impl Store {
         app: &AppName,
         now: DateTime<Utc>,
     ) -> Result<Option<LeaseHolder>, Error> {
-        let row = sqlx::query(
-            "SELECT holder, info, expires_ms FROM leases WHERE app = $1 AND expires_ms > $2",
-        )
-        .bind(app.as_str())
-        .bind(now.timestamp_millis())
-        .fetch_optional(&self.pool)
-        .await
+        let row: Option<(String, String, i64)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
+                "SELECT holder, info, expires_ms FROM leases WHERE app = $1 AND expires_ms > $2",
+            )
+            .bind(app.as_str())
+            .bind(now.timestamp_millis())
+            .fetch_optional(p)
+            .await
+        })
         .map_err(db("read lease"))?;
-        row.map(|r| lease_holder(app, r.get(0), r.get(1), r.get(2)))
-            .transpose()
+        row.map(|(h, i, e)| lease_holder(app, h, i, e)).transpose()
     }
 }
 
@@ -138,6 +147,7 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
+    use crate::store::testing::TestDb;
 
     const TTL: Duration = Duration::from_secs(30);
 
@@ -149,9 +159,8 @@ mod tests {
         t0() + TimeDelta::seconds(secs)
     }
 
-    #[tokio::test]
-    async fn acquire_renew_refuse_take_over_release() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn acquire_renew_refuse_take_over_release(db: &TestDb) {
+        let store = db.open().await;
         let app = AppName::from("crm");
         assert_eq!(store.lease_holder(&app, at(0)).await.unwrap(), None);
 
@@ -258,9 +267,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn huge_ttl_saturates() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn huge_ttl_saturates(db: &TestDb) {
+        let store = db.open().await;
         let app = AppName::from("crm");
         assert_eq!(
             store
@@ -273,12 +281,9 @@ mod tests {
         assert!(h.expires_at > at(1_000_000_000));
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn two_handles_on_one_file_never_both_hold() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("state.db").display());
-        let one = Store::open(&url).await.unwrap();
-        let two = Store::open(&url).await.unwrap();
+    async fn two_handles_on_one_database_never_both_hold(db: &TestDb) {
+        let one = db.open().await;
+        let two = db.open().await;
         let app = AppName::from("crm");
 
         assert_eq!(
@@ -338,4 +343,10 @@ mod tests {
             );
         }
     }
+
+    backend_tests!(
+        acquire_renew_refuse_take_over_release,
+        huge_ttl_saturates,
+        two_handles_on_one_database_never_both_hold,
+    );
 }
