@@ -60,7 +60,7 @@ mod lease;
 mod source_state;
 
 pub use activations::{Activation, AppActivation, PushState};
-pub use lease::LeaseHolder;
+pub use lease::{Lease, LeaseClaim, LeaseGrant, LeaseHolder, this_host};
 pub use source_state::SourceState;
 
 /// Cycle reports kept per app.
