@@ -6,10 +6,12 @@
 //! pushes, cycles and expiries confirm, and lists what a cycle must still apply, what the
 //! expiry timers must revoke, and what is live (a cycle never removes a membership that an
 //! unexpired activation backs). Everything survives a restart.
+//!
+//! Replicas sharing a PostgreSQL store call these at once: each write is one statement or one
+//! transaction whose outcome does not depend on a read made before it (ending activations is
+//! one `UPDATE … RETURNING`, so each is ended, and handed back for revocation, exactly once).
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
 use super::{Error, Store, db};
 use crate::model::{AppName, SourceId};
@@ -115,36 +117,38 @@ impl Store {
         apps: &[(AppName, PushState, Option<String>)],
     ) -> Result<(), Error> {
         let now = stamp(Utc::now());
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        sqlx::query(
-            "INSERT INTO activations (id, group_id, user_id, expires_at, expires_ms, received_at, origin)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&a.id)
-        .bind(a.group.as_str())
-        .bind(a.user.as_str())
-        .bind(stamp(a.expires_at))
-        .bind(a.expires_at.timestamp_millis())
-        .bind(stamp(a.received_at))
-        .bind(&a.origin)
-        .execute(&mut *tx)
-        .await
-        .map_err(db("record activation"))?;
-        for (app, state, detail) in apps {
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.map_err(db("begin"))?;
             sqlx::query(
-                "INSERT INTO activation_apps (activation_id, app, state, detail, latency_ms, updated_at)
-                 VALUES ($1, $2, $3, $4, NULL, $5)",
+                "INSERT INTO activations (id, group_id, user_id, expires_at, expires_ms, received_at, origin)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(&a.id)
-            .bind(app.as_str())
-            .bind(state.as_str())
-            .bind(detail.as_deref())
-            .bind(&now)
+            .bind(a.group.as_str())
+            .bind(a.user.as_str())
+            .bind(stamp(a.expires_at))
+            .bind(a.expires_at.timestamp_millis())
+            .bind(stamp(a.received_at))
+            .bind(&a.origin)
             .execute(&mut *tx)
             .await
-            .map_err(db("record activation app"))?;
-        }
-        tx.commit().await.map_err(db("commit"))
+            .map_err(db("record activation"))?;
+            for (app, state, detail) in apps {
+                sqlx::query(
+                    "INSERT INTO activation_apps (activation_id, app, state, detail, latency_ms, updated_at)
+                     VALUES ($1, $2, $3, $4, NULL, $5)",
+                )
+                .bind(&a.id)
+                .bind(app.as_str())
+                .bind(state.as_str())
+                .bind(detail.as_deref())
+                .bind(&now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db("record activation app"))?;
+            }
+            tx.commit().await.map_err(db("commit"))
+        })
     }
 
     /// Moves activation `id` to `state` in `app`, with `detail` (replacing the previous one,
@@ -161,19 +165,22 @@ impl Store {
         detail: Option<&str>,
         latency_ms: Option<i64>,
     ) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE activation_apps SET state = $3, detail = $4,
-               latency_ms = COALESCE($5, latency_ms), updated_at = $6
-             WHERE activation_id = $1 AND app = $2",
-        )
-        .bind(id)
-        .bind(app.as_str())
-        .bind(state.as_str())
-        .bind(detail)
-        .bind(latency_ms)
-        .bind(stamp(Utc::now()))
-        .execute(&self.pool)
-        .await
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE activation_apps SET state = $3, detail = $4,
+                   latency_ms = COALESCE($5, latency_ms), updated_at = $6
+                 WHERE activation_id = $1 AND app = $2",
+            )
+            .bind(id)
+            .bind(app.as_str())
+            .bind(state.as_str())
+            .bind(detail)
+            .bind(latency_ms)
+            .bind(stamp(Utc::now()))
+            .execute(p)
+            .await
+            .map(|_| ())
+        })
         .map_err(db("set push state"))?;
         Ok(())
     }
@@ -188,16 +195,18 @@ impl Store {
         app: &AppName,
         now: DateTime<Utc>,
     ) -> Result<Vec<AppActivation>, Error> {
-        let rows = sqlx::query(select_app_activations!(
-            "WHERE aa.app = $1 AND aa.state != 'removed' AND a.expires_ms > $2
-             ORDER BY a.received_at, a.id"
-        ))
-        .bind(app.as_str())
-        .bind(now.timestamp_millis())
-        .fetch_all(&self.pool)
-        .await
+        let rows: Vec<AppActivationRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(select_app_activations!(
+                "WHERE aa.app = $1 AND aa.state != 'removed' AND a.expires_ms > $2
+                 ORDER BY a.received_at, a.id"
+            ))
+            .bind(app.as_str())
+            .bind(now.timestamp_millis())
+            .fetch_all(p)
+            .await
+        })
         .map_err(db("read live activations"))?;
-        rows.iter().map(app_activation).collect()
+        rows.into_iter().map(app_activation).collect()
     }
 
     /// Activations deferred in `app` and unexpired at `now`: what the next cycle applies.
@@ -210,16 +219,18 @@ impl Store {
         app: &AppName,
         now: DateTime<Utc>,
     ) -> Result<Vec<AppActivation>, Error> {
-        let rows = sqlx::query(select_app_activations!(
-            "WHERE aa.app = $1 AND aa.state = 'deferred' AND a.expires_ms > $2
-             ORDER BY a.received_at, a.id"
-        ))
-        .bind(app.as_str())
-        .bind(now.timestamp_millis())
-        .fetch_all(&self.pool)
-        .await
+        let rows: Vec<AppActivationRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(select_app_activations!(
+                "WHERE aa.app = $1 AND aa.state = 'deferred' AND a.expires_ms > $2
+                 ORDER BY a.received_at, a.id"
+            ))
+            .bind(app.as_str())
+            .bind(now.timestamp_millis())
+            .fetch_all(p)
+            .await
+        })
         .map_err(db("read deferred activations"))?;
-        rows.iter().map(app_activation).collect()
+        rows.into_iter().map(app_activation).collect()
     }
 
     /// Every app row, of every app, not yet removed, expired or not: what the expiry timers
@@ -228,13 +239,15 @@ impl Store {
     /// # Errors
     /// [`Error::Db`] or [`Error::Corrupt`].
     pub async fn unrevoked_activations(&self) -> Result<Vec<AppActivation>, Error> {
-        let rows = sqlx::query(select_app_activations!(
-            "WHERE aa.state != 'removed' ORDER BY a.expires_ms, a.id, aa.app"
-        ))
-        .fetch_all(&self.pool)
-        .await
+        let rows: Vec<AppActivationRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(select_app_activations!(
+                "WHERE aa.state != 'removed' ORDER BY a.expires_ms, a.id, aa.app"
+            ))
+            .fetch_all(p)
+            .await
+        })
         .map_err(db("read unrevoked activations"))?;
-        rows.iter().map(app_activation).collect()
+        rows.into_iter().map(app_activation).collect()
     }
 
     /// Whether an activation other than `except_id` backs (`group`, `user`) unexpired at `now`,
@@ -249,16 +262,18 @@ impl Store {
         except_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, Error> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM activations
-               WHERE group_id = $1 AND user_id = $2 AND id != $3 AND expires_ms > $4)",
-        )
-        .bind(group.as_str())
-        .bind(user.as_str())
-        .bind(except_id)
-        .bind(now.timestamp_millis())
-        .fetch_one(&self.pool)
-        .await
+        on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM activations
+                   WHERE group_id = $1 AND user_id = $2 AND id != $3 AND expires_ms > $4)",
+            )
+            .bind(group.as_str())
+            .bind(user.as_str())
+            .bind(except_id)
+            .bind(now.timestamp_millis())
+            .fetch_one(p)
+            .await
+        })
         .map_err(db("read other activations"))
     }
 
@@ -269,16 +284,19 @@ impl Store {
     /// # Errors
     /// [`Error::Db`].
     pub async fn pending_to_deferred(&self, detail: &str) -> Result<u64, Error> {
-        let done = sqlx::query(
-            "UPDATE activation_apps SET state = 'deferred', detail = $1, updated_at = $2
-             WHERE state = 'pending'",
-        )
-        .bind(detail)
-        .bind(stamp(Utc::now()))
-        .execute(&self.pool)
-        .await
+        let done = on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE activation_apps SET state = 'deferred', detail = $1, updated_at = $2
+                 WHERE state = 'pending'",
+            )
+            .bind(detail)
+            .bind(stamp(Utc::now()))
+            .execute(p)
+            .await
+            .map(|done| done.rows_affected())
+        })
         .map_err(db("defer pending activations"))?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     /// Whether the store records `user` as a member of `group` in `app` (as last confirmed by
@@ -292,15 +310,17 @@ impl Store {
         group: &SourceId,
         user: &SourceId,
     ) -> Result<bool, Error> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM scim_members
-               WHERE app = $1 AND group_id = $2 AND user_id = $3)",
-        )
-        .bind(app.as_str())
-        .bind(group.as_str())
-        .bind(user.as_str())
-        .fetch_one(&self.pool)
-        .await
+        on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM scim_members
+                   WHERE app = $1 AND group_id = $2 AND user_id = $3)",
+            )
+            .bind(app.as_str())
+            .bind(group.as_str())
+            .bind(user.as_str())
+            .fetch_one(p)
+            .await
+        })
         .map_err(db("read member"))
     }
 
@@ -318,39 +338,42 @@ impl Store {
         user: &SourceId,
         at: DateTime<Utc>,
     ) -> Result<Vec<Activation>, Error> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        let rows = sqlx::query(
-            "SELECT a.id, a.group_id, a.user_id, a.expires_at, a.received_at, a.origin
-             FROM activations a
-             WHERE a.group_id = $1 AND a.user_id = $2 AND a.expires_ms > $3
-             ORDER BY a.received_at, a.id",
-        )
-        .bind(group.as_str())
-        .bind(user.as_str())
-        .bind(at.timestamp_millis())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(db("read activations to end"))?;
-        let mut ended = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let id: String = row.get(0);
-            sqlx::query("UPDATE activations SET expires_at = $2, expires_ms = $3 WHERE id = $1")
-                .bind(&id)
-                .bind(stamp(at))
-                .bind(at.timestamp_millis())
-                .execute(&mut *tx)
-                .await
-                .map_err(db("end activation"))?;
-            ended.push(Activation {
-                id,
-                group: SourceId::new(row.get::<String, _>(1)),
-                user: SourceId::new(row.get::<String, _>(2)),
-                expires_at: at,
-                received_at: instant("(any)", "activation receipt time", row.get(4))?,
-                origin: row.get(5),
-            });
-        }
-        tx.commit().await.map_err(db("commit"))?;
+        // One statement: concurrent callers (replicas) each get only the activations they
+        // ended. On PostgreSQL a second `UPDATE` waits for the first's row locks, then
+        // re-checks `expires_ms > $3` on the new rows and skips them. In a transaction, so
+        // that an unreadable row leaves everything as it was.
+        let mut ended = on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.map_err(db("begin"))?;
+            let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+                "UPDATE activations SET expires_at = $4, expires_ms = $3
+                 WHERE group_id = $1 AND user_id = $2 AND expires_ms > $3
+                 RETURNING id, group_id, user_id, received_at, origin",
+            )
+            .bind(group.as_str())
+            .bind(user.as_str())
+            .bind(at.timestamp_millis())
+            .bind(stamp(at))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db("end activations"))?;
+            let ended = rows
+                .into_iter()
+                .map(|(id, group, user, received_at, origin)| {
+                    Ok(Activation {
+                        id,
+                        group: SourceId::new(group),
+                        user: SourceId::new(user),
+                        expires_at: at,
+                        received_at: instant("(any)", "activation receipt time", &received_at)?,
+                        origin,
+                    })
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            tx.commit().await.map_err(db("commit"))?;
+            Ok::<_, Error>(ended)
+        })?;
+        // `RETURNING` has no order; received (then id) order, as listed elsewhere.
+        ended.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
         Ok(ended)
     }
 
@@ -360,31 +383,33 @@ impl Store {
     /// # Errors
     /// [`Error::Db`].
     pub async fn prune_activations(&self, before: DateTime<Utc>) -> Result<u64, Error> {
-        let mut tx = self.pool.begin().await.map_err(db("begin"))?;
-        // The app rows are deleted explicitly too, so pruning does not depend on the
-        // connection enforcing foreign keys.
-        sqlx::query(
-            "DELETE FROM activation_apps WHERE activation_id IN
-               (SELECT id FROM activations a WHERE a.expires_ms < $1 AND NOT EXISTS
-                 (SELECT 1 FROM activation_apps aa
-                   WHERE aa.activation_id = a.id AND aa.state != 'removed'))",
-        )
-        .bind(before.timestamp_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("prune activation apps"))?;
-        // Every app row of a prunable activation is gone now: the same test finds them.
-        let done = sqlx::query(
-            "DELETE FROM activations WHERE expires_ms < $1 AND NOT EXISTS
-               (SELECT 1 FROM activation_apps aa
-                 WHERE aa.activation_id = activations.id AND aa.state != 'removed')",
-        )
-        .bind(before.timestamp_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db("prune activations"))?;
-        tx.commit().await.map_err(db("commit"))?;
-        Ok(done.rows_affected())
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.map_err(db("begin"))?;
+            // The app rows are deleted explicitly too, so pruning does not depend on the
+            // connection enforcing foreign keys.
+            sqlx::query(
+                "DELETE FROM activation_apps WHERE activation_id IN
+                   (SELECT id FROM activations a WHERE a.expires_ms < $1 AND NOT EXISTS
+                     (SELECT 1 FROM activation_apps aa
+                       WHERE aa.activation_id = a.id AND aa.state != 'removed'))",
+            )
+            .bind(before.timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("prune activation apps"))?;
+            // Every app row of a prunable activation is gone now: the same test finds them.
+            let done = sqlx::query(
+                "DELETE FROM activations WHERE expires_ms < $1 AND NOT EXISTS
+                   (SELECT 1 FROM activation_apps aa
+                     WHERE aa.activation_id = activations.id AND aa.state != 'removed')",
+            )
+            .bind(before.timestamp_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db("prune activations"))?;
+            tx.commit().await.map_err(db("commit"))?;
+            Ok(done.rows_affected())
+        })
     }
 }
 
@@ -406,27 +431,53 @@ fn instant(app: &str, what: &'static str, s: &str) -> Result<DateTime<Utc>, Erro
 }
 
 /// One row of [`select_app_activations`].
-fn app_activation(row: &SqliteRow) -> Result<AppActivation, Error> {
-    let app: String = row.get(6);
-    let state: &str = row.get(7);
-    let state = PushState::parse(state).ok_or_else(|| Error::Corrupt {
+type AppActivationRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<i64>,
+    String,
+);
+
+/// Reads one row of [`select_app_activations`].
+fn app_activation(row: AppActivationRow) -> Result<AppActivation, Error> {
+    let (
+        id,
+        group,
+        user,
+        expires_at,
+        received_at,
+        origin,
+        app,
+        state,
+        detail,
+        latency_ms,
+        updated_at,
+    ) = row;
+    let state = PushState::parse(&state).ok_or_else(|| Error::Corrupt {
         app: app.clone(),
         what: "activation state",
         detail: format!("{state:?}"),
     })?;
     Ok(AppActivation {
         activation: Activation {
-            id: row.get(0),
-            group: SourceId::new(row.get::<String, _>(1)),
-            user: SourceId::new(row.get::<String, _>(2)),
-            expires_at: instant(&app, "activation expiry", row.get(3))?,
-            received_at: instant(&app, "activation receipt time", row.get(4))?,
-            origin: row.get(5),
+            id,
+            group: SourceId::new(group),
+            user: SourceId::new(user),
+            expires_at: instant(&app, "activation expiry", &expires_at)?,
+            received_at: instant(&app, "activation receipt time", &received_at)?,
+            origin,
         },
         state,
-        detail: row.get(8),
-        latency_ms: row.get(9),
-        updated_at: instant(&app, "activation update time", row.get(10))?,
+        detail,
+        latency_ms,
+        updated_at: instant(&app, "activation update time", &updated_at)?,
         app: AppName::new(app),
     })
 }
@@ -437,6 +488,7 @@ mod tests {
 
     use super::*;
     use crate::model::{ObservedUser, Origin, ScimId};
+    use crate::store::testing::TestDb;
     use crate::store::{Change, attrs_from_json};
 
     fn t0() -> DateTime<Utc> {
@@ -502,9 +554,8 @@ mod tests {
         assert_eq!(PushState::parse("Pushed"), None);
     }
 
-    #[tokio::test]
-    async fn listings_filter_on_app_state_and_expiry() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn listings_filter_on_app_state_and_expiry(db: &TestDb) {
+        let store = db.open().await;
         let now = t0();
         let a1 = act("a1", "g1", "u1", -10, 3600);
         let a2 = act("a2", "g1", "u2", -3600, -1); // expired, never removed
@@ -590,9 +641,8 @@ mod tests {
         assert_eq!(json["origin"], "webhook");
     }
 
-    #[tokio::test]
-    async fn record_is_one_transaction() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn record_is_one_transaction(db: &TestDb) {
+        let store = db.open().await;
         let a = act("a1", "g1", "u1", 0, 60);
         // The second row for crm breaks the primary key: nothing may stay behind.
         let e = store
@@ -630,9 +680,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn push_state_transitions() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn push_state_transitions(db: &TestDb) {
+        let store = db.open().await;
         let now = t0();
         let a = act("a1", "g1", "u1", 0, 60);
         store
@@ -710,9 +759,8 @@ mod tests {
         assert_eq!(store.unrevoked_activations().await.unwrap().len(), 1);
     }
 
-    #[tokio::test]
-    async fn pending_becomes_deferred() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn pending_becomes_deferred(db: &TestDb) {
+        let store = db.open().await;
         let now = t0();
         store
             .record_activation(
@@ -744,9 +792,8 @@ mod tests {
         assert_eq!(store.pending_to_deferred("again").await.unwrap(), 0);
     }
 
-    #[tokio::test]
-    async fn other_live_activation_backs_the_pair() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn other_live_activation_backs_the_pair(db: &TestDb) {
+        let store = db.open().await;
         let now = t0();
         store
             .record_activation(
@@ -807,9 +854,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn end_activations_shortens_only_live_ones_of_the_pair() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn end_activations_shortens_only_live_ones_of_the_pair(db: &TestDb) {
+        let store = db.open().await;
         let now = t0();
         // a1 and a2 back (g1, u1); a3 is removed but unexpired, which still counts as another
         // live activation; a4 expired; a5 another user.
@@ -848,9 +894,8 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn prune_forgets_only_fully_removed_and_old() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn prune_forgets_only_fully_removed_and_old(db: &TestDb) {
+        let store = db.open().await;
         let removed = |app| (app, PushState::Removed, None);
         // Expired and removed everywhere: pruned.
         store
@@ -875,15 +920,7 @@ mod tests {
             .unwrap();
         let before = t0() - TimeDelta::seconds(50);
         assert_eq!(store.prune_activations(before).await.unwrap(), 1);
-        let count = |sql: &'static str| {
-            let pool = store.pool.clone();
-            async move {
-                sqlx::query_scalar::<_, i64>(sql)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap()
-            }
-        };
+        let count = |sql: &'static str| store.count(sql);
         assert_eq!(
             count("SELECT COUNT(*) FROM activations WHERE id = 'a1'").await,
             0
@@ -905,9 +942,8 @@ mod tests {
         assert_eq!(count("SELECT COUNT(*) FROM activation_apps").await, 0);
     }
 
-    #[tokio::test]
-    async fn has_member_reads_confirmed_memberships() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn has_member_reads_confirmed_memberships(db: &TestDb) {
+        let store = db.open().await;
         let user = ObservedUser {
             scim_id: ScimId::from("s1"),
             origin: Origin::Created,
@@ -940,4 +976,15 @@ mod tests {
             .unwrap();
         assert!(!store.has_member(&crm(), &g1, &u1).await.unwrap());
     }
+
+    backend_tests!(
+        listings_filter_on_app_state_and_expiry,
+        record_is_one_transaction,
+        push_state_transitions,
+        pending_becomes_deferred,
+        other_live_activation_backs_the_pair,
+        end_activations_shortens_only_live_ones_of_the_pair,
+        prune_forgets_only_fully_removed_and_old,
+        has_member_reads_confirmed_memberships,
+    );
 }

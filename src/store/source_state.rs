@@ -10,7 +10,6 @@
 //! belong to.
 
 use chrono::{SecondsFormat, Utc};
-use sqlx::Row;
 
 use super::{Error, Store, db};
 
@@ -29,15 +28,14 @@ impl Store {
     /// # Errors
     /// [`Error::Db`].
     pub async fn source_state(&self, source: &str) -> Result<Option<SourceState>, Error> {
-        let row = sqlx::query("SELECT cursor, base FROM source_state WHERE source = $1")
-            .bind(source)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("read source state"))?;
-        Ok(row.map(|r| SourceState {
-            cursor: r.get(0),
-            base: r.get(1),
-        }))
+        let row: Option<(String, String)> = on_pool!(&self.pool, |p| {
+            sqlx::query_as("SELECT cursor, base FROM source_state WHERE source = $1")
+                .bind(source)
+                .fetch_optional(p)
+                .await
+        })
+        .map_err(db("read source state"))?;
+        Ok(row.map(|(cursor, base)| SourceState { cursor, base }))
     }
 
     /// Keeps `state` for `source`, replacing what was kept.
@@ -45,17 +43,20 @@ impl Store {
     /// # Errors
     /// [`Error::Db`].
     pub async fn put_source_state(&self, source: &str, state: &SourceState) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO source_state (source, cursor, base, updated_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, base = excluded.base,
-               updated_at = excluded.updated_at",
-        )
-        .bind(source)
-        .bind(&state.cursor)
-        .bind(&state.base)
-        .bind(now())
-        .execute(&self.pool)
-        .await
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "INSERT INTO source_state (source, cursor, base, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor, base = excluded.base,
+                   updated_at = excluded.updated_at",
+            )
+            .bind(source)
+            .bind(&state.cursor)
+            .bind(&state.base)
+            .bind(now())
+            .execute(p)
+            .await
+            .map(|_| ())
+        })
         .map_err(db("write source state"))?;
         Ok(())
     }
@@ -66,15 +67,16 @@ impl Store {
     /// # Errors
     /// [`Error::Db`].
     pub async fn put_source_cursor(&self, source: &str, cursor: &str) -> Result<bool, Error> {
-        let n =
+        let n = on_pool!(&self.pool, |p| {
             sqlx::query("UPDATE source_state SET cursor = $2, updated_at = $3 WHERE source = $1")
                 .bind(source)
                 .bind(cursor)
                 .bind(now())
-                .execute(&self.pool)
+                .execute(p)
                 .await
-                .map_err(db("write source cursor"))?
-                .rows_affected();
+                .map(|done| done.rows_affected())
+        })
+        .map_err(db("write source cursor"))?;
         Ok(n == 1)
     }
 
@@ -83,11 +85,14 @@ impl Store {
     /// # Errors
     /// [`Error::Db`].
     pub async fn drop_source_state(&self, source: &str) -> Result<(), Error> {
-        sqlx::query("DELETE FROM source_state WHERE source = $1")
-            .bind(source)
-            .execute(&self.pool)
-            .await
-            .map_err(db("drop source state"))?;
+        on_pool!(&self.pool, |p| {
+            sqlx::query("DELETE FROM source_state WHERE source = $1")
+                .bind(source)
+                .execute(p)
+                .await
+                .map(|_| ())
+        })
+        .map_err(db("drop source state"))?;
         Ok(())
     }
 }
@@ -99,10 +104,10 @@ fn now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::testing::TestDb;
 
-    #[tokio::test]
-    async fn source_state_is_kept_per_source_and_the_cursor_advances_alone() {
-        let store = Store::open("sqlite::memory:").await.unwrap();
+    async fn source_state_is_kept_per_source_and_the_cursor_advances_alone(db: &TestDb) {
+        let store = db.open().await;
         assert_eq!(store.source_state("graph:t1").await.unwrap(), None);
         assert!(!store.put_source_cursor("graph:t1", "c0").await.unwrap());
         assert_eq!(store.source_state("graph:t1").await.unwrap(), None);
@@ -132,4 +137,6 @@ mod tests {
         assert_eq!(store.source_state("graph:t1").await.unwrap(), None);
         assert!(store.source_state("graph:t2").await.unwrap().is_some());
     }
+
+    backend_tests!(source_state_is_kept_per_source_and_the_cursor_advances_alone);
 }
