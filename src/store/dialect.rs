@@ -7,8 +7,8 @@
 //! `RETURNING`, row values and `EXISTS`, and the migrations give them the same tables with the
 //! same types as Rust reads them (text, i64). What does differ is reading a JSON array bound as
 //! text (how a commit sends a phase of 20k changes as a handful of statements): SQLite's
-//! `json_each($2)` is PostgreSQL's `jsonb_array_elements($2::jsonb)`, and "one of these ids"
-//! is `IN (SELECT value FROM json_each($2))` there but `= ANY (ARRAY(…))` here (see
+//! `json_each($2)` is PostgreSQL's `jsonb_array_elements($2::jsonb)`, and "one of these few
+//! ids" is `IN (SELECT value FROM json_each($2))` there but `= ANY (ARRAY(…))` here (see
 //! [`POSTGRES`]). The statements below are written once, as templates, and [`SQLITE`] and
 //! [`POSTGRES`] fill in those fragments. This module must not grow a second copy of a query
 //! that only differs by a JSON function.
@@ -59,10 +59,12 @@ pub(super) struct Dialect {
 }
 
 /// A [`Dialect`] from its table functions: `rows` reads `$2` as rows `j` with the element in
-/// `j.value` (JSON); `in_ids2`/`in_ids3` complete `column …` into "is one of the strings of the
-/// array `$2`/`$3`". `set_attrs` and `renames` are whole statements (see [`SQLITE`]).
+/// `j.value` (JSON); `in_ids2` completes `column …` into "is one of the strings of the array
+/// `$2`" for a batch of any size, `few_ids2`/`few_ids3` the same for the few ids of a scoped
+/// load (`$2`/`$3`). `set_attrs` and `renames` are whole statements (see [`SQLITE`]).
 macro_rules! dialect {
-    (rows: $rows:literal, in_ids2: $in_ids2:literal, in_ids3: $in_ids3:literal,
+    (rows: $rows:literal, in_ids2: $in_ids2:literal,
+     few_ids2: $few_ids2:literal, few_ids3: $few_ids3:literal,
      set_attrs: $set_attrs:expr, renames: $renames:expr $(,)?) => {
         Dialect {
             put_users: concat!(
@@ -115,19 +117,19 @@ macro_rules! dialect {
             scope_users: concat!(
                 "SELECT source_id, scim_id, origin, attrs FROM scim_users
                  WHERE app = $1 AND source_id ",
-                $in_ids2
+                $few_ids2
             ),
             scope_groups: concat!(
                 "SELECT source_id, scim_id, origin, display_name FROM scim_groups
                  WHERE app = $1 AND source_id ",
-                $in_ids2
+                $few_ids2
             ),
             scope_members: concat!(
                 "SELECT group_id, user_id FROM scim_members
                  WHERE app = $1 AND group_id ",
-                $in_ids2,
+                $few_ids2,
                 " AND user_id ",
-                $in_ids3
+                $few_ids3
             ),
         }
     };
@@ -137,7 +139,8 @@ macro_rules! dialect {
 pub(super) const SQLITE: Dialect = dialect!(
     rows: "json_each($2) AS j",
     in_ids2: "IN (SELECT value FROM json_each($2))",
-    in_ids3: "IN (SELECT value FROM json_each($3))",
+    few_ids2: "IN (SELECT value FROM json_each($2))",
+    few_ids3: "IN (SELECT value FROM json_each($3))",
     // Upserts driven by the batch (an index probe per row) that only ever meet existing rows;
     // `UPDATE … FROM json_each` made SQLite scan the whole table.
     set_attrs: "INSERT INTO scim_users (app, source_id, scim_id, origin, attrs)
@@ -150,17 +153,21 @@ pub(super) const SQLITE: Dialect = dialect!(
          ON CONFLICT (app, source_id) DO UPDATE SET display_name = excluded.display_name",
 );
 
-/// PostgreSQL: `jsonb_array_elements`. A list of ids is `= ANY (ARRAY(…))`, not `IN (SELECT …)`:
+/// PostgreSQL: `jsonb_array_elements`. The few ids of a scoped load are `= ANY (ARRAY(…))`:
 /// the planner guesses 100 rows for a set-returning function and, for an app of a few
 /// thousand users, would rather hash-join a scan of the table than probe its key for the one
-/// or two ids of an activation; `= ANY` of an array is an index condition at any size.
+/// or two ids of an activation; `= ANY` of an array is an index condition at any size. A
+/// batch stays `IN (SELECT …)`: where `= ANY` is no index condition (memberships by user) it
+/// is a linear search of the array per row, which made dropping 20k users take 30 s, where
+/// the semi-join hashes.
 /// Updates of known rows are plain `UPDATE … FROM` (index probes or a hash join); the SQLite
 /// upsert form would, under READ COMMITTED, insert a half-empty row for an object another
 /// transaction deleted meanwhile.
 pub(super) const POSTGRES: Dialect = dialect!(
     rows: "jsonb_array_elements($2::jsonb) AS j(value)",
-    in_ids2: "= ANY (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))",
-    in_ids3: "= ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))",
+    in_ids2: "IN (SELECT value FROM jsonb_array_elements_text($2::jsonb) AS j(value))",
+    few_ids2: "= ANY (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))",
+    few_ids3: "= ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))",
     set_attrs: "UPDATE scim_users AS u SET attrs = j.value ->> 1
          FROM jsonb_array_elements($2::jsonb) AS j(value)
          WHERE u.app = $1 AND u.source_id = j.value ->> 0",
