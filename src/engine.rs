@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::apply::{self, Target};
+use crate::apply::{self, Fence, Target};
 use crate::clock::{self, SharedClock};
 use crate::config::{AppConfig, Secret};
 use crate::locks;
@@ -131,6 +131,9 @@ pub struct Engine {
     cancel: CancellationToken,
     /// Wall time, for activations' expiry.
     clock: SharedClock,
+    /// The leases writes need (service mode, `sync-now`); `None`: no lease is needed (a
+    /// dry run, the demo's first steps, tests).
+    fence: Option<Arc<dyn Fence>>,
 }
 
 impl Engine {
@@ -143,7 +146,16 @@ impl Engine {
             reading: Arc::default(),
             cancel: CancellationToken::new(),
             clock: clock::system(),
+            fence: None,
         }
+    }
+
+    /// The same engine writing only while `fence` says this process holds the app's lease:
+    /// checked before each phase and push (the store's generation) and before each operation
+    /// (the lease's time, no IO).
+    pub fn with_fence(mut self, fence: Arc<dyn Fence>) -> Self {
+        self.fence = Some(fence);
+        self
     }
 
     /// The same engine on another clock (tests run the service under paused time with
@@ -376,6 +388,7 @@ impl Engine {
                     matching: &app.cfg.matching,
                     concurrency: app.cfg.concurrency,
                     cancel: &self.cancel,
+            fence: self.fence.as_deref(),
                 };
                 if let Err(e) =
                     apply::apply(&target, &plan, &observed, &self.store, &mut report, &bar).await
@@ -598,6 +611,7 @@ impl Engine {
             matching: &app.cfg.matching,
             concurrency: 1,
             cancel: &self.cancel,
+            fence: self.fence.as_deref(),
         };
         if let Err(e) = apply::apply(
             &target,

@@ -92,6 +92,14 @@ fn describe() {
         "scim_sync_pim_poll_seconds",
         "Duration of PIM poll rounds (every assigned group read once)."
     );
+    describe_gauge!(
+        "scim_sync_lease_held",
+        "1 while this process holds the app's lease (writes to it), else 0."
+    );
+    describe_counter!(
+        "scim_sync_failovers_total",
+        "Times this process took over an app's lease from another holder."
+    );
     describe_counter!(
         "scim_sync_webhook_refusals_total",
         "Activation or sync requests refused, by HTTP status."
@@ -167,4 +175,14 @@ pub fn pim_poll_failed() {
 /// A PIM poll round took `seconds`.
 pub fn pim_poll_seconds(seconds: f64) {
     histogram!("scim_sync_pim_poll_seconds").record(seconds);
+}
+
+/// Whether this process holds `app`'s lease now.
+pub fn lease_held(app: &AppName, held: bool) {
+    gauge!("scim_sync_lease_held", "app" => app.to_string()).set(if held { 1.0 } else { 0.0 });
+}
+
+/// This process took over `app`'s lease from another holder.
+pub fn failover(app: &AppName) {
+    counter!("scim_sync_failovers_total", "app" => app.to_string()).increment(1);
 }

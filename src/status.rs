@@ -37,6 +37,21 @@ pub struct AppStatus {
     pub managed_users: i64,
     /// Groups this service created or adopted in the app.
     pub managed_groups: i64,
+    /// Who writes to the app now (its lease), or `null` when nobody holds it.
+    pub lease: Option<LeaseStatus>,
+}
+
+/// The holder of an app's lease, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// The holding process.
+    pub pid: u32,
+    /// Its host.
+    pub host: String,
+    /// When it took the lease.
+    pub since: DateTime<Utc>,
+    /// When the lease ends unless renewed.
+    pub until: DateTime<Utc>,
 }
 
 /// Reads the status of `apps` from the store, judging activations live at `now`.
@@ -58,6 +73,12 @@ pub async fn collect(
             .await?
             .into_iter()
             .partition(|a| a.state == PushState::Deferred);
+        let lease = store.lease(&app.name, now).await?.map(|l| LeaseStatus {
+            pid: l.pid,
+            host: l.host,
+            since: l.since,
+            until: l.until,
+        });
         let quarantined = last
             .as_ref()
             .is_some_and(|r| r.outcome == Outcome::Failed && r.error.is_some());
@@ -70,6 +91,7 @@ pub async fn collect(
             quarantined,
             managed_users: users,
             managed_groups: groups,
+            lease,
         });
     }
     Ok(Status { apps: out })

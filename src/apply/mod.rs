@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Utc;
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use indicatif::ProgressBar;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -103,6 +104,20 @@ pub struct Target<'a> {
     /// Cancelled when the process is shutting down (or `sync-now` is interrupted): no
     /// further operation starts; the ones in flight finish and are recorded.
     pub cancel: &'a CancellationToken,
+    /// The app's lease, when this process must hold it to write (SPEC §7.1 fencing).
+    pub fence: Option<&'a dyn Fence>,
+}
+
+/// The lease a writer holds on an app. A writer that lost it (another replica took the app
+/// while this one was stalled, frozen or cut off from the store) must not send anything more.
+pub trait Fence: Send + Sync {
+    /// Whether this process may still write to `app`, by its own clock (no IO): checked
+    /// before every operation, so a process frozen past its lease stops at once on waking.
+    fn may_write(&self, app: &AppName) -> bool;
+
+    /// Whether the store still records this process's lease of `app` at the generation it
+    /// took (one key lookup): checked before each phase and each push. `Err` says why not.
+    fn check<'a>(&'a self, app: &'a AppName) -> BoxFuture<'a, Result<(), String>>;
 }
 
 /// Why apply stopped before the end of the plan.
@@ -176,6 +191,13 @@ pub async fn apply(
         let ops: Vec<&Op> = plan.ops.iter().filter(|o| o.phase() == phase).collect();
         if ops.is_empty() {
             continue;
+        }
+        if let Some(fence) = target.fence
+            && let Err(why) = fence.check(target.app).await
+        {
+            tracing::error!(app = %target.app, error = %why, "lease lost: this process stops writing to the app");
+            report.error.get_or_insert(why);
+            break;
         }
         // Member batches of one group run in order, in one task; everything else is one task each.
         let mut tasks: Vec<Vec<&Op>> = Vec::new();
@@ -274,6 +296,17 @@ async fn run_task(
     let mut out = Vec::new();
     for op in task {
         if stop.is_cancelled() {
+            break;
+        }
+        if target.fence.is_some_and(|f| !f.may_write(target.app)) {
+            stop.cancel();
+            out.push(Done {
+                app_down: Some(
+                    "the app's lease ran out in this process before every operation was sent; another replica may hold it now, and the next cycle sends the rest"
+                        .into(),
+                ),
+                ..Done::default()
+            });
             break;
         }
         let done = run_op(target, op, ids).await;

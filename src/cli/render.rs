@@ -110,6 +110,15 @@ pub(super) fn status(state: &str, status: &Status) {
                 ""
             }
         );
+        if let Some(l) = &a.lease {
+            println!(
+                "  lease: pid {} on {} since {}, until {}",
+                l.pid,
+                l.host,
+                l.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                l.until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
         match &a.last_cycle {
             None => println!("  no cycle yet"),
             Some(r) => {

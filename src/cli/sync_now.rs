@@ -62,6 +62,7 @@ pub(super) async fn run(
                 return Ok(exit::FAILED);
             }
         };
+        let engine = engine.clone().with_fence(leases.clone());
         let mine: Vec<_> = apps
             .iter()
             .filter(|a| negotiated.mine.contains(&a.cfg.name))

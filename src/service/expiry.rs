@@ -8,7 +8,7 @@
 //! [`Service::end_activation`] ends an activation early (the PIM poller saw it end) through
 //! the same path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -47,11 +47,14 @@ impl Service {
     ) -> Result<(), store::Error> {
         let clock = self.inner.engine.clock().clone();
         let mut queue: BTreeMap<(Instant, String), Activation> = BTreeMap::new();
+        // Ids armed and not yet fired: an activation is armed once, however often it is
+        // scheduled (once per app at start-up, again when a lease is taken over).
+        let mut armed: HashSet<String> = HashSet::new();
         for row in self.inner.engine.store().unrevoked_activations().await? {
             let a = row.activation;
-            queue
-                .entry((clock.deadline(a.expires_at), a.id.clone()))
-                .or_insert(a);
+            if armed.insert(a.id.clone()) {
+                queue.insert((clock.deadline(a.expires_at), a.id.clone()), a);
+            }
         }
         let svc = self.clone();
         tokio::spawn(async move {
@@ -62,7 +65,9 @@ impl Service {
                     () = cancel.cancelled() => break,
                     got = rx.recv() => match got {
                         Some(a) => {
-                            queue.insert((clock.deadline(a.expires_at), a.id.clone()), a);
+                            if armed.insert(a.id.clone()) {
+                                queue.insert((clock.deadline(a.expires_at), a.id.clone()), a);
+                            }
                         }
                         None => break,
                     },
@@ -73,6 +78,7 @@ impl Service {
                                 break;
                             }
                             let a = entry.remove();
+                            armed.remove(&a.id);
                             svc.expire(a);
                         }
                     }

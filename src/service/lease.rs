@@ -15,10 +15,11 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::apply::Fence;
 use crate::locks;
 use crate::model::AppName;
 use crate::report::CycleReport;
-use crate::store::{self, LeaseHolder, Store};
+use crate::store::{self, LeaseClaim, LeaseGrant, Store};
 
 /// How long a lease lasts without renewal when nothing says otherwise (`service.lease_ttl`'s
 /// default).
@@ -69,15 +70,15 @@ impl HolderInfo {
         HolderInfo {
             kind,
             pid: std::process::id(),
-            host: host_name(),
+            host: crate::store::this_host(),
             listen: listen.map(str::to_owned),
             since: crate::clock::stamp(Utc::now()),
         }
     }
 
-    /// Reads a stored holder; an unreadable one is described as unknown.
-    pub fn parse(raw: &LeaseHolder) -> Self {
-        serde_json::from_str(&raw.info).unwrap_or_else(|_| HolderInfo {
+    /// Reads a stored holder's description; an unreadable one is described as unknown.
+    pub fn from_info(info: &str) -> Self {
+        serde_json::from_str(info).unwrap_or_else(|_| HolderInfo {
             kind: HolderKind::Unknown,
             pid: 0,
             host: "unknown".into(),
@@ -104,13 +105,29 @@ impl std::fmt::Display for HolderInfo {
     }
 }
 
-fn host_name() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".into())
+/// Whether process `pid` runs on this host (a zombie, killed but not yet reaped, does not).
+/// Only Linux can tell; elsewhere every process counts as alive, and its lease lapses.
+fn alive(pid: u32) -> bool {
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // `pid (comm) S …`: the state follows the last `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// A lease this process holds.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    /// Until when this process may write (a margin before the stored expiry).
+    until: Instant,
+    /// The fencing token the store gave when this process took the lease.
+    generation: i64,
 }
 
 /// The leases this process holds or wants.
@@ -118,9 +135,13 @@ pub struct Leases {
     store: Store,
     holder: String,
     info: String,
+    pid: u32,
+    host: String,
     ttl: Duration,
-    /// App → until when we may write (a margin before the stored expiry).
-    held: Mutex<HashMap<AppName, Instant>>,
+    held: Mutex<HashMap<AppName, Held>>,
+    /// Apps whose lease this process took from another holder (or found free after one),
+    /// sent once each time: the service takes over the app (expiries, a cycle, waiting work).
+    gained: tokio::sync::broadcast::Sender<AppName>,
 }
 
 impl Leases {
@@ -130,8 +151,11 @@ impl Leases {
             store,
             holder: uuid::Uuid::new_v4().to_string(),
             info: serde_json::to_string(info).unwrap_or_default(),
+            pid: info.pid,
+            host: info.host.clone(),
             ttl,
             held: Mutex::new(HashMap::new()),
+            gained: tokio::sync::broadcast::channel(64).0,
         })
     }
 
@@ -144,10 +168,16 @@ impl Leases {
     pub fn holds(&self, app: &AppName) -> bool {
         locks::lock(&self.held, "leases")
             .get(app)
-            .is_some_and(|until| Instant::now() < *until)
+            .is_some_and(|h| Instant::now() < h.until)
     }
 
-    /// Takes or renews the lease of each app. Returns the apps someone else holds.
+    /// The apps this process gains from now on, one message per gain.
+    pub fn gains(&self) -> tokio::sync::broadcast::Receiver<AppName> {
+        self.gained.subscribe()
+    }
+
+    /// Takes or renews the lease of each app. A lease held by a process on this host that no
+    /// longer runs is taken at once. Returns the apps someone else holds.
     ///
     /// # Errors
     /// [`store::Error`] when the store cannot be reached; leases already held stay valid
@@ -156,50 +186,106 @@ impl Leases {
         &self,
         apps: &[AppName],
     ) -> Result<Vec<(AppName, HolderInfo)>, store::Error> {
+        Ok(self
+            .renew_until(apps)
+            .await?
+            .into_iter()
+            .map(|(app, who, _)| (app, who))
+            .collect())
+    }
+
+    /// [`Leases::renew`], also returning when each other holder's lease ends.
+    async fn renew_until(
+        &self,
+        apps: &[AppName],
+    ) -> Result<Vec<(AppName, HolderInfo, Instant)>, store::Error> {
+        let claim = LeaseClaim {
+            holder: &self.holder,
+            info: &self.info,
+            pid: self.pid,
+            host: &self.host,
+        };
         let mut others = Vec::new();
         for app in apps {
             let asked = Instant::now();
-            match self
-                .store
-                .try_lease(app, &self.holder, &self.info, self.ttl, Utc::now())
-                .await?
+            let now = Utc::now();
+            let mut got = match self.store.take_lease(app, &claim, self.ttl, now).await? {
+                LeaseGrant::Held(lease) => Ok(lease),
+                LeaseGrant::HeldByOther(lease) => Err(lease),
+            };
+            if let Err(other) = &got
+                && other.host == self.host
+                && other.pid != 0
+                && other.pid != self.pid
+                && !alive(other.pid)
             {
-                None => {
+                tracing::warn!(app = %app, pid = other.pid, host = %other.host,
+                    "the app's lease is held by a process on this host that no longer runs; taking it now");
+                if let Some(lease) = self
+                    .store
+                    .take_over_lease(app, &claim, other, self.ttl, now)
+                    .await?
+                {
+                    got = Ok(lease);
+                }
+            }
+            match got {
+                Ok(lease) => {
                     // Stop writing a little before the stored expiry: clocks and a slow
                     // store must not let two writers overlap.
-                    let until = asked + self.ttl.mul_f64(0.8);
-                    locks::lock(&self.held, "leases").insert(app.clone(), until);
+                    let held = Held {
+                        until: asked + self.ttl.mul_f64(0.8),
+                        generation: lease.generation,
+                    };
+                    let before = locks::lock(&self.held, "leases").insert(app.clone(), held);
+                    let gained = before.is_none_or(|b| b.generation != lease.generation);
+                    if gained {
+                        crate::metrics::lease_held(app, true);
+                        if lease.generation > 1 {
+                            crate::metrics::failover(app);
+                        }
+                        let _ = self.gained.send(app.clone());
+                    }
                 }
-                Some(other) => {
-                    locks::lock(&self.held, "leases").remove(app);
-                    others.push((app.clone(), HolderInfo::parse(&other)));
+                Err(other) => {
+                    if locks::lock(&self.held, "leases").remove(app).is_some() {
+                        crate::metrics::lease_held(app, false);
+                    }
+                    let left = (other.until - now).to_std().unwrap_or(Duration::ZERO);
+                    let info = HolderInfo::from_info(&other.info);
+                    others.push((app.clone(), info, asked + left));
                 }
             }
         }
         Ok(others)
     }
 
-    /// Renews `apps` every third of the ttl until `stop` resolves, then releases them.
+    /// Renews `apps` every third of the ttl until `stop` resolves, then releases them. An app
+    /// another process holds is asked for again as soon as that lease runs out, so a dead
+    /// holder is replaced within its lease's end plus a moment, not a third of a ttl later.
     pub async fn keep(
         self: Arc<Self>,
         apps: Vec<AppName>,
         stop: impl std::future::Future<Output = ()>,
     ) {
-        let mut tick = tokio::time::interval(self.ttl / 3);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(stop);
         let mut reported: HashMap<AppName, String> = HashMap::new();
+        let mut next = Instant::now() + self.ttl / 3;
         loop {
             tokio::select! {
                 () = &mut stop => break,
-                _ = tick.tick() => {}
+                () = tokio::time::sleep_until(next) => {}
             }
-            match self.renew(&apps).await {
+            next = Instant::now() + self.ttl / 3;
+            match self.renew_until(&apps).await {
                 Ok(others) => {
                     let now: HashMap<AppName, String> = others
-                        .into_iter()
-                        .map(|(a, h)| (a, h.to_string()))
+                        .iter()
+                        .map(|(a, h, _)| (a.clone(), h.to_string()))
                         .collect();
+                    for (_, _, ends) in &others {
+                        next = next.min(*ends + Duration::from_millis(100));
+                    }
                     for (app, who) in &now {
                         if reported.get(app) != Some(who) {
                             tracing::warn!(app = %app, holder = %who, "another process holds the app's lease; this process does not write to the app until it is free");
@@ -214,6 +300,7 @@ impl Leases {
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot renew app leases; writes stop when they run out");
+                    next = Instant::now() + Duration::from_secs(1).min(self.ttl / 3);
                 }
             }
         }
@@ -223,11 +310,48 @@ impl Leases {
     /// Gives up the leases of `apps`.
     pub async fn release(&self, apps: &[AppName]) {
         for app in apps {
-            locks::lock(&self.held, "leases").remove(app);
+            if locks::lock(&self.held, "leases").remove(app).is_some() {
+                crate::metrics::lease_held(app, false);
+            }
             if let Err(e) = self.store.release_lease(app, &self.holder).await {
                 tracing::warn!(app = %app, error = %e, "could not release the app's lease; it lapses on its own");
             }
         }
+    }
+}
+
+impl Fence for Leases {
+    fn may_write(&self, app: &AppName) -> bool {
+        self.holds(app)
+    }
+
+    fn check<'a>(&'a self, app: &'a AppName) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let held = locks::lock(&self.held, "leases").get(app).copied();
+            let Some(held) = held.filter(|h| Instant::now() < h.until) else {
+                return Err(format!(
+                    "app {app}: this process no longer holds the app's lease; it sends nothing more"
+                ));
+            };
+            match self
+                .store
+                .holds_lease(app, &self.holder, held.generation, Utc::now())
+                .await
+            {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    locks::lock(&self.held, "leases").remove(app);
+                    crate::metrics::lease_held(app, false);
+                    Err(format!(
+                        "app {app}: another process took the app's lease (generation {} is stale); this process sends nothing more",
+                        held.generation
+                    ))
+                }
+                Err(e) => Err(format!(
+                    "app {app}: the lease cannot be checked in the store ({e}); nothing is sent until it can"
+                )),
+            }
+        })
     }
 }
 

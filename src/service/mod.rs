@@ -162,23 +162,21 @@ impl Service {
         options: Options,
     ) -> Result<Service, StartError> {
         let store = engine.store().clone();
-        let recovered = store
-            .pending_to_deferred(
-                "the process stopped before the app confirmed the push; the next cycle applies it",
-            )
-            .await?;
-        if recovered > 0 {
-            tracing::warn!(
-                recovered,
-                "pushes left unconfirmed by an earlier process are deferred to the next cycle"
-            );
-        }
         let info = HolderInfo::this_process(HolderKind::Run, Some(&cfg.service.listen));
         let ttl = options.lease_ttl.unwrap_or(cfg.service.lease_ttl);
         let leases = Leases::new(store.clone(), &info, ttl);
+        // Every write goes through the engine, and the engine writes only under the lease.
+        let engine = engine.with_fence(leases.clone());
+        let mut gains = leases.gains();
         let names: Vec<AppName> = apps.iter().map(|a| a.cfg.name.clone()).collect();
         for (app, who) in leases.renew(&names).await? {
             tracing::warn!(app = %app, holder = %who, "another process holds the app's lease; its cycles and pushes wait until it is free");
+        }
+        // What is held from the start is the start's to set up (below): only later gains
+        // are take-overs.
+        while gains.try_recv().is_ok() {}
+        for app in names.iter().filter(|a| leases.holds(a)) {
+            recover_pending(&store, app).await?;
         }
         // Pushes and expiries between cycles use what earlier runs learnt about each app.
         for app in &apps {
@@ -243,6 +241,7 @@ impl Service {
         if svc.inner.options.startup_cycle {
             svc.cycles(None, Reason::Startup, false).await;
         }
+        svc.spawn_takeovers(gains);
         svc.spawn_ticks(ticks);
         if let Some(poll) = svc.inner.options.pim.clone() {
             let poller = Poller::new(poll.feed, Arc::new(svc.clone()));
@@ -251,6 +250,46 @@ impl Service {
                 .spawn(poller.run(poll.every, svc.inner.cancel.clone()));
         }
         Ok(svc)
+    }
+
+    /// Takes over each app whose lease this process gains after starting (its holder died,
+    /// froze or stopped): what that holder left unconfirmed is deferred, the app's expiries
+    /// are armed from the store (an activation that ended meanwhile is removed at once), and
+    /// a cycle runs at once, applying what was deferred.
+    fn spawn_takeovers(&self, mut gains: tokio::sync::broadcast::Receiver<AppName>) {
+        let svc = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let app = tokio::select! {
+                    () = svc.inner.cancel.cancelled() => break,
+                    got = gains.recv() => match got {
+                        Ok(app) => app,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    },
+                };
+                if !svc.inner.apps.contains_key(&app) {
+                    continue;
+                }
+                tracing::info!(app = %app, "lease taken: arming the app's expiries and running its cycle now");
+                let store = svc.inner.engine.store();
+                if let Err(e) = recover_pending(store, &app).await {
+                    tracing::error!(app = %app, error = %e, "could not defer the pushes the previous holder left");
+                }
+                match store.unrevoked_activations().await {
+                    Ok(rows) => {
+                        for row in rows.into_iter().filter(|r| r.app == app) {
+                            svc.inner.expiry.schedule(row.activation);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(app = %app, error = %e, "could not read the app's activations; their expiry waits for the next start");
+                    }
+                }
+                svc.cycles(Some(std::slice::from_ref(&app)), Reason::Startup, false)
+                    .await;
+            }
+        });
     }
 
     fn spawn_ticks(&self, mut ticks: Ticks) {
@@ -459,17 +498,20 @@ impl Service {
                 "operations still running at the end of the shutdown grace period were abandoned; the next start redoes them"
             );
         }
-        match inner
-            .engine
-            .store()
-            .pending_to_deferred(
-                "the service stopped before the app confirmed the push; the next cycle applies it",
-            )
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(n, "unconfirmed pushes recorded as deferred"),
-            Err(e) => tracing::error!(error = %e, "could not record unconfirmed pushes"),
+        for app in inner.apps.keys().filter(|a| inner.leases.holds(a)) {
+            match inner
+                .engine
+                .store()
+                .pending_to_deferred_in(
+                    app,
+                    "the service stopped before the app confirmed the push; the next cycle applies it",
+                )
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(app = %app, n, "unconfirmed pushes recorded as deferred"),
+                Err(e) => tracing::error!(app = %app, error = %e, "could not record unconfirmed pushes"),
+            }
         }
         inner.release.cancel();
         // The lease keeper releases the leases on its way out.
@@ -479,4 +521,19 @@ impl Service {
         }
         left
     }
+}
+
+/// Defers the pushes an earlier holder of `app`'s lease left unconfirmed (it stopped or died
+/// before the app answered): the next cycle applies them.
+async fn recover_pending(store: &store::Store, app: &AppName) -> Result<(), store::Error> {
+    let n = store
+        .pending_to_deferred_in(
+            app,
+            "the process that held the app stopped before the app confirmed the push; the next cycle applies it",
+        )
+        .await?;
+    if n > 0 {
+        tracing::warn!(app = %app, n, "pushes left unconfirmed by an earlier holder are deferred to the next cycle");
+    }
+    Ok(())
 }

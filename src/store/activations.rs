@@ -299,6 +299,27 @@ impl Store {
         Ok(done)
     }
 
+    /// [`Store::pending_to_deferred`] for one app only: the pushes a replica that lost (or
+    /// never had) the app's lease left unconfirmed, when this process takes the lease.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn pending_to_deferred_in(&self, app: &AppName, detail: &str) -> Result<u64, Error> {
+        on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE activation_apps SET state = 'deferred', detail = $1, updated_at = $2
+                 WHERE state = 'pending' AND app = $3",
+            )
+            .bind(detail)
+            .bind(stamp(Utc::now()))
+            .bind(app.as_str())
+            .execute(p)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(db("defer pending activations"))
+    }
+
     /// Whether the store records `user` as a member of `group` in `app` (as last confirmed by
     /// the app).
     ///
@@ -977,7 +998,40 @@ mod tests {
         assert!(!store.has_member(&crm(), &g1, &u1).await.unwrap());
     }
 
+    async fn pending_becomes_deferred_in_one_app_only(db: &TestDb) {
+        let store = db.open().await;
+        store
+            .record_activation(
+                &act("a1", "g1", "u1", 0, 60),
+                &[
+                    (crm(), PushState::Pending, None),
+                    (hr(), PushState::Pending, None),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .pending_to_deferred_in(&crm(), "taken over")
+                .await
+                .unwrap(),
+            1
+        );
+        let now = t0();
+        let crm_deferred = store.deferred_activations(&crm(), now).await.unwrap();
+        assert_eq!(crm_deferred.len(), 1);
+        assert!(
+            store
+                .deferred_activations(&hr(), now)
+                .await
+                .unwrap()
+                .is_empty(),
+            "hr is another replica's"
+        );
+    }
+
     backend_tests!(
+        pending_becomes_deferred_in_one_app_only,
         listings_filter_on_app_state_and_expiry,
         record_is_one_transaction,
         push_state_transitions,
