@@ -363,7 +363,9 @@ impl Engine {
 
             let deferred: Vec<&Activation> = live
                 .iter()
-                .filter(|a| a.state == PushState::Deferred)
+                // A forwarded one the holder has not decided yet is applied here just the
+                // same (it is then no longer the intake's to push).
+                .filter(|a| matches!(a.state, PushState::Deferred | PushState::Forwarded))
                 .map(|a| &a.activation)
                 .collect();
             if opts.dry_run {

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::forward::FORWARDED;
 use super::limiter::Decision;
 use super::{Service, Slot};
 use crate::activation::{Accepted, ActivationRequest, AppOutcome, Outcome, Refusal};
@@ -70,18 +71,26 @@ impl Service {
         let mut rows = Vec::new();
         let mut outcomes = Vec::new();
         let mut allowed: Vec<&Slot> = Vec::new();
+        let mut forwarded: Vec<AppName> = Vec::new();
         for slot in targets {
             let app = &slot.app.cfg.name;
-            let refused = if !inner.leases.holds(app) {
-                Some("another process holds the app's lease; the next cycle applies it".to_owned())
+            let refused = if inner.leases.holds(app) {
+                self.limit(slot)
             } else {
-                match inner.limiter.check(app) {
-                    Decision::Allowed => None,
-                    Decision::Refused { wait } => Some(format!(
-                        "push_limit of {} per {} reached (next push possible in {:.1}s); the next cycle applies it",
-                        slot.app.cfg.push_limit.burst,
-                        humantime::format_duration(slot.app.cfg.push_limit.per),
-                        wait.as_secs_f64()
+                // Another replica writes to the app: its limiter decides (the limit holds
+                // across the cluster), through the store.
+                match inner.engine.store().lease(app, Utc::now()).await {
+                    Ok(Some(_)) => {
+                        rows.push((app.clone(), PushState::Forwarded, Some(FORWARDED.to_owned())));
+                        forwarded.push(app.clone());
+                        continue;
+                    }
+                    Ok(None) => Some(
+                        "no replica holds the app's lease (failover in progress); the next cycle applies it"
+                            .to_owned(),
+                    ),
+                    Err(e) => Some(format!(
+                        "the app's lease cannot be read ({e}); the next cycle applies it"
                     )),
                 }
             };
@@ -136,12 +145,28 @@ impl Service {
             };
             outcomes.push(outcome);
         }
+        for app in forwarded {
+            outcomes.push(self.await_holder(&activation.id, &app, until).await);
+        }
         outcomes.sort_by(|a, b| a.app.cmp(&b.app));
         Ok(Accepted {
             activation_id: activation.id,
             expires_at,
             apps: outcomes,
         })
+    }
+
+    /// Asks `slot`'s limiter for one push: `None` when allowed, else why it was refused.
+    pub(super) fn limit(&self, slot: &Slot) -> Option<String> {
+        match self.inner.limiter.check(&slot.app.cfg.name) {
+            Decision::Allowed => None,
+            Decision::Refused { wait } => Some(format!(
+                "push_limit of {} per {} reached (next push possible in {:.1}s); the next cycle applies it",
+                slot.app.cfg.push_limit.burst,
+                humantime::format_duration(slot.app.cfg.push_limit.per),
+                wait.as_secs_f64()
+            )),
+        }
     }
 
     /// 403 unless the source lists `user` as eligible for `group`. The last snapshot
@@ -188,7 +213,12 @@ impl Service {
     }
 
     /// Pushes one activation to one app and records the outcome.
-    async fn push(&self, app: &AppName, a: &Activation, received: Instant) -> AppOutcome {
+    pub(super) async fn push(
+        &self,
+        app: &AppName,
+        a: &Activation,
+        received: Instant,
+    ) -> AppOutcome {
         let inner = &self.inner;
         let store = inner.engine.store();
         let Some(slot) = inner.apps.get(app) else {

@@ -144,7 +144,15 @@ impl Service {
             if inner.cancel.is_cancelled() {
                 return;
             }
-            if inner.leases.holds(app) {
+            if !inner.leases.holds(app) {
+                // Another replica writes to the app: once it recorded the removal, this
+                // process has nothing left to do.
+                if let Ok(Some(row)) = inner.engine.store().app_activation(&a.id, app).await
+                    && row.state == PushState::Removed
+                {
+                    return;
+                }
+            } else {
                 let result = inner.engine.revoke(&slot.app, a).await;
                 let done = match result {
                     Revoked::Removed => Some("removed at expiry".to_owned()),

@@ -17,6 +17,7 @@
 
 mod activation;
 mod expiry;
+mod forward;
 pub mod lease;
 pub mod limiter;
 mod pim;
@@ -242,6 +243,7 @@ impl Service {
             svc.cycles(None, Reason::Startup, false).await;
         }
         svc.spawn_takeovers(gains);
+        svc.spawn_forwarded();
         svc.spawn_ticks(ticks);
         if let Some(poll) = svc.inner.options.pim.clone() {
             let poller = Poller::new(poll.feed, Arc::new(svc.clone()));

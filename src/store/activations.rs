@@ -37,6 +37,9 @@ pub struct Activation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PushState {
+    /// Received by a replica that does not hold the app's lease: waiting for the holder to
+    /// decide (its limiter), through the store.
+    Forwarded,
     /// Allowed by the limiter; the push is in flight.
     Pending,
     /// The app confirmed the push.
@@ -53,6 +56,7 @@ impl PushState {
     /// Stable text form, as stored.
     pub fn as_str(self) -> &'static str {
         match self {
+            PushState::Forwarded => "forwarded",
             PushState::Pending => "pending",
             PushState::Pushed => "pushed",
             PushState::Deferred => "deferred",
@@ -64,6 +68,7 @@ impl PushState {
     /// Parses the stored text form.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
+            "forwarded" => Some(PushState::Forwarded),
             "pending" => Some(PushState::Pending),
             "pushed" => Some(PushState::Pushed),
             "deferred" => Some(PushState::Deferred),
@@ -183,6 +188,78 @@ impl Store {
         })
         .map_err(db("set push state"))?;
         Ok(())
+    }
+
+    /// Moves activation `id` in `app` from `from` to `to`, only if it is still `from`: one
+    /// statement, so of several replicas racing for a forwarded activation exactly one
+    /// claims it. Returns whether this call moved it.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn transition(
+        &self,
+        id: &str,
+        app: &AppName,
+        from: PushState,
+        to: PushState,
+        detail: Option<&str>,
+    ) -> Result<bool, Error> {
+        let moved = on_pool!(&self.pool, |p| {
+            sqlx::query(
+                "UPDATE activation_apps SET state = $4, detail = $5, updated_at = $6
+                 WHERE activation_id = $1 AND app = $2 AND state = $3",
+            )
+            .bind(id)
+            .bind(app.as_str())
+            .bind(from.as_str())
+            .bind(to.as_str())
+            .bind(detail)
+            .bind(stamp(Utc::now()))
+            .execute(p)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(db("move push state"))?;
+        Ok(moved == 1)
+    }
+
+    /// Where activation `id` stands in `app`, if the store has it.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn app_activation(
+        &self,
+        id: &str,
+        app: &AppName,
+    ) -> Result<Option<AppActivation>, Error> {
+        let row: Option<AppActivationRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(select_app_activations!(
+                "WHERE aa.activation_id = $1 AND aa.app = $2"
+            ))
+            .bind(id)
+            .bind(app.as_str())
+            .fetch_optional(p)
+            .await
+        })
+        .map_err(db("read activation"))?;
+        row.map(app_activation).transpose()
+    }
+
+    /// Every activation waiting for its app's lease holder to decide ([`PushState::Forwarded`]),
+    /// in any app, oldest first: one indexed query for a holder's intake loop.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn forwarded_activations(&self) -> Result<Vec<AppActivation>, Error> {
+        let rows: Vec<AppActivationRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(select_app_activations!(
+                "WHERE aa.state = 'forwarded' ORDER BY a.received_at, a.id, aa.app"
+            ))
+            .fetch_all(p)
+            .await
+        })
+        .map_err(db("read forwarded activations"))?;
+        rows.into_iter().map(app_activation).collect()
     }
 
     /// Activations of `app` unexpired at `now` and not removed, in any other state: the

@@ -783,3 +783,59 @@ async fn a_refusal_does_not_reread_an_unchanged_directory_file() {
     assert_eq!(*reads.lock().unwrap(), 2);
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Two replicas on one store: the webhook reaches the one that does not hold the app's
+/// lease; the holder decides with its limiter (5 pushed, 3 deferred, as on one node) and
+/// pushes; only the holder sends requests, and the answers carry the holder's decisions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_through_the_replica_without_the_lease_is_decided_by_the_holder() {
+    let server = MockServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = directory();
+    let base = format!("{}{BASE}", server.uri());
+    let cfg = config(tmp.path(), &[app_toml("crm", &base, &["g-pim"], "")], "40m");
+    let source = Arc::new(MemorySource::new(dir.clone()));
+    let holder = start(&cfg, source.clone(), TOKEN, wiremock_options()).await;
+    seed(&holder, &dir, "crm", &["g-pim"]).await;
+    // The second replica uses another app token: requests tell who sent them.
+    let other = start(
+        &cfg,
+        source,
+        "token-of-the-other-replica",
+        wiremock_options(),
+    )
+    .await;
+    given("PATCH", "/Groups/grp-g-pim")
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .expect(5)
+        .named("member PATCHes of the burst, by the holder")
+        .mount(&server)
+        .await;
+    let mut outcomes = Vec::new();
+    for i in 1..=8 {
+        let (status, answer) = activate(&other, "g-pim", &format!("u{i}")).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        outcomes.push(outcome(&answer, "crm").to_owned());
+    }
+    assert_eq!(
+        outcomes,
+        [
+            "pushed", "pushed", "pushed", "pushed", "pushed", "deferred", "deferred", "deferred"
+        ]
+    );
+    server.verify().await;
+    let from_other = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r.headers
+                .get("authorization")
+                .is_some_and(|v| v.to_str().unwrap().contains("token-of-the-other-replica"))
+        })
+        .count();
+    assert_eq!(from_other, 0, "the replica without the lease sent nothing");
+    other.shutdown(Duration::from_secs(5)).await;
+    holder.shutdown(Duration::from_secs(5)).await;
+}
