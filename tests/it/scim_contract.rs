@@ -1158,6 +1158,16 @@ fn padded_list(pad: usize) -> ResponseTemplate {
     )
 }
 
+/// The config's default `max_response` (config may not import `http`) is the clients' bound.
+#[test]
+fn the_config_default_bound_is_the_http_default() {
+    assert_eq!(
+        scim_sync::config::DEFAULT_MAX_RESPONSE,
+        scim_sync::http::DEFAULT_MAX_RESPONSE
+    );
+    assert_eq!(scim_sync::http::DEFAULT_MAX_RESPONSE, 32 * 1024 * 1024);
+}
+
 /// Regression: a 50 MB lookup answer was read into memory in full. An answer whose
 /// `Content-Length` is over `max_response` is refused unread, once (no retry: it would be
 /// read again), naming app, path and limit, and the create it guarded is not sent.
