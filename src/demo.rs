@@ -520,6 +520,7 @@ fn demo_app(base_url: &str) -> AppConfig {
         flatten_nested: false,
         concurrency: 4,
         timeout: Duration::from_secs(10),
+        max_response: crate::config::DEFAULT_MAX_RESPONSE,
         attributes: BTreeMap::new(),
     }
 }

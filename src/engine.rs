@@ -54,6 +54,7 @@ impl App {
             timeout: cfg.timeout,
             concurrency: cfg.concurrency,
             retry: RetryPolicy::default(),
+            max_response: cfg.max_response,
         })?;
         Ok(App { cfg, client })
     }

@@ -2,7 +2,7 @@
 //! its defaults) and validated ([`AppConfig`]).
 //!
 //! Each app is checked key by key, in a fixed order (name, `base_url`, `groups`,
-//! `concurrency`, `timeout`, `[apps.attributes]`, `matching`, `push_limit`), so the first
+//! `concurrency`, `timeout`, `max_response`, `[apps.attributes]`, `matching`, `push_limit`), so the first
 //! error reported for a file never changes. Attribute paths are checked with the grammar of
 //! [`crate::model::attr_path`]; this module must not depend on `mapping`, nor read an app's
 //! token while validating (only [`AppConfig::token`] does, when a command needs it).
@@ -14,9 +14,19 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::size::RawSize;
 use super::{ConfigText, Dur, Error, Secret, read_secret};
 use crate::model::attr_path::{REQUIRED_USER_PATHS, check_scim_path, mapped_paths};
 use crate::model::{AppName, Deprovision, SourceId};
+
+/// `max_response` when the app does not set it: 32 MiB (the same bound as
+/// `http::DEFAULT_MAX_RESPONSE`, which this module may not import; a test checks they agree).
+pub const DEFAULT_MAX_RESPONSE: u64 = 32 * MIB;
+/// The smallest `max_response` accepted: a SCIM error or a short page must always fit.
+pub const MIN_MAX_RESPONSE: u64 = MIB;
+/// The largest `max_response` accepted: every request in flight may hold this much.
+pub const MAX_MAX_RESPONSE: u64 = 1024 * MIB;
+const MIB: u64 = 1024 * 1024;
 
 /// `push_limit`: the per-app quota for activation pushes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +62,8 @@ pub struct AppConfig {
     pub concurrency: usize,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Largest response body read from the app, in bytes; a larger one is refused.
+    pub max_response: u64,
     /// `[apps.attributes]` overrides: SCIM path → source attribute (`""` drops the default entry).
     pub attributes: BTreeMap<String, String>,
 }
@@ -93,6 +105,8 @@ pub(super) struct RawApp {
     concurrency: Spanned<usize>,
     #[serde(default = "default_timeout")]
     timeout: Dur,
+    #[serde(default = "default_max_response")]
+    max_response: Spanned<RawSize>,
     #[serde(default = "default_attributes")]
     attributes: Spanned<BTreeMap<String, String>>,
 }
@@ -131,6 +145,12 @@ fn default_attributes() -> Spanned<BTreeMap<String, String>> {
 fn default_timeout() -> Dur {
     Dur(Duration::from_secs(30))
 }
+fn default_max_response() -> Spanned<RawSize> {
+    Spanned::new(
+        0..0,
+        RawSize(toml::Value::Integer(DEFAULT_MAX_RESPONSE.cast_signed())),
+    )
+}
 
 /// Validates every `[[apps]]` entry in file order (names unique), then that there is one.
 pub(super) fn validate(cfg: &ConfigText<'_>, raw: Vec<RawApp>) -> Result<Vec<AppConfig>, Error> {
@@ -159,6 +179,7 @@ fn validate_app(
     let groups = groups(cfg, &name, app.groups)?;
     let concurrency = concurrency(cfg, &name, app.concurrency)?;
     let timeout = timeout(cfg, &name, app.timeout)?;
+    let max_response = max_response(cfg, &name, app.max_response)?;
     let attributes = attributes(cfg, &name, app.attributes)?;
     let matching = matching(cfg, &name, app.matching, &attributes)?;
     let push_limit = push_limit(cfg, &name, app.push_limit)?;
@@ -174,6 +195,7 @@ fn validate_app(
         flatten_nested: app.flatten_nested,
         concurrency,
         timeout,
+        max_response,
         attributes,
     })
 }
@@ -269,6 +291,20 @@ fn timeout(cfg: &ConfigText<'_>, name: &str, raw: Dur) -> Result<Duration, Error
         ));
     }
     Ok(raw.0)
+}
+
+/// `max_response`: a size (`"32MiB"`, `"100MB"`, or bytes) from 1 MiB to 1 GiB.
+fn max_response(cfg: &ConfigText<'_>, name: &str, raw: Spanned<RawSize>) -> Result<u64, Error> {
+    let span = raw.span();
+    let at_fault =
+        |message: String| cfg.invalid_at(span.clone(), key(name, "max_response"), message);
+    let bytes = raw.get_ref().bytes().map_err(at_fault)?;
+    if !(MIN_MAX_RESPONSE..=MAX_MAX_RESPONSE).contains(&bytes) {
+        return Err(at_fault(format!(
+            "{bytes} bytes is out of range 1MiB..=1GiB (the default is 32MiB)"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// `[apps.attributes]`: every key a supported SCIM attribute path, and the required paths

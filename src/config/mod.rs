@@ -7,13 +7,14 @@
 //!
 //! [`Config::parse`] deserializes the whole file, then hands each section to its validator,
 //! in a fixed order: `service` (`[service]`), `source` (`[source]`), `apps` (each
-//! `[[apps]]` and its `[apps.attributes]`); `duration` reads durations. Each validator owns
+//! `[[apps]]` and its `[apps.attributes]`); `duration` reads durations and `size` sizes. Each validator owns
 //! its section's types and checks only that section. This module owns the errors, secrets
 //! and line numbers; it must not depend on `mapping` or anything above `model`.
 
 mod apps;
 mod duration;
 mod service;
+mod size;
 mod source;
 #[cfg(test)]
 mod tests;
@@ -24,9 +25,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use apps::{AppConfig, PushLimit};
+pub use apps::{AppConfig, DEFAULT_MAX_RESPONSE, MAX_MAX_RESPONSE, MIN_MAX_RESPONSE, PushLimit};
 pub use duration::{Dur, parse_duration};
 pub use service::{DEFAULT_STATE, ServiceConfig, StateFrom};
+pub use size::parse_size;
 pub use source::{GraphConfig, SecretFrom, SourceConfig};
 
 /// Where the config is read from when neither `--config` nor `$SCIM_SYNC_CONFIG` is given.

@@ -305,3 +305,42 @@ fn the_state_url_comes_from_the_file_or_a_named_variable_never_both() {
     let e = parse(&both).unwrap_err().to_string();
     assert!(e.contains("not both"), "{e}");
 }
+
+#[test]
+fn max_response_defaults_to_32_mib_and_takes_sizes_or_bytes() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.apps[0].max_response, 32 * 1024 * 1024);
+    assert_eq!(DEFAULT_MAX_RESPONSE, 32 * 1024 * 1024);
+    for (value, bytes) in [
+        ("\"64MiB\"", 64 * 1024 * 1024),
+        ("\"100 MB\"", 100_000_000),
+        ("\"1GiB\"", 1024 * 1024 * 1024),
+        ("1048576", 1024 * 1024),
+    ] {
+        let c = parse(&format!("{GOOD}max_response = {value}\n")).unwrap();
+        assert_eq!(c.apps[0].max_response, bytes, "{value}");
+    }
+}
+
+#[test]
+fn a_bad_max_response_names_the_key_and_line() {
+    let line = GOOD.lines().count() + 1;
+    for (value, says) in [
+        ("\"32 potatoes\"", "\"32 potatoes\" is not a size"),
+        ("\"1.5GiB\"", "is not a size"),
+        ("\"512KiB\"", "524288 bytes is out of range 1MiB..=1GiB"),
+        ("\"2GiB\"", "out of range 1MiB..=1GiB"),
+        ("0", "0 bytes is out of range"),
+        ("-5", "-5 is not a size"),
+        ("true", "true is not a size: write it like \"32MiB\""),
+    ] {
+        let e = parse(&format!("{GOOD}max_response = {value}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("test.toml:{line}: apps[crm].max_response: ")),
+            "{value}: {e}"
+        );
+        assert!(e.contains(says), "{value}: {e}");
+    }
+}

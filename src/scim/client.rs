@@ -4,6 +4,8 @@
 //! attempt (never while sleeping), counts every request, and retries with an explicit
 //! bounded loop: `429` waits `Retry-After` (seconds or HTTP-date, capped), `5xx`, timeouts
 //! and connection errors back off exponentially with full jitter, other `4xx` fail at once.
+//! Every answer's body is read up to `max_response` ([`crate::http::read_body`]); a larger
+//! one is refused at once as [`Error::TooLarge`], never buffered whole and never retried.
 //!
 //! Creates (POST) are never retried blindly, because a POST that timed out may have been
 //! processed: `ensure_user`/`ensure_group` look the resource up first, then adopt it or
@@ -31,7 +33,7 @@ use tracing::{debug, warn};
 
 use super::error::{Error, retryable_status};
 use super::proto;
-use crate::http::{RetryPolicy, STRICT, parse_retry_after};
+use crate::http::{BodyError, RetryPolicy, STRICT, parse_retry_after, read_body};
 use crate::model::{AppName, Attrs, ScimId};
 
 const SCIM_JSON: &str = "application/scim+json";
@@ -59,6 +61,9 @@ pub struct ClientOptions {
     pub concurrency: usize,
     /// Retry behaviour.
     pub retry: RetryPolicy,
+    /// Largest response body read, in bytes (`[[apps]] max_response`, default
+    /// [`crate::http::DEFAULT_MAX_RESPONSE`]); a larger answer is [`Error::TooLarge`].
+    pub max_response: u64,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -70,6 +75,7 @@ impl fmt::Debug for ClientOptions {
             .field("timeout", &self.timeout)
             .field("concurrency", &self.concurrency)
             .field("retry", &self.retry)
+            .field("max_response", &self.max_response)
             .finish()
     }
 }
@@ -138,6 +144,7 @@ struct Inner {
     token: String,
     timeout: Duration,
     retry: RetryPolicy,
+    max_response: u64,
     http: reqwest::Client,
     permits: Semaphore,
     sent: AtomicU64,
@@ -155,6 +162,7 @@ impl fmt::Debug for ScimClient {
             .field("token", &"[redacted]")
             .field("timeout", &self.inner.timeout)
             .field("retry", &self.inner.retry)
+            .field("max_response", &self.inner.max_response)
             .field("requests_sent", &self.requests_sent())
             .field("removal_form", &self.removal_form())
             .field("filters_supported", &self.filters_supported())
@@ -202,12 +210,20 @@ impl Req {
     }
 }
 
-/// A response, read whole.
+/// A response, its body read whole (up to `max_response`).
 struct Resp {
     status: u16,
     body: Vec<u8>,
     location: Option<String>,
     retry_after: Option<String>,
+}
+
+/// Why one attempt got no usable response.
+enum Failed {
+    /// The request or the reading of its body failed in transport.
+    Transport(reqwest::Error),
+    /// The answer (of this status) had a body over `max_response`.
+    TooLarge(u16, crate::http::TooLarge),
 }
 
 /// How to find the resource a create might duplicate.
@@ -259,6 +275,9 @@ impl ScimClient {
         if opts.timeout.is_zero() {
             return Err(config("the request timeout is zero".to_owned()));
         }
+        if opts.max_response == 0 {
+            return Err(config("max_response is zero".to_owned()));
+        }
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", opts.token)).map_err(|_| {
             config("the bearer token contains characters not allowed in an HTTP header".to_owned())
         })?;
@@ -282,6 +301,7 @@ impl ScimClient {
                 token: opts.token,
                 timeout: opts.timeout,
                 retry,
+                max_response: opts.max_response,
                 http,
                 permits: Semaphore::new(opts.concurrency.max(1)),
                 sent: AtomicU64::new(0),
@@ -886,7 +906,7 @@ impl ScimClient {
         let _permit = self.inner.permits.acquire().await.ok();
         self.inner.sent.fetch_add(1, Ordering::Relaxed);
         let result = async {
-            let resp = builder.send().await?;
+            let resp = builder.send().await.map_err(Failed::Transport)?;
             let status = resp.status().as_u16();
             let header = |name| {
                 resp.headers()
@@ -896,8 +916,13 @@ impl ScimClient {
             };
             let location = header(LOCATION);
             let retry_after = header(RETRY_AFTER);
-            let body = resp.bytes().await?.to_vec();
-            Ok::<_, reqwest::Error>(Resp {
+            let body = read_body(resp, self.inner.max_response)
+                .await
+                .map_err(|e| match e {
+                    BodyError::Read(e) => Failed::Transport(e),
+                    BodyError::TooLarge(body) => Failed::TooLarge(status, body),
+                })?;
+            Ok::<_, Failed>(Resp {
                 status,
                 body,
                 location,
@@ -908,7 +933,11 @@ impl ScimClient {
         crate::metrics::scim_request(
             &self.inner.app,
             req.method.as_str(),
-            result.as_ref().map_or(0, |r| r.status),
+            match &result {
+                Ok(r) => r.status,
+                Err(Failed::TooLarge(status, _)) => *status,
+                Err(Failed::Transport(_)) => 0,
+            },
         );
         match result {
             Ok(resp) => {
@@ -922,8 +951,17 @@ impl ScimClient {
                 );
                 Ok(resp)
             }
-            Err(e) => {
-                let err = self.transport_error(req, e);
+            Err(failed) => {
+                let err = match failed {
+                    Failed::Transport(e) => self.transport_error(req, e),
+                    Failed::TooLarge(status, body) => Error::TooLarge {
+                        app: self.inner.app.clone(),
+                        method: req.method.to_string(),
+                        path: req.path.clone(),
+                        status,
+                        body,
+                    },
+                };
                 debug!(
                     app = %self.inner.app,
                     method = %req.method,
@@ -1093,6 +1131,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             concurrency: 1,
             retry: RetryPolicy::default(),
+            max_response: crate::http::DEFAULT_MAX_RESPONSE,
         });
         let Ok(c) = made else {
             return assert!(made.is_ok());
@@ -1118,6 +1157,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             concurrency: 0,
             retry: RetryPolicy::default(),
+            max_response: crate::http::DEFAULT_MAX_RESPONSE,
         };
         let msg = |o| ScimClient::new(o).err().map(|e| e.to_string());
         assert_eq!(

@@ -114,6 +114,25 @@ pub enum Error {
         reason: String,
     },
 
+    /// The app's answer was larger than `max_response`: refused without reading the rest,
+    /// and never retried (asking again would read it again). It fails the one request, so
+    /// the one object (like other unusable answers), never the app.
+    #[error(
+        "app {app}: {method} {path} answered {status}: {body}; refused (the limit is apps[{app}].max_response)"
+    )]
+    TooLarge {
+        /// App name.
+        app: AppName,
+        /// HTTP method.
+        method: String,
+        /// URL path relative to the app's base URL, without the query string.
+        path: String,
+        /// The HTTP status of the refused answer (not acted on: see [`Error::status`]).
+        status: u16,
+        /// The limit and how much was seen.
+        body: crate::http::TooLarge,
+    },
+
     /// A lookup before adoption matched several resources, so none is adopted.
     #[error(
         "app {app}: {count} {kind} match {filter}; remove or rename the duplicates in the app so that one can be adopted"
@@ -149,7 +168,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// The HTTP status the app answered, when the error comes from an answer.
+    /// The HTTP status the app answered, when the error comes from an answer. `None` for
+    /// [`Error::TooLarge`]: a refused answer is not acted on (no 404 "already gone", no
+    /// fallback on 501).
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Status { status, .. } | Error::InvalidResponse { status, .. } => Some(*status),
@@ -183,6 +204,7 @@ impl Error {
             | Error::Connect { app, .. }
             | Error::Transport { app, .. }
             | Error::InvalidResponse { app, .. }
+            | Error::TooLarge { app, .. }
             | Error::Ambiguous { app, .. }
             | Error::InvalidInput { app, .. }
             | Error::Config { app, .. } => app,
@@ -190,7 +212,8 @@ impl Error {
     }
 
     /// Whether trying again later may succeed: 429, 5xx (except 501 Not Implemented),
-    /// timeouts and connection failures. Other 4xx, unusable answers and bad input are not.
+    /// timeouts and connection failures. Other 4xx, unusable or too large answers and bad
+    /// input are not.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Status { status, .. } => retryable_status(*status),
@@ -199,6 +222,7 @@ impl Error {
             | Error::Connect { .. }
             | Error::Transport { .. } => true,
             Error::InvalidResponse { .. }
+            | Error::TooLarge { .. }
             | Error::Ambiguous { .. }
             | Error::InvalidInput { .. }
             | Error::Config { .. } => false,
@@ -266,6 +290,27 @@ mod tests {
         assert!(!e.is_transient());
         assert_eq!(e.status(), Some(409));
         assert_eq!(e.scim_type(), Some("uniqueness"));
+    }
+
+    #[test]
+    fn too_large_names_app_path_and_limit_and_is_final() {
+        let e = Error::TooLarge {
+            app: AppName::new("crm"),
+            method: "GET".into(),
+            path: "/Users".into(),
+            status: 200,
+            body: crate::http::TooLarge {
+                limit: 32 * 1024 * 1024,
+                declared: None,
+                received: 33_554_500,
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "app crm: GET /Users answered 200: response larger than 32 MiB (more than 33554432 bytes arrived); refused (the limit is apps[crm].max_response)"
+        );
+        assert!(!e.is_transient());
+        assert_eq!(e.status(), None);
     }
 
     #[test]

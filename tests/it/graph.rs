@@ -1,7 +1,8 @@
 //! The Microsoft Graph source: exact request shapes against wiremock (token form, group,
 //! members, eligibility, users, nextLink paging), and behaviour against the in-process
 //! Graph double (throttling, a page failing for good, shared users read once, 401 renewal,
-//! AADSTS errors), end to end through the engine and through the `sync-now` binary.
+//! AADSTS errors), end to end through the engine and through the `sync-now` binary; a page
+//! larger than the response bound fails the snapshot at once.
 
 use std::path::Path;
 use std::process::Command;
@@ -374,6 +375,94 @@ async fn a_page_failing_for_good_fails_the_snapshot_naming_path_status_and_code(
         4,
         "page 1 once, page 2 three attempts"
     );
+}
+
+/// A page over the response bound (32 MiB in production, 64 KiB here) is refused once, not
+/// retried and not buffered whole, and fails the whole snapshot (never a partial one), naming
+/// what was read, the path and the limit.
+#[tokio::test]
+async fn a_page_larger_than_the_bound_fails_the_snapshot_at_once() {
+    let server = MockServer::start().await;
+    let uri = server.uri();
+    Mock::given(method("POST"))
+        .and(path("/t1/oauth2/v2.0/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "graph-tok"}),
+        ))
+        .expect(1)
+        .named("token")
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/groups/g-1"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"id": "g-1", "displayName": "CRM"})),
+        )
+        .expect(1)
+        .named("group")
+        .mount(&server)
+        .await;
+    let members_path = "/v1.0/groups/g-1/members/microsoft.graph.user";
+    Mock::given(method("GET"))
+        .and(path(members_path))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "value": [{"id": "a", "userPrincipalName": "a@x.example"}],
+            "@odata.nextLink": format!("{uri}{members_path}?$skiptoken=2"),
+        })))
+        .expect(1)
+        .named("members page 1")
+        .mount(&server)
+        .await;
+    let big: Vec<Value> = (0..200)
+        .map(|i| json!({"id": format!("u{i}"), "userPrincipalName": format!("u{i}@x.example"), "displayName": "x".repeat(1000)}))
+        .collect();
+    Mock::given(method("GET"))
+        .and(path(members_path))
+        .and(query_param("$skiptoken", "2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "value": big })))
+        .expect(1)
+        .with_priority(1)
+        .named("members page 2: about 230 KB, once")
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(
+            "/v1.0/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances",
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"value": []})))
+        .expect(0..=1)
+        .named("eligibility (read alongside, or not at all)")
+        .mount(&server)
+        .await;
+
+    let cfg = GraphConfig {
+        tenant_id: "t1".into(),
+        client_id: "c1".into(),
+        client_secret: SecretFrom::Env("UNUSED".into()),
+        graph_url: uri.clone(),
+        login_url: uri.clone(),
+        pim_poll_interval: Duration::from_secs(30),
+    };
+    let apps = apps_cfg(&["g-1"], false, "http://127.0.0.1:9/scim/v2");
+    let src = GraphSource::with_retry(&cfg, Secret::new("sec"), &apps, fast_retry())
+        .unwrap()
+        .with_max_response(64 * 1024);
+    let e = src.snapshot().await.unwrap_err().to_string();
+    assert!(
+        e.starts_with(&format!(
+            "Microsoft Graph: reading members of group g-1 (page 2): GET {members_path}: HTTP 200: response larger than 64 KiB (Content-Length: "
+        )) && e.ends_with(" bytes); refused"),
+        "{e}"
+    );
+    assert!(!e.contains("graph-tok") && !e.contains("skiptoken"), "{e}");
+    let members_requests = server
+        .received_requests()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.url.path() == members_path)
+        .count();
+    assert_eq!(members_requests, 2, "page 1, then page 2 once: no retry");
 }
 
 #[tokio::test]

@@ -1,8 +1,11 @@
 //! Contract tests of the SCIM client against wiremock: the exact requests it sends (method,
 //! path, query, headers, body) and how it copes with what real SCIM apps answer (200 or 204,
 //! string or number error status, short pages, missing `Resources`, 429, 5xx, timeouts,
-//! filters ignored or refused).
+//! filters ignored or refused, answers larger than `max_response`, the last also through a
+//! whole cycle, where it fails one object only).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use scim_sync::model::{Attrs, ScimId};
@@ -1140,4 +1143,262 @@ async fn content_type_is_scim_json_exactly_once() {
     let requests = server.received_requests().await.unwrap_or_default();
     let types: Vec<_> = requests[0].headers.get_all("content-type").iter().collect();
     assert_eq!(types, [SCIM]);
+}
+
+// ------------------------------------------------------------------ response bounds
+
+/// A ListResponse of a bit more than `pad` bytes: one resource padded out.
+fn padded_list(pad: usize) -> ResponseTemplate {
+    list_page(
+        1,
+        1,
+        vec![
+            json!({"id": "u1", "userName": "alice@contoso.example", "displayName": "x".repeat(pad)}),
+        ],
+    )
+}
+
+/// The config's default `max_response` (config may not import `http`) is the clients' bound.
+#[test]
+fn the_config_default_bound_is_the_http_default() {
+    assert_eq!(
+        scim_sync::config::DEFAULT_MAX_RESPONSE,
+        scim_sync::http::DEFAULT_MAX_RESPONSE
+    );
+    assert_eq!(scim_sync::http::DEFAULT_MAX_RESPONSE, 32 * 1024 * 1024);
+}
+
+/// Regression: a 50 MB lookup answer was read into memory in full. An answer whose
+/// `Content-Length` is over `max_response` is refused unread, once (no retry: it would be
+/// read again), naming app, path and limit, and the create it guarded is not sent.
+#[tokio::test]
+async fn a_lookup_answer_over_max_response_is_refused_once_and_nothing_is_created() {
+    let server = MockServer::start().await;
+    given("GET", "/Users")
+        .and(RawQuery(ALICE_QUERY.to_owned()))
+        .respond_with(padded_list(200 * 1024))
+        .named("a 200 KiB lookup answer")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("POST", "/Users")
+        .respond_with(scim(201, alice_resource("u9")))
+        .named("no create after a refused lookup")
+        .expect(0)
+        .mount(&server)
+        .await;
+    let c = client_with(&server, |o| o.max_response = 64 * 1024);
+    let e = err(c.ensure_user("userName", &alice_attrs()).await);
+    assert!(matches!(e, Error::TooLarge { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with(
+            "app crm: GET /Users answered 200: response larger than 64 KiB (Content-Length: "
+        ) && msg.ends_with(" bytes); refused (the limit is apps[crm].max_response)"),
+        "{msg}"
+    );
+    assert!(!msg.contains(TOKEN) && !msg.contains("alice"), "{msg}");
+    assert!(!e.is_transient());
+    assert_eq!(e.status(), None, "a refused answer is not acted on");
+    assert_eq!(c.requests_sent(), 1);
+}
+
+/// A SCIM app on loopback answering every request `200` with a chunked body (no
+/// `Content-Length`) of `chunks` × 16 KiB. Returns its base URL, the requests it read and
+/// the body bytes it managed to write (the client hangs up early when it refuses).
+async fn chunked_app(chunks: usize) -> (String, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/scim/v2", listener.local_addr().unwrap());
+    let (requests, written) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (r, w) = (requests.clone(), written.clone());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (r, w) = (r.clone(), w.clone());
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 8192];
+                if conn.read(&mut head).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                r.fetch_add(1, Ordering::SeqCst);
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: application/scim+json\r\ntransfer-encoding: chunked\r\n\r\n";
+                if conn.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                let mut chunk = format!("{:x}\r\n", 16 * 1024).into_bytes();
+                chunk.extend(std::iter::repeat_n(b' ', 16 * 1024));
+                chunk.extend_from_slice(b"\r\n");
+                for _ in 0..chunks {
+                    if conn.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                    w.fetch_add(16 * 1024, Ordering::SeqCst);
+                }
+                let _ = conn.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    (base, requests, written)
+}
+
+/// A chunked answer says no length up front: it is read until it passes `max_response`,
+/// then refused, without reading the rest and without a retry.
+#[tokio::test]
+async fn a_chunked_answer_is_refused_once_it_passes_max_response() {
+    let (base, requests, written) = chunked_app(512).await; // 8 MiB
+    let c = scim_sync::scim::ScimClient::new(scim_sync::scim::ClientOptions {
+        app: scim_sync::model::AppName::new("crm"),
+        base_url: base,
+        token: TOKEN.to_owned(),
+        timeout: Duration::from_secs(5),
+        concurrency: 1,
+        retry: crate::support::fast_retry(),
+        max_response: 64 * 1024,
+    })
+    .unwrap();
+    let e = err(c.find_users("userName", "alice@contoso.example").await);
+    assert_eq!(
+        e.to_string(),
+        "app crm: GET /Users answered 200: response larger than 64 KiB (more than 65536 bytes arrived); refused (the limit is apps[crm].max_response)"
+    );
+    assert_eq!(c.requests_sent(), 1);
+    assert_eq!(requests.load(Ordering::SeqCst), 1, "not retried");
+    let written = written.load(Ordering::SeqCst);
+    assert!(
+        written < 8 * 1024 * 1024,
+        "the rest was never read: {written}"
+    );
+}
+
+/// Through a whole cycle, with `max_response` from the config: the too-large lookup fails
+/// alice's create only; bob, the group and bob's membership are applied, and the refused
+/// lookup is not sent again.
+#[tokio::test]
+async fn in_a_cycle_a_too_large_answer_fails_that_object_only() {
+    use scim_sync::config::{Config, Secret};
+    use scim_sync::engine::{App, CycleOptions, Engine};
+    use scim_sync::model::{Directory, SourceGroup, SourceUser};
+    use scim_sync::report::{Outcome, Reason};
+    use scim_sync::source::MemorySource;
+    use scim_sync::store::Store;
+
+    let server = MockServer::start().await;
+    given("GET", "/Users")
+        .and(query_param(
+            "filter",
+            r#"userName eq "alice@contoso.example""#,
+        ))
+        .respond_with(padded_list(2 * 1024 * 1024))
+        .named("alice's lookup: 2 MiB")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("GET", "/Users")
+        .and(query_param(
+            "filter",
+            r#"userName eq "bob@contoso.example""#,
+        ))
+        .respond_with(empty_list())
+        .named("bob's lookup")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("POST", "/Users")
+        .and(body_partial_json(
+            json!({"userName": "bob@contoso.example"}),
+        ))
+        .respond_with(scim(
+            201,
+            json!({"id": "b1", "userName": "bob@contoso.example"}),
+        ))
+        .named("bob created, alice never")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("GET", "/Groups")
+        .respond_with(empty_list())
+        .named("group lookup")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("POST", "/Groups")
+        .respond_with(scim(201, json!({"id": "g1", "displayName": "CRM"})))
+        .named("group created")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("PATCH", "/Groups/g1")
+        .and(body_json(patch_op(json!([
+            {"op": "add", "path": "members", "value": [{"value": "b1"}]}
+        ]))))
+        .respond_with(ResponseTemplate::new(204))
+        .named("bob added")
+        .expect(1)
+        .mount(&server)
+        .await;
+
+    let text = format!(
+        "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"crm\"\nbase_url = \"{}{}\"\ntoken_env = \"UNUSED\"\ngroups = [\"g-crm\"]\nmax_response = \"1MiB\"\n",
+        server.uri(),
+        crate::support::BASE
+    );
+    let cfg = Config::parse(std::path::Path::new("bounds.toml"), &text).unwrap();
+    assert_eq!(cfg.apps[0].max_response, 1024 * 1024);
+    let app = App::new(cfg.apps[0].clone(), &Secret::new(TOKEN)).unwrap();
+    let mut dir = Directory::default();
+    for (id, upn) in [
+        ("u-alice", "alice@contoso.example"),
+        ("u-bob", "bob@contoso.example"),
+    ] {
+        let attrs = json!({"userPrincipalName": upn, "displayName": id, "accountEnabled": true});
+        dir.users.insert(
+            id.into(),
+            SourceUser {
+                id: id.into(),
+                attrs: attrs.as_object().cloned().unwrap(),
+            },
+        );
+    }
+    dir.groups.insert(
+        "g-crm".into(),
+        SourceGroup {
+            id: "g-crm".into(),
+            display_name: "CRM".into(),
+            members: vec!["u-alice".into(), "u-bob".into()],
+            eligible: vec![],
+        },
+    );
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    let engine = Engine::new(Arc::new(MemorySource::new(dir)), store);
+    let run = engine
+        .cycle(
+            std::slice::from_ref(&app),
+            CycleOptions {
+                reason: Reason::SyncNow,
+                dry_run: false,
+                progress: false,
+            },
+        )
+        .await;
+    let report = &run.apps[0].report;
+    assert_eq!(report.outcome, Outcome::Partial, "{report:?}");
+    assert_eq!(
+        (
+            report.users_created,
+            report.groups_created,
+            report.members_added
+        ),
+        (1, 1, 1),
+        "{report:?}"
+    );
+    assert_eq!(report.failed, 1, "{:?}", report.errors);
+    let failure = &report.errors[0];
+    assert!(failure.object.contains("u-alice"), "{failure:?}");
+    assert!(
+        failure
+            .error
+            .contains("GET /Users answered 200: response larger than 1 MiB")
+            && failure.error.contains("apps[crm].max_response"),
+        "{failure:?}"
+    );
 }

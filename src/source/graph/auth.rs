@@ -193,12 +193,18 @@ impl TokenSource {
             .and_then(|v| v.to_str().ok())
             .and_then(crate::http::parse_retry_after)
             .map(|d| d.min(super::http::MAX_RETRY_AFTER));
-        let bytes = resp.bytes().await.map_err(|e| {
-            (
-                auth_error(super::http::transport_message(e)),
-                Some(TOKEN_BACKOFF),
-            )
-        })?;
+        let bytes = crate::http::read_body(resp, crate::http::DEFAULT_MAX_RESPONSE)
+            .await
+            .map_err(|e| match e {
+                crate::http::BodyError::Read(e) => (
+                    auth_error(super::http::transport_message(e)),
+                    Some(TOKEN_BACKOFF),
+                ),
+                // Asking again would read it again.
+                crate::http::BodyError::TooLarge(body) => {
+                    (auth_error(format!("HTTP {status}: {body}; refused")), None)
+                }
+            })?;
         let started = Instant::now();
         if (200..300).contains(&status) {
             let answer: TokenAnswer = serde_json::from_slice(&bytes).map_err(|e| {

@@ -8,6 +8,10 @@
 //! A request that finally fails is an [`Error`] naming what was read, the URL path, the
 //! status and Graph's `error.code` and `error.message`; never the token. Callers fail the
 //! whole snapshot on it: a page that cannot be read is never skipped.
+//!
+//! Every body is read up to a bound ([`crate::http::DEFAULT_MAX_RESPONSE`], 32 MiB: a page
+//! of 999 users is a few MiB) with [`crate::http::read_body`]; a larger one is
+//! [`Error::TooLarge`] at once, never buffered whole and never retried.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,7 +22,7 @@ use tracing::{debug, warn};
 
 use super::Error;
 use super::auth::TokenSource;
-use crate::http::{RetryPolicy, parse_retry_after};
+use crate::http::{BodyError, DEFAULT_MAX_RESPONSE, RetryPolicy, parse_retry_after, read_body};
 
 /// The longest `Retry-After` waited; a longer one is cut to this (Graph's own throttling
 /// windows are seconds to a minute).
@@ -42,10 +46,13 @@ pub struct GraphHttp {
     auth: TokenSource,
     retry: RetryPolicy,
     requests: AtomicU64,
+    /// Largest body read, in bytes.
+    max_response: AtomicU64,
 }
 
 impl GraphHttp {
-    /// A reader sending with `http`, authenticated by `auth`, retrying by `retry`.
+    /// A reader sending with `http`, authenticated by `auth`, retrying by `retry`, reading
+    /// bodies up to [`DEFAULT_MAX_RESPONSE`].
     pub fn new(http: reqwest::Client, auth: TokenSource, retry: RetryPolicy) -> Self {
         let mut retry = retry;
         retry.max_attempts = retry.max_attempts.max(1);
@@ -54,7 +61,13 @@ impl GraphHttp {
             auth,
             retry,
             requests: AtomicU64::new(0),
+            max_response: AtomicU64::new(DEFAULT_MAX_RESPONSE),
         }
+    }
+
+    /// Sets the largest body read, in bytes (at least 1; tests use a small one).
+    pub fn set_max_response(&self, bytes: u64) {
+        self.max_response.store(bytes.max(1), Ordering::Relaxed);
     }
 
     /// Graph requests sent so far (retries included; token requests excluded).
@@ -67,7 +80,7 @@ impl GraphHttp {
     ///
     /// # Errors
     /// [`Error::Status`], [`Error::Transport`], [`Error::Answer`] or [`Error::Auth`] once
-    /// the retries are spent.
+    /// the retries are spent; [`Error::TooLarge`] at once.
     pub async fn get(
         &self,
         url: &str,
@@ -75,6 +88,7 @@ impl GraphHttp {
         missing_ok: bool,
     ) -> Result<Option<Value>, Error> {
         let path = url_path(url);
+        let limit = self.max_response.load(Ordering::Relaxed);
         let mut attempt = 0u32;
         let mut renewed = false;
         loop {
@@ -87,19 +101,32 @@ impl GraphHttp {
                     .bearer_auth(token.expose())
                     .header(ACCEPT, "application/json")
                     .send()
-                    .await?;
+                    .await
+                    .map_err(Failed::Transport)?;
                 let status = resp.status().as_u16();
                 let retry_after = resp
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
-                let body = resp.bytes().await?;
-                Ok::<_, reqwest::Error>((status, retry_after, body))
+                let body = read_body(resp, limit).await.map_err(|e| match e {
+                    BodyError::TooLarge(body) => Failed::TooLarge(status, body),
+                    BodyError::Read(e) => Failed::Transport(e),
+                })?;
+                Ok::<_, Failed>((status, retry_after, body))
             }
             .await;
             let (err, wait) = match answer {
-                Err(e) => {
+                // Asking again would read it again: fail at once.
+                Err(Failed::TooLarge(status, body)) => {
+                    return Err(Error::TooLarge {
+                        what: what.to_owned(),
+                        path,
+                        status,
+                        body,
+                    });
+                }
+                Err(Failed::Transport(e)) => {
                     let err = Error::Transport {
                         what: what.to_owned(),
                         path: path.clone(),
@@ -228,6 +255,14 @@ impl GraphHttp {
         }
         Ok((out, delta_link))
     }
+}
+
+/// Why one attempt got no usable answer.
+enum Failed {
+    /// The request or the reading of its body failed in transport (retried).
+    Transport(reqwest::Error),
+    /// The answer (of this status) had a body over the bound (not retried).
+    TooLarge(u16, crate::http::TooLarge),
 }
 
 /// The path of `url`, for messages: no query (it may be long and opaque), no host.

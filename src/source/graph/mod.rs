@@ -104,6 +104,18 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// Graph's answer was larger than the bound (32 MiB): refused unread, not retried.
+    #[error("Microsoft Graph: reading {what}: GET {path}: HTTP {status}: {body}; refused")]
+    TooLarge {
+        /// What was being read.
+        what: String,
+        /// The URL path.
+        path: String,
+        /// The HTTP status of the refused answer.
+        status: u16,
+        /// The limit and how much was seen.
+        body: crate::http::TooLarge,
+    },
     /// The HTTP client could not be built.
     #[error("Microsoft Graph: cannot build the HTTP client: {0}")]
     Client(String),
@@ -255,6 +267,13 @@ impl GraphSource {
             delta: None,
             eligibility: std::sync::Mutex::default(),
         })
+    }
+
+    /// Reads Graph's answers up to `bytes` each instead of 32 MiB
+    /// ([`crate::http::DEFAULT_MAX_RESPONSE`]); tests use a small bound.
+    pub fn with_max_response(self, bytes: u64) -> Self {
+        self.http.set_max_response(bytes);
+        self
     }
 
     /// Graph requests sent so far, retries included, token requests excluded.

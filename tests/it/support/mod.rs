@@ -40,6 +40,7 @@ pub fn options(server: &MockServer) -> ClientOptions {
         timeout: Duration::from_secs(5),
         concurrency: 4,
         retry: fast_retry(),
+        max_response: scim_sync::http::DEFAULT_MAX_RESPONSE,
     }
 }
 
