@@ -54,6 +54,12 @@ pub trait Intake: Send + Sync {
     /// The groups assigned to any app: the ones a round reads.
     fn groups(&self) -> BTreeSet<SourceId>;
 
+    /// Whether this replica polls now (with several replicas, one at a time does). A
+    /// replica that starts polling later reads every group afresh.
+    fn polls(&self) -> bool {
+        true
+    }
+
     /// The wall clock the service runs on.
     fn now(&self) -> DateTime<Utc>;
 
@@ -235,6 +241,12 @@ impl Poller {
     /// One round: every assigned group, read [`READS_IN_FLIGHT`] at a time (a round over a
     /// thousand groups must fit in the interval), decided one group after the other in order.
     async fn round(&mut self) {
+        if !self.intake.polls() {
+            // Another replica polls; what this one saw may be stale when it polls again.
+            self.seen.clear();
+            self.reconciled.clear();
+            return;
+        }
         let started = Instant::now();
         let groups = self.intake.groups();
         let feed = self.feed.clone();

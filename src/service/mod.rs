@@ -169,7 +169,11 @@ impl Service {
         // Every write goes through the engine, and the engine writes only under the lease.
         let engine = engine.with_fence(leases.clone());
         let mut gains = leases.gains();
-        let names: Vec<AppName> = apps.iter().map(|a| a.cfg.name.clone()).collect();
+        let mut names: Vec<AppName> = apps.iter().map(|a| a.cfg.name.clone()).collect();
+        if options.pim.is_some() {
+            // The PIM poller runs on one replica at a time: the holder of its own lease.
+            names.push(AppName::from(pim::POLLER_LEASE));
+        }
         for (app, who) in leases.renew(&names).await? {
             tracing::warn!(app = %app, holder = %who, "another process holds the app's lease; its cycles and pushes wait until it is free");
         }

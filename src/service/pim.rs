@@ -12,10 +12,17 @@ use futures::future::BoxFuture;
 use super::Service;
 use crate::activation::{Accepted, ActivationRequest, Refusal};
 use crate::drive::poller::Intake;
-use crate::model::SourceId;
+use crate::model::{AppName, SourceId};
 use crate::store::{self, Activation};
 
+/// The lease of the PIM poller (a name no app can have: app names are `[a-z0-9-]+`).
+pub(super) const POLLER_LEASE: &str = "~pim-poller";
+
 impl Intake for Service {
+    fn polls(&self) -> bool {
+        self.inner.leases.holds(&AppName::from(POLLER_LEASE))
+    }
+
     fn groups(&self) -> BTreeSet<SourceId> {
         self.inner
             .apps
