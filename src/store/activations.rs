@@ -1165,7 +1165,224 @@ mod tests {
         );
     }
 
+    async fn audit_fields_round_trip(db: &TestDb) {
+        let store = db.open().await;
+        let mut a = act("a1", "g1", "u1", 0, 60);
+        a.justification = Some("INC-4711: restore the billing database ✓".into());
+        a.ticket_number = Some("INC-4711".into());
+        a.ticket_system = Some("ServiceNow".into());
+        store
+            .record_activation(&a, &[(crm(), PushState::Pushed, None)])
+            .await
+            .unwrap();
+        let plain = act("a2", "g1", "u2", 1, 60);
+        store
+            .record_activation(&plain, &[(crm(), PushState::Pushed, None)])
+            .await
+            .unwrap();
+        let live = store.live_activations(&crm(), t0()).await.unwrap();
+        assert_eq!(live[0].activation, a, "read back exactly");
+        assert_eq!(live[1].activation, plain);
+        let json = serde_json::to_value(&live[0]).unwrap();
+        assert_eq!(json["ticket_number"], "INC-4711");
+        assert_eq!(json["ticket_system"], "ServiceNow");
+        let json = serde_json::to_value(&live[1]).unwrap();
+        assert!(
+            json.get("justification").is_none(),
+            "skipped when absent: {json}"
+        );
+        let ended = store
+            .end_activations(&"g1".into(), &"u1".into(), t0())
+            .await
+            .unwrap();
+        assert_eq!(ended[0].justification, a.justification);
+        assert_eq!(ended[0].ticket_system, a.ticket_system);
+    }
+
+    async fn live_activation_of_finds_the_latest_unexpired_one(db: &TestDb) {
+        let store = db.open().await;
+        let now = t0();
+        let (g1, u1) = (SourceId::from("g1"), SourceId::from("u1"));
+        assert!(
+            store
+                .live_activation_of(&g1, &u1, now)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for (a, apps) in [
+            (
+                act("a1", "g1", "u1", -20, 60),
+                vec![
+                    (hr(), PushState::Pushed, None),
+                    (crm(), PushState::Deferred, Some("limited".to_owned())),
+                ],
+            ),
+            (
+                act("a2", "g1", "u1", -10, 120),
+                vec![(crm(), PushState::Applied, None)],
+            ),
+            (
+                act("a3", "g1", "u1", -100, -1),
+                vec![(crm(), PushState::Pushed, None)],
+            ),
+            (
+                act("a4", "g1", "u2", -5, 600),
+                vec![(crm(), PushState::Pushed, None)],
+            ),
+            (
+                act("a5", "g2", "u1", -5, 600),
+                vec![(crm(), PushState::Pushed, None)],
+            ),
+        ] {
+            store.record_activation(&a, &apps).await.unwrap();
+        }
+        let live = store.live_activation_of(&g1, &u1, now).await.unwrap();
+        assert_eq!(ids(&live), [pair("a2", "crm")], "the one that ends last");
+        assert_eq!(live[0].state, PushState::Applied);
+        let later = now + TimeDelta::seconds(90);
+        let live = store.live_activation_of(&g1, &u1, later).await.unwrap();
+        assert_eq!(ids(&live), [pair("a2", "crm")]);
+        let live = store
+            .live_activation_of(&g1, &u1, now - TimeDelta::seconds(15))
+            .await
+            .unwrap();
+        assert_eq!(ids(&live), [pair("a2", "crm")]);
+        store.end_activations(&g1, &u1, now).await.unwrap();
+        assert!(
+            store
+                .live_activation_of(&g1, &u1, now)
+                .await
+                .unwrap()
+                .is_empty(),
+            "ended ones are not live"
+        );
+        // Every app row of the activation, in app order.
+        store
+            .record_activation(
+                &act("a6", "g3", "u1", 0, 60),
+                &[
+                    (hr(), PushState::Pushed, None),
+                    (crm(), PushState::Deferred, Some("limited".into())),
+                ],
+            )
+            .await
+            .unwrap();
+        let live = store
+            .live_activation_of(&"g3".into(), &u1, now)
+            .await
+            .unwrap();
+        assert_eq!(ids(&live), [pair("a6", "crm"), pair("a6", "hr")]);
+        assert_eq!(live[0].detail.as_deref(), Some("limited"));
+    }
+
+    async fn extend_activation_keeps_the_later_expiry(db: &TestDb) {
+        let store = db.open().await;
+        let now = t0();
+        let (g1, u1) = (SourceId::from("g1"), SourceId::from("u1"));
+        store
+            .record_activation(
+                &act("a1", "g1", "u1", 0, 60),
+                &[(crm(), PushState::Pushed, None)],
+            )
+            .await
+            .unwrap();
+        let expiry = |s| now + TimeDelta::seconds(s);
+        assert_eq!(
+            store
+                .extend_activation("a1", expiry(120), now)
+                .await
+                .unwrap(),
+            Some(expiry(120))
+        );
+        assert_eq!(
+            store.activation_expiry("a1").await.unwrap(),
+            Some(expiry(120))
+        );
+        assert_eq!(
+            store
+                .extend_activation("a1", expiry(90), now)
+                .await
+                .unwrap(),
+            Some(expiry(120)),
+            "an earlier expiry never shortens it"
+        );
+        assert_eq!(
+            store.activation_expiry("a1").await.unwrap(),
+            Some(expiry(120))
+        );
+        // The millisecond column moved with it: live at 100 s, not at 120 s.
+        assert_eq!(
+            ids(&store.live_activations(&crm(), expiry(100)).await.unwrap()),
+            [pair("a1", "crm")]
+        );
+        assert!(
+            store
+                .live_activations(&crm(), expiry(120))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .other_live_activation(&g1, &u1, "x", expiry(100))
+                .await
+                .unwrap()
+        );
+        // Expired or unknown: nothing changes, nothing revives.
+        assert_eq!(
+            store
+                .extend_activation("a1", expiry(600), expiry(120))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.activation_expiry("a1").await.unwrap(),
+            Some(expiry(120))
+        );
+        assert_eq!(
+            store
+                .extend_activation("nope", expiry(600), now)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.activation_expiry("nope").await.unwrap(), None);
+    }
+
+    async fn racing_extensions_end_with_the_latest(db: &TestDb) {
+        let store = db.open().await;
+        let now = t0();
+        store
+            .record_activation(
+                &act("a1", "g1", "u1", 0, 60),
+                &[(crm(), PushState::Pushed, None)],
+            )
+            .await
+            .unwrap();
+        let asks: Vec<i64> = (61..=80).rev().collect();
+        let results = futures::future::join_all(
+            asks.iter()
+                .map(|s| store.extend_activation("a1", now + TimeDelta::seconds(*s), now)),
+        )
+        .await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(Option::is_some))
+        );
+        assert_eq!(
+            store.activation_expiry("a1").await.unwrap(),
+            Some(now + TimeDelta::seconds(80))
+        );
+    }
+
     backend_tests!(
+        audit_fields_round_trip,
+        live_activation_of_finds_the_latest_unexpired_one,
+        extend_activation_keeps_the_later_expiry,
+        racing_extensions_end_with_the_latest,
         pending_becomes_deferred_in_one_app_only,
         listings_filter_on_app_state_and_expiry,
         record_is_one_transaction,
