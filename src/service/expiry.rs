@@ -220,8 +220,10 @@ impl Service {
 }
 
 impl Service {
-    /// `a` with the expiry the store has for it now, when that lies in the future (a repeat
-    /// extended it); `None` when it has ended (or is unknown, e.g. pruned).
+    /// `a` with the expiry the store has for it now, when a repeat extended it past the
+    /// expiry its timer was armed for and that lies in the future; `None` when the timer is
+    /// for its current expiry (a deadline met, even a hair early, is not re-armed again), it
+    /// has ended, or it is unknown (e.g. pruned).
     async fn extended(&self, a: &Activation) -> Result<Option<Activation>, store::Error> {
         let now = self.inner.engine.clock().now();
         Ok(self
@@ -230,7 +232,7 @@ impl Service {
             .store()
             .activation_expiry(&a.id)
             .await?
-            .filter(|at| *at > now)
+            .filter(|at| *at > a.expires_at && *at > now)
             .map(|at| Activation {
                 expires_at: at,
                 ..a.clone()
