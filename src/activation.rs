@@ -22,7 +22,22 @@ pub struct ActivationRequest {
     /// When the activation ends (default: now + `max_activation`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// Why the privilege is needed (at most [`JUSTIFICATION_MAX`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    /// The ticket the activation is for (at most [`TICKET_MAX`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_number: Option<String>,
+    /// The system that ticket lives in (at most [`TICKET_MAX`] characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_system: Option<String>,
 }
+
+/// The longest `justification` the intake accepts, in characters (SPEC §4).
+pub const JUSTIFICATION_MAX: usize = 1000;
+
+/// The longest `ticket_number` or `ticket_system` the intake accepts, in characters (SPEC §4).
+pub const TICKET_MAX: usize = 100;
 
 /// Why an activation was refused. Nothing was recorded or sent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -61,6 +76,9 @@ pub enum Outcome {
     Pushed,
     /// Recorded; the app's next cycle applies it.
     Deferred,
+    /// A repeat: the app already holds (or is being sent) this live activation; nothing was
+    /// sent and its expiry became the later of the two.
+    Active,
 }
 
 impl Outcome {
@@ -69,6 +87,7 @@ impl Outcome {
         match self {
             Outcome::Pushed => "pushed",
             Outcome::Deferred => "deferred",
+            Outcome::Active => "active",
         }
     }
 }
@@ -84,7 +103,7 @@ impl std::fmt::Display for Outcome {
 pub struct AppOutcome {
     /// The app.
     pub app: String,
-    /// Pushed at once, or deferred to the app's next cycle.
+    /// Pushed at once, deferred to the app's next cycle, or already active (a repeat).
     pub outcome: Outcome,
     /// For a push the app confirmed: received → confirmed, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -136,5 +155,31 @@ mod tests {
     fn outcomes_keep_their_json_strings() {
         let json = serde_json::to_string(&[Outcome::Pushed, Outcome::Deferred]).unwrap();
         assert_eq!(json, r#"["pushed","deferred"]"#);
+    }
+
+    #[test]
+    fn active_keeps_its_json_string() {
+        assert_eq!(
+            serde_json::to_string(&Outcome::Active).unwrap(),
+            r#""active""#
+        );
+        assert_eq!(Outcome::Active.as_str(), "active");
+    }
+
+    #[test]
+    fn audit_fields_are_optional_and_skipped_when_absent() {
+        let req: ActivationRequest =
+            serde_json::from_str(r#"{"group_id": "g", "user_id": "u"}"#).unwrap();
+        assert_eq!(req.justification, None);
+        let json = serde_json::to_value(&req).unwrap();
+        assert!(json.get("justification").is_none(), "{json}");
+        let req: ActivationRequest = serde_json::from_str(
+            r#"{"group_id": "g", "user_id": "u", "justification": "why",
+                "ticket_number": "INC-1", "ticket_system": "ServiceNow"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.justification.as_deref(), Some("why"));
+        assert_eq!(req.ticket_number.as_deref(), Some("INC-1"));
+        assert_eq!(req.ticket_system.as_deref(), Some("ServiceNow"));
     }
 }

@@ -356,7 +356,10 @@ async fn activations(
                             pushed += 1;
                             println!("  {user}: pushed, not yet confirmed");
                         }
-                        _ => {
+                        (Outcome::Active, _) => {
+                            println!("  {user}: already active, nothing sent");
+                        }
+                        (Outcome::Deferred, _) => {
                             deferred += 1;
                             println!("  {user}: deferred: {}", o.detail.as_deref().unwrap_or(""));
                         }
@@ -478,6 +481,9 @@ async fn post_activation(
             group_id: group.clone(),
             user_id: user.clone(),
             expires_at,
+            justification: None,
+            ticket_number: None,
+            ticket_system: None,
         })
         .send()
         .await

@@ -133,7 +133,8 @@ pub fn scim_request(app: &AppName, method: &str, status: u16) {
     counter!("scim_sync_scim_requests_total", "app" => app.to_string(), "method" => method.to_owned(), "status" => status.to_string()).increment(1);
 }
 
-/// The limiter's decision for one activation: `pushed` or `deferred`.
+/// The limiter's decision for one activation: `pushed` or `deferred`; `active` for a repeat
+/// of a live activation (no limiter slot used).
 pub fn activation(app: &AppName, outcome: &'static str) {
     counter!("scim_sync_activations_total", "app" => app.to_string(), "outcome" => outcome)
         .increment(1);

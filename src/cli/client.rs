@@ -118,6 +118,16 @@ impl HandOver for ServiceClient {
     }
 }
 
+/// The audit fields `activate` sends with an activation (SPEC §4).
+pub(super) struct Audit {
+    /// Why the privilege is needed.
+    pub justification: Option<String>,
+    /// The ticket the activation serves.
+    pub ticket_number: Option<String>,
+    /// The system that ticket lives in.
+    pub ticket_system: Option<String>,
+}
+
 /// `scim-sync activate`: reports one activation to the running service and prints the
 /// per-app outcome.
 pub(super) async fn activate(
@@ -125,6 +135,7 @@ pub(super) async fn activate(
     group: String,
     user: String,
     expires_at: Option<DateTime<Utc>>,
+    audit: Audit,
 ) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
     let client = ServiceClient::new(&cfg)?;
@@ -133,6 +144,9 @@ pub(super) async fn activate(
         group_id: group.as_str().into(),
         user_id: user.as_str().into(),
         expires_at,
+        justification: audit.justification,
+        ticket_number: audit.ticket_number,
+        ticket_system: audit.ticket_system,
     };
     let accepted: Accepted = client
         .post(

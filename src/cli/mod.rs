@@ -72,6 +72,15 @@ pub enum Command {
         /// How long the activation lasts, e.g. 1h or 30m.
         #[arg(long = "for", id = "for_", value_name = "DURATION", value_parser = crate::config::parse_duration)]
         for_: Option<std::time::Duration>,
+        /// Why the privilege is needed (at most 1,000 characters); stored and shown by status.
+        #[arg(long, value_name = "TEXT")]
+        justification: Option<String>,
+        /// The ticket the activation serves (at most 100 characters).
+        #[arg(long, value_name = "TICKET")]
+        ticket_number: Option<String>,
+        /// The system that ticket lives in, e.g. ServiceNow (at most 100 characters).
+        #[arg(long, value_name = "SYSTEM")]
+        ticket_system: Option<String>,
     },
     /// Per app: the last cycle report, activations, failing objects and managed objects.
     Status {
@@ -131,12 +140,20 @@ pub async fn run(cli: Cli) -> ExitCode {
             user,
             expires_at,
             for_,
+            justification,
+            ticket_number,
+            ticket_system,
         } => {
             let expires_at = expires_at.or_else(|| {
                 for_.and_then(|d| chrono::Duration::from_std(d).ok())
                     .map(|d| chrono::Utc::now() + d)
             });
-            client::activate(&config_path, group, user, expires_at).await
+            let audit = client::Audit {
+                justification,
+                ticket_number,
+                ticket_system,
+            };
+            client::activate(&config_path, group, user, expires_at, audit).await
         }
         Command::Status { json } => inspect::status(&config_path, json).await,
         Command::CheckConfig => inspect::check_config(&config_path).await,

@@ -24,6 +24,10 @@ pub(super) fn accepted(accepted: &Accepted, group: &str, user: &str) {
                 println!("  {}: pushed, the app confirmed in {ms} ms", a.app)
             }
             (Outcome::Pushed, None) => println!("  {}: pushed, not yet confirmed", a.app),
+            (Outcome::Active, _) => println!(
+                "  {}: active (already live; nothing sent, expiry extended)",
+                a.app
+            ),
             (other, _) => println!(
                 "  {}: {other}{}",
                 a.app,
@@ -142,7 +146,7 @@ pub(super) fn status(state: &str, status: &Status) {
             for act in list {
                 let a = &act.activation;
                 println!(
-                    "  {label} activation {}: user {} in group {} until {} ({}{})",
+                    "  {label} activation {}: user {} in group {} until {} ({}{}){}",
                     a.id,
                     a.user,
                     a.group,
@@ -152,9 +156,56 @@ pub(super) fn status(state: &str, status: &Status) {
                     act.detail
                         .as_deref()
                         .map(|d| format!(": {d}"))
-                        .unwrap_or_default()
+                        .unwrap_or_default(),
+                    audit(a)
                 );
             }
         }
+    }
+}
+
+/// The audit fields of an activation, for its status line: ` ticket ServiceNow INC-4711:
+/// "why"`, each part only when given; empty when none is.
+fn audit(a: &crate::store::Activation) -> String {
+    let ticket = match (a.ticket_system.as_deref(), a.ticket_number.as_deref()) {
+        (Some(s), Some(n)) => format!(" ticket {s} {n}"),
+        (Some(s), None) => format!(" ticket system {s}"),
+        (None, Some(n)) => format!(" ticket {n}"),
+        (None, None) => String::new(),
+    };
+    let why = a
+        .justification
+        .as_deref()
+        .map(|j| format!(" justification: {j:?}"))
+        .unwrap_or_default();
+    format!("{ticket}{why}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audit_fields_join_the_activation_line_when_given() {
+        let mut a = crate::store::Activation {
+            id: "a1".into(),
+            group: "g".into(),
+            user: "u".into(),
+            expires_at: chrono::Utc::now(),
+            received_at: chrono::Utc::now(),
+            origin: "webhook".into(),
+            justification: None,
+            ticket_number: None,
+            ticket_system: None,
+        };
+        assert_eq!(audit(&a), "");
+        a.ticket_number = Some("INC-4711".into());
+        assert_eq!(audit(&a), " ticket INC-4711");
+        a.ticket_system = Some("ServiceNow".into());
+        a.justification = Some("restore billing".into());
+        assert_eq!(
+            audit(&a),
+            r#" ticket ServiceNow INC-4711 justification: "restore billing""#
+        );
     }
 }

@@ -324,6 +324,9 @@ impl Poller {
                 group_id: i.group.clone(),
                 user_id: i.user.clone(),
                 expires_at: i.end,
+                justification: None,
+                ticket_number: None,
+                ticket_system: None,
             };
             match self.intake.activate(req, ORIGIN).await {
                 Ok(accepted) => {

@@ -7,6 +7,13 @@
 //! membership a live activation backs) and a deferred activation survives a restart. The
 //! next cycle applies deferred ones and counts them in `deferred_applied`; a push that fails
 //! is deferred the same way. Expiry is the sibling `expiry` module.
+//!
+//! A repeat for a (group, user) that is already live (SPEC §4) is answered before the
+//! limiter: nothing is sent, no slot is used, no row is added; the live activation's expiry
+//! becomes the later of the two (one store statement, so racing replicas agree), its timer is
+//! re-armed, and each app answers `active` (or `deferred`, with its detail, while it still is).
+//! The timer armed for the old expiry finds the later one in the store when it fires and
+//! re-arms instead of removing (see `expiry`).
 
 use std::time::Duration;
 
@@ -17,7 +24,9 @@ use tokio::time::Instant;
 use super::forward::FORWARDED;
 use super::limiter::Decision;
 use super::{Service, Slot};
-use crate::activation::{Accepted, ActivationRequest, AppOutcome, Outcome, Refusal};
+use crate::activation::{
+    Accepted, ActivationRequest, AppOutcome, JUSTIFICATION_MAX, Outcome, Refusal, TICKET_MAX,
+};
 use crate::model::{AppName, SourceId};
 use crate::source::Eligibility;
 use crate::store::{self, Activation, PushState};
@@ -41,6 +50,19 @@ impl Service {
                 "group_id and user_id must not be empty".into(),
             ));
         }
+        for (field, value, max) in [
+            ("justification", &req.justification, JUSTIFICATION_MAX),
+            ("ticket_number", &req.ticket_number, TICKET_MAX),
+            ("ticket_system", &req.ticket_system, TICKET_MAX),
+        ] {
+            if let Some(n) = value.as_deref().map(|v| v.chars().count())
+                && n > max
+            {
+                return Err(Refusal::Invalid(format!(
+                    "{field} is {n} characters long; at most {max} are allowed"
+                )));
+            }
+        }
         let now = inner.engine.clock().now();
         let expires_at = expiry(
             now,
@@ -59,6 +81,12 @@ impl Service {
             )));
         }
         self.check_eligible(&group, &user).await?;
+        if let Some(accepted) = self
+            .repeat(&group, &user, expires_at, &targets, now)
+            .await?
+        {
+            return Ok(accepted);
+        }
 
         let activation = Activation {
             id: uuid::Uuid::new_v4().to_string(),
@@ -67,6 +95,9 @@ impl Service {
             expires_at,
             received_at: now,
             origin: origin.to_owned(),
+            justification: req.justification,
+            ticket_number: req.ticket_number,
+            ticket_system: req.ticket_system,
         };
         let mut rows = Vec::new();
         let mut outcomes = Vec::new();
@@ -114,7 +145,9 @@ impl Service {
             .map_err(|e| Refusal::Unavailable(format!("cannot record the activation: {e}")))?;
         tracing::info!(activation = %activation.id, group = %group, user = %user,
             expires_at = %activation.expires_at.to_rfc3339(), origin, pushed = allowed.len(),
-            deferred = outcomes.len(), "activation accepted");
+            deferred = outcomes.len(), justification = activation.justification.as_deref(),
+            ticket_number = activation.ticket_number.as_deref(),
+            ticket_system = activation.ticket_system.as_deref(), "activation accepted");
         inner.expiry.schedule(activation.clone());
 
         let mut waiting = Vec::new();
@@ -167,6 +200,88 @@ impl Service {
                 wait.as_secs_f64()
             )),
         }
+    }
+
+    /// A repeat of a live activation of (`group`, `user`) (SPEC §4): extends it to end at the
+    /// later of its expiry and `expires_at`, re-arms its timer and answers, per target app,
+    /// `active` (pushed, applied or in flight) or `deferred` with its detail. Sends nothing and
+    /// uses no limiter slot. `None` when the pair has no live activation, or one that some
+    /// target app does not hold (not recorded for it, or already removed from it): the
+    /// request is then a new activation.
+    ///
+    /// # Errors
+    /// [`Refusal::Unavailable`] when the store cannot be read or written.
+    async fn repeat(
+        &self,
+        group: &SourceId,
+        user: &SourceId,
+        expires_at: DateTime<Utc>,
+        targets: &[&Slot],
+        now: DateTime<Utc>,
+    ) -> Result<Option<Accepted>, Refusal> {
+        let inner = &self.inner;
+        let store = inner.engine.store();
+        let rows = store
+            .live_activation_of(group, user, now)
+            .await
+            .map_err(|e| {
+                Refusal::Unavailable(format!(
+                    "cannot read the live activation of user {user} in group {group}: {e}"
+                ))
+            })?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let mut outcomes = Vec::new();
+        for slot in targets {
+            let app = &slot.app.cfg.name;
+            let Some(row) = rows.iter().find(|r| &r.app == app) else {
+                return Ok(None);
+            };
+            outcomes.push(match row.state {
+                PushState::Pending | PushState::Pushed | PushState::Applied => AppOutcome {
+                    app: app.to_string(),
+                    outcome: Outcome::Active,
+                    latency_ms: None,
+                    unconfirmed: false,
+                    detail: None,
+                },
+                PushState::Deferred | PushState::Forwarded => AppOutcome::deferred(
+                    app,
+                    row.detail
+                        .clone()
+                        .unwrap_or_else(|| "deferred; the next cycle applies it".into()),
+                ),
+                PushState::Removed => return Ok(None),
+            });
+        }
+        let mut activation = first.activation.clone();
+        let extended = store
+            .extend_activation(&activation.id, expires_at, now)
+            .await
+            .map_err(|e| {
+                Refusal::Unavailable(format!(
+                    "cannot extend activation {} of user {user} in group {group}: {e}",
+                    activation.id
+                ))
+            })?;
+        // Ended between the read and the extension: the request is a new activation.
+        let Some(until) = extended else {
+            return Ok(None);
+        };
+        activation.expires_at = until;
+        for o in &outcomes {
+            crate::metrics::activation(&AppName::new(o.app.clone()), o.outcome.as_str());
+        }
+        tracing::info!(activation = %activation.id, group = %group, user = %user,
+            expires_at = %until.to_rfc3339(), "repeat of a live activation: nothing sent, expiry is the later of the two");
+        inner.expiry.schedule(activation.clone());
+        outcomes.sort_by(|a, b| a.app.cmp(&b.app));
+        Ok(Some(Accepted {
+            activation_id: activation.id,
+            expires_at: until,
+            apps: outcomes,
+        }))
     }
 
     /// 403 unless the source lists `user` as eligible for `group`. The last snapshot

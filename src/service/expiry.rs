@@ -7,6 +7,11 @@
 //! backoff until the app confirms; never left to the next cycle.
 //! [`Service::end_activation`] ends an activation early (the PIM poller saw it end) through
 //! the same path.
+//!
+//! A repeat activation may extend a live one after its timer was armed, on this replica or
+//! another. The queue keeps the first deadline of an id, so before removing anything a
+//! revocation reads the activation's expiry from the store again: when it now lies in the
+//! future, the timer is re-armed for it and nothing is removed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -153,6 +158,25 @@ impl Service {
                     return;
                 }
             } else {
+                match self.extended(a).await {
+                    Ok(Some(later)) => {
+                        tracing::info!(app = %app, activation = %a.id, expires_at = %later.expires_at.to_rfc3339(),
+                            "activation was extended; its timer is re-armed, nothing removed");
+                        inner.expiry.schedule(later);
+                        return;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(app = %app, activation = %a.id, error = %e,
+                            retry_in = %humantime::format_duration(wait), "cannot read the activation's expiry; retrying");
+                        tokio::select! {
+                            () = inner.cancel.cancelled() => return,
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(60));
+                        continue;
+                    }
+                }
                 let result = inner.engine.revoke(&slot.app, a).await;
                 let done = match result {
                     Revoked::Removed => Some("removed at expiry".to_owned()),
@@ -200,6 +224,27 @@ impl Service {
             }
             wait = (wait * 2).min(Duration::from_secs(60));
         }
+    }
+}
+
+impl Service {
+    /// `a` with the expiry the store has for it now, when a repeat extended it past the
+    /// expiry its timer was armed for and that lies in the future; `None` when the timer is
+    /// for its current expiry (a deadline met, even a hair early, is not re-armed again), it
+    /// has ended, or it is unknown (e.g. pruned).
+    async fn extended(&self, a: &Activation) -> Result<Option<Activation>, store::Error> {
+        let now = self.inner.engine.clock().now();
+        Ok(self
+            .inner
+            .engine
+            .store()
+            .activation_expiry(&a.id)
+            .await?
+            .filter(|at| *at > a.expires_at && *at > now)
+            .map(|at| Activation {
+                expires_at: at,
+                ..a.clone()
+            }))
     }
 }
 

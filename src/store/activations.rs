@@ -31,6 +31,15 @@ pub struct Activation {
     pub received_at: DateTime<Utc>,
     /// Where it came from: `webhook`, `pim-poll`, `demo`, … (free text).
     pub origin: String,
+    /// Why the privilege was asked for, as the request gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    /// The ticket the activation serves, as the request gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_number: Option<String>,
+    /// The system that ticket lives in, as the request gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_system: Option<String>,
 }
 
 /// Where one activation stands for one app.
@@ -103,7 +112,7 @@ macro_rules! select_app_activations {
     ($rest:literal) => {
         concat!(
             "SELECT a.id, a.group_id, a.user_id, a.expires_at, a.received_at, a.origin,
-               aa.app, aa.state, aa.detail, aa.latency_ms, aa.updated_at
+               a.justification, a.ticket_number, a.ticket_system, aa.app, aa.state, aa.detail, aa.latency_ms, aa.updated_at
              FROM activation_apps aa JOIN activations a ON a.id = aa.activation_id ",
             $rest
         )
@@ -125,8 +134,9 @@ impl Store {
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.map_err(db("begin"))?;
             sqlx::query(
-                "INSERT INTO activations (id, group_id, user_id, expires_at, expires_ms, received_at, origin)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO activations (id, group_id, user_id, expires_at, expires_ms, received_at, origin,
+                   justification, ticket_number, ticket_system)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
             .bind(&a.id)
             .bind(a.group.as_str())
@@ -135,6 +145,9 @@ impl Store {
             .bind(a.expires_at.timestamp_millis())
             .bind(stamp(a.received_at))
             .bind(&a.origin)
+            .bind(a.justification.as_deref())
+            .bind(a.ticket_number.as_deref())
+            .bind(a.ticket_system.as_deref())
             .execute(&mut *tx)
             .await
             .map_err(db("record activation"))?;
@@ -354,6 +367,89 @@ impl Store {
         .map_err(db("read other activations"))
     }
 
+    /// The live activation of (`group`, `user`) at `now`, as it stands in each app it
+    /// concerns (app order): the unexpired one that ends last, when several are. Empty when
+    /// none is unexpired. A repeat activation of the pair extends this one instead of adding
+    /// another (SPEC §4).
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn live_activation_of(
+        &self,
+        group: &SourceId,
+        user: &SourceId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AppActivation>, Error> {
+        // One statement: the activation and its app rows are read together.
+        let rows: Vec<AppActivationRow> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(select_app_activations!(
+                "WHERE a.id = (SELECT id FROM activations
+                     WHERE group_id = $1 AND user_id = $2 AND expires_ms > $3
+                     ORDER BY expires_ms DESC, id LIMIT 1)
+                 ORDER BY aa.app"
+            ))
+            .bind(group.as_str())
+            .bind(user.as_str())
+            .bind(now.timestamp_millis())
+            .fetch_all(p)
+            .await
+        })
+        .map_err(db("read the live activation of a pair"))?;
+        rows.into_iter().map(app_activation).collect()
+    }
+
+    /// Makes activation `id` end at the later of its expiry and `expires_at`, if it is still
+    /// unexpired at `now`. Returns when it ends now, or `None` when it is unknown or already
+    /// expired (nothing changed then).
+    ///
+    /// One statement, so replicas extending the same activation at once both end with the
+    /// later expiry, and an activation that ended meanwhile is never revived.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn extend_activation(
+        &self,
+        id: &str,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        let at: Option<String> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "UPDATE activations
+                 SET expires_at = CASE WHEN expires_ms < $2 THEN $3 ELSE expires_at END,
+                     expires_ms = CASE WHEN expires_ms < $2 THEN $2 ELSE expires_ms END
+                 WHERE id = $1 AND expires_ms > $4
+                 RETURNING expires_at",
+            )
+            .bind(id)
+            .bind(expires_at.timestamp_millis())
+            .bind(stamp(expires_at))
+            .bind(now.timestamp_millis())
+            .fetch_optional(p)
+            .await
+        })
+        .map_err(db("extend activation"))?;
+        at.map(|at| instant("(any)", "activation expiry", &at))
+            .transpose()
+    }
+
+    /// When activation `id` ends as the store has it now (a repeat may have extended it since
+    /// its timer was armed), or `None` when it is unknown.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn activation_expiry(&self, id: &str) -> Result<Option<DateTime<Utc>>, Error> {
+        let at: Option<String> = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar("SELECT expires_at FROM activations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await
+        })
+        .map_err(db("read activation expiry"))?;
+        at.map(|at| instant("(any)", "activation expiry", &at))
+            .transpose()
+    }
+
     /// Turns every `pending` row, of every app, into `deferred` with `detail`: pushes that did
     /// not finish (at shutdown, or found at start-up after a crash) are left to the next
     /// cycle. Returns how many rows changed.
@@ -442,10 +538,11 @@ impl Store {
         // that an unreadable row leaves everything as it was.
         let mut ended = on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.map_err(db("begin"))?;
-            let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            let rows: Vec<EndedRow> = sqlx::query_as(
                 "UPDATE activations SET expires_at = $4, expires_ms = $3
                  WHERE group_id = $1 AND user_id = $2 AND expires_ms > $3
-                 RETURNING id, group_id, user_id, received_at, origin",
+                 RETURNING id, group_id, user_id, received_at, origin,
+                   justification, ticket_number, ticket_system",
             )
             .bind(group.as_str())
             .bind(user.as_str())
@@ -456,16 +553,30 @@ impl Store {
             .map_err(db("end activations"))?;
             let ended = rows
                 .into_iter()
-                .map(|(id, group, user, received_at, origin)| {
-                    Ok(Activation {
+                .map(
+                    |(
                         id,
-                        group: SourceId::new(group),
-                        user: SourceId::new(user),
-                        expires_at: at,
-                        received_at: instant("(any)", "activation receipt time", &received_at)?,
+                        group,
+                        user,
+                        received_at,
                         origin,
-                    })
-                })
+                        justification,
+                        ticket_number,
+                        ticket_system,
+                    )| {
+                        Ok(Activation {
+                            id,
+                            group: SourceId::new(group),
+                            user: SourceId::new(user),
+                            expires_at: at,
+                            received_at: instant("(any)", "activation receipt time", &received_at)?,
+                            origin,
+                            justification,
+                            ticket_number,
+                            ticket_system,
+                        })
+                    },
+                )
                 .collect::<Result<Vec<_>, Error>>()?;
             tx.commit().await.map_err(db("commit"))?;
             Ok::<_, Error>(ended)
@@ -528,6 +639,18 @@ fn instant(app: &str, what: &'static str, s: &str) -> Result<DateTime<Utc>, Erro
         })
 }
 
+/// One row of `end_activations`' `RETURNING`.
+type EndedRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// One row of [`select_app_activations`].
 type AppActivationRow = (
     String,
@@ -536,6 +659,9 @@ type AppActivationRow = (
     String,
     String,
     String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
     String,
     String,
     Option<String>,
@@ -552,6 +678,9 @@ fn app_activation(row: AppActivationRow) -> Result<AppActivation, Error> {
         expires_at,
         received_at,
         origin,
+        justification,
+        ticket_number,
+        ticket_system,
         app,
         state,
         detail,
@@ -571,6 +700,9 @@ fn app_activation(row: AppActivationRow) -> Result<AppActivation, Error> {
             expires_at: instant(&app, "activation expiry", &expires_at)?,
             received_at: instant(&app, "activation receipt time", &received_at)?,
             origin,
+            justification,
+            ticket_number,
+            ticket_system,
         },
         state,
         detail,
@@ -604,6 +736,9 @@ mod tests {
             expires_at: t0() + TimeDelta::seconds(expires),
             received_at: t0() + TimeDelta::seconds(received),
             origin: "webhook".into(),
+            justification: None,
+            ticket_number: None,
+            ticket_system: None,
         }
     }
 
@@ -1107,7 +1242,224 @@ mod tests {
         );
     }
 
+    async fn audit_fields_round_trip(db: &TestDb) {
+        let store = db.open().await;
+        let mut a = act("a1", "g1", "u1", 0, 60);
+        a.justification = Some("INC-4711: restore the billing database ✓".into());
+        a.ticket_number = Some("INC-4711".into());
+        a.ticket_system = Some("ServiceNow".into());
+        store
+            .record_activation(&a, &[(crm(), PushState::Pushed, None)])
+            .await
+            .unwrap();
+        let plain = act("a2", "g1", "u2", 1, 60);
+        store
+            .record_activation(&plain, &[(crm(), PushState::Pushed, None)])
+            .await
+            .unwrap();
+        let live = store.live_activations(&crm(), t0()).await.unwrap();
+        assert_eq!(live[0].activation, a, "read back exactly");
+        assert_eq!(live[1].activation, plain);
+        let json = serde_json::to_value(&live[0]).unwrap();
+        assert_eq!(json["ticket_number"], "INC-4711");
+        assert_eq!(json["ticket_system"], "ServiceNow");
+        let json = serde_json::to_value(&live[1]).unwrap();
+        assert!(
+            json.get("justification").is_none(),
+            "skipped when absent: {json}"
+        );
+        let ended = store
+            .end_activations(&"g1".into(), &"u1".into(), t0())
+            .await
+            .unwrap();
+        assert_eq!(ended[0].justification, a.justification);
+        assert_eq!(ended[0].ticket_system, a.ticket_system);
+    }
+
+    async fn live_activation_of_finds_the_latest_unexpired_one(db: &TestDb) {
+        let store = db.open().await;
+        let now = t0();
+        let (g1, u1) = (SourceId::from("g1"), SourceId::from("u1"));
+        assert!(
+            store
+                .live_activation_of(&g1, &u1, now)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        for (a, apps) in [
+            (
+                act("a1", "g1", "u1", -20, 60),
+                vec![
+                    (hr(), PushState::Pushed, None),
+                    (crm(), PushState::Deferred, Some("limited".to_owned())),
+                ],
+            ),
+            (
+                act("a2", "g1", "u1", -10, 120),
+                vec![(crm(), PushState::Applied, None)],
+            ),
+            (
+                act("a3", "g1", "u1", -100, -1),
+                vec![(crm(), PushState::Pushed, None)],
+            ),
+            (
+                act("a4", "g1", "u2", -5, 600),
+                vec![(crm(), PushState::Pushed, None)],
+            ),
+            (
+                act("a5", "g2", "u1", -5, 600),
+                vec![(crm(), PushState::Pushed, None)],
+            ),
+        ] {
+            store.record_activation(&a, &apps).await.unwrap();
+        }
+        let live = store.live_activation_of(&g1, &u1, now).await.unwrap();
+        assert_eq!(ids(&live), [pair("a2", "crm")], "the one that ends last");
+        assert_eq!(live[0].state, PushState::Applied);
+        let later = now + TimeDelta::seconds(90);
+        let live = store.live_activation_of(&g1, &u1, later).await.unwrap();
+        assert_eq!(ids(&live), [pair("a2", "crm")]);
+        let live = store
+            .live_activation_of(&g1, &u1, now - TimeDelta::seconds(15))
+            .await
+            .unwrap();
+        assert_eq!(ids(&live), [pair("a2", "crm")]);
+        store.end_activations(&g1, &u1, now).await.unwrap();
+        assert!(
+            store
+                .live_activation_of(&g1, &u1, now)
+                .await
+                .unwrap()
+                .is_empty(),
+            "ended ones are not live"
+        );
+        // Every app row of the activation, in app order.
+        store
+            .record_activation(
+                &act("a6", "g3", "u1", 0, 60),
+                &[
+                    (hr(), PushState::Pushed, None),
+                    (crm(), PushState::Deferred, Some("limited".into())),
+                ],
+            )
+            .await
+            .unwrap();
+        let live = store
+            .live_activation_of(&"g3".into(), &u1, now)
+            .await
+            .unwrap();
+        assert_eq!(ids(&live), [pair("a6", "crm"), pair("a6", "hr")]);
+        assert_eq!(live[0].detail.as_deref(), Some("limited"));
+    }
+
+    async fn extend_activation_keeps_the_later_expiry(db: &TestDb) {
+        let store = db.open().await;
+        let now = t0();
+        let (g1, u1) = (SourceId::from("g1"), SourceId::from("u1"));
+        store
+            .record_activation(
+                &act("a1", "g1", "u1", 0, 60),
+                &[(crm(), PushState::Pushed, None)],
+            )
+            .await
+            .unwrap();
+        let expiry = |s| now + TimeDelta::seconds(s);
+        assert_eq!(
+            store
+                .extend_activation("a1", expiry(120), now)
+                .await
+                .unwrap(),
+            Some(expiry(120))
+        );
+        assert_eq!(
+            store.activation_expiry("a1").await.unwrap(),
+            Some(expiry(120))
+        );
+        assert_eq!(
+            store
+                .extend_activation("a1", expiry(90), now)
+                .await
+                .unwrap(),
+            Some(expiry(120)),
+            "an earlier expiry never shortens it"
+        );
+        assert_eq!(
+            store.activation_expiry("a1").await.unwrap(),
+            Some(expiry(120))
+        );
+        // The millisecond column moved with it: live at 100 s, not at 120 s.
+        assert_eq!(
+            ids(&store.live_activations(&crm(), expiry(100)).await.unwrap()),
+            [pair("a1", "crm")]
+        );
+        assert!(
+            store
+                .live_activations(&crm(), expiry(120))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .other_live_activation(&g1, &u1, "x", expiry(100))
+                .await
+                .unwrap()
+        );
+        // Expired or unknown: nothing changes, nothing revives.
+        assert_eq!(
+            store
+                .extend_activation("a1", expiry(600), expiry(120))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store.activation_expiry("a1").await.unwrap(),
+            Some(expiry(120))
+        );
+        assert_eq!(
+            store
+                .extend_activation("nope", expiry(600), now)
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(store.activation_expiry("nope").await.unwrap(), None);
+    }
+
+    async fn racing_extensions_end_with_the_latest(db: &TestDb) {
+        let store = db.open().await;
+        let now = t0();
+        store
+            .record_activation(
+                &act("a1", "g1", "u1", 0, 60),
+                &[(crm(), PushState::Pushed, None)],
+            )
+            .await
+            .unwrap();
+        let asks: Vec<i64> = (61..=80).rev().collect();
+        let results = futures::future::join_all(
+            asks.iter()
+                .map(|s| store.extend_activation("a1", now + TimeDelta::seconds(*s), now)),
+        )
+        .await;
+        assert!(
+            results
+                .iter()
+                .all(|r| r.as_ref().is_ok_and(Option::is_some))
+        );
+        assert_eq!(
+            store.activation_expiry("a1").await.unwrap(),
+            Some(now + TimeDelta::seconds(80))
+        );
+    }
+
     backend_tests!(
+        audit_fields_round_trip,
+        live_activation_of_finds_the_latest_unexpired_one,
+        extend_activation_keeps_the_later_expiry,
+        racing_extensions_end_with_the_latest,
         pending_becomes_deferred_in_one_app_only,
         listings_filter_on_app_state_and_expiry,
         record_is_one_transaction,

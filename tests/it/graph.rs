@@ -1166,6 +1166,9 @@ async fn a_refusal_costs_one_targeted_request_not_a_tenant_read() {
         group_id: "g1".into(),
         user_id: user.into(),
         expires_at: None,
+        justification: None,
+        ticket_number: None,
+        ticket_system: None,
     };
     for _ in 0..3 {
         let refused = svc.activate(req("u3"), "webhook").await.unwrap_err();

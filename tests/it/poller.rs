@@ -467,6 +467,9 @@ async fn a_restart_ends_what_pim_ended_during_the_downtime_and_leaves_webhook_ac
         group_id: "g-pim".into(),
         user_id: "u6".into(),
         expires_at: None,
+        justification: None,
+        ticket_number: None,
+        ticket_system: None,
     };
     first.activate(by_webhook, "webhook").await.unwrap();
     let both = ["u3@contoso.example", "u6@contoso.example"];

@@ -839,3 +839,214 @@ async fn a_burst_through_the_replica_without_the_lease_is_decided_by_the_holder(
     other.shutdown(Duration::from_secs(5)).await;
     holder.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A wiremock app `crm` with g-pim seeded, under `extra` settings.
+async fn wiremock_crm(server: &MockServer, tmp: &std::path::Path, extra: &str) -> Service {
+    let dir = directory();
+    let base = format!("{}{BASE}", server.uri());
+    let cfg = config(tmp, &[app_toml("crm", &base, &["g-pim"], extra)], "40m");
+    let svc = start(
+        &cfg,
+        Arc::new(MemorySource::new(dir.clone())),
+        TOKEN,
+        wiremock_options(),
+    )
+    .await;
+    seed(&svc, &dir, "crm", &["g-pim"]).await;
+    svc
+}
+
+/// The active activations status shows for `user` in the first app.
+fn active_of<'a>(status: &'a Value, user: &str) -> Vec<&'a Value> {
+    status["apps"][0]["active_activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["user"] == user)
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_fields_are_stored_and_shown_by_status_and_over_long_ones_refused() {
+    let server = MockServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = wiremock_crm(&server, tmp.path(), "").await;
+    given("PATCH", "/Groups/grp-g-pim")
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let body = json!({"group_id": "g-pim", "user_id": "u1",
+        "justification": "INC-4711: restore the billing database",
+        "ticket_number": "INC-4711", "ticket_system": "ServiceNow"});
+    let (status, answer) = call(
+        &svc,
+        post("/v1/activations", Some(WEBHOOK_TOKEN), body.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    // 1,000 characters, 2,000 bytes: the limit counts characters.
+    let long_ok = json!({"group_id": "g-pim", "user_id": "u2", "justification": "é".repeat(1000)});
+    let (status, answer) = call(
+        &svc,
+        post("/v1/activations", Some(WEBHOOK_TOKEN), long_ok.to_string()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+
+    let (_, st) = call(&svc, get_authorized("/v1/status")).await;
+    let u1 = active_of(&st, "u1");
+    assert_eq!(u1.len(), 1, "{st}");
+    assert_eq!(
+        u1[0]["justification"],
+        "INC-4711: restore the billing database"
+    );
+    assert_eq!(u1[0]["ticket_number"], "INC-4711");
+    assert_eq!(u1[0]["ticket_system"], "ServiceNow");
+    let u2 = active_of(&st, "u2");
+    assert_eq!(
+        u2[0]["justification"].as_str().unwrap().chars().count(),
+        1000
+    );
+    assert!(
+        u2[0].get("ticket_number").is_none(),
+        "absent, not null: {st}"
+    );
+
+    for (field, max) in [
+        ("justification", 1000),
+        ("ticket_number", 100),
+        ("ticket_system", 100),
+    ] {
+        let mut body = json!({"group_id": "g-pim", "user_id": "u3"});
+        body[field] = json!("x".repeat(max + 1));
+        let (status, answer) = call(
+            &svc,
+            post("/v1/activations", Some(WEBHOOK_TOKEN), body.to_string()),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {answer}");
+        let why = answer["error"].as_str().unwrap();
+        assert!(
+            why.contains(field) && why.contains(&max.to_string()),
+            "names the field and the limit: {why}"
+        );
+    }
+    let (_, st) = call(&svc, get_authorized("/v1/status")).await;
+    assert!(
+        active_of(&st, "u3").is_empty(),
+        "refusals record nothing: {st}"
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_repeat_activation_sends_nothing_uses_no_slot_and_keeps_the_later_expiry() {
+    let server = MockServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let svc = wiremock_crm(
+        &server,
+        tmp.path(),
+        "push_limit = { burst = 2, per = \"1h\" }",
+    )
+    .await;
+    given("PATCH", "/Groups/grp-g-pim")
+        .respond_with(wiremock::ResponseTemplate::new(204))
+        .expect(2)
+        .named("the pushes of u1 and u2 only")
+        .mount(&server)
+        .await;
+    let now = chrono::Utc::now();
+    let at = |mins: i64| now + chrono::Duration::minutes(mins);
+    let ask = |user: &str, mins: i64| {
+        let body =
+            json!({"group_id": "g-pim", "user_id": user, "expires_at": at(mins).to_rfc3339()});
+        post("/v1/activations", Some(WEBHOOK_TOKEN), body.to_string())
+    };
+    let expiry = |answer: &Value| {
+        chrono::DateTime::parse_from_rfc3339(answer["expires_at"].as_str().unwrap()).unwrap()
+    };
+
+    let (status, first) = call(&svc, ask("u1", 60)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(outcome(&first, "crm"), "pushed", "{first}");
+    // A repeat with a later end: active, the same activation, the later end.
+    let (status, again) = call(&svc, ask("u1", 120)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(outcome(&again, "crm"), "active", "{again}");
+    assert_eq!(again["activation_id"], first["activation_id"]);
+    assert_eq!(expiry(&again), at(120));
+    // A repeat with an earlier end does not shorten it.
+    let (_, earlier) = call(&svc, ask("u1", 30)).await;
+    assert_eq!(outcome(&earlier, "crm"), "active", "{earlier}");
+    assert_eq!(expiry(&earlier), at(120));
+    // The repeats used no slot: u2 takes the second, u3 finds none.
+    let (_, u2) = call(&svc, ask("u2", 60)).await;
+    assert_eq!(outcome(&u2, "crm"), "pushed", "{u2}");
+    let (_, u3) = call(&svc, ask("u3", 60)).await;
+    assert_eq!(outcome(&u3, "crm"), "deferred", "{u3}");
+    // A repeat of a deferred one stays deferred, with why, and sends nothing either.
+    let (_, u3_again) = call(&svc, ask("u3", 90)).await;
+    assert_eq!(outcome(&u3_again, "crm"), "deferred", "{u3_again}");
+    assert_eq!(u3_again["activation_id"], u3["activation_id"]);
+    assert!(
+        u3_again["apps"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("push_limit"),
+        "{u3_again}"
+    );
+    server.verify().await;
+
+    let (_, st) = call(&svc, get_authorized("/v1/status")).await;
+    let u1 = active_of(&st, "u1");
+    assert_eq!(u1.len(), 1, "one live activation: {st}");
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(u1[0]["expires_at"].as_str().unwrap()).unwrap(),
+        at(120)
+    );
+    let deferred = st["apps"][0]["deferred_activations"].as_array().unwrap();
+    assert_eq!(deferred.len(), 1, "{st}");
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_repeat_keeps_the_membership_past_the_first_expiry() {
+    let w = Sandboxed::new().await;
+    tokio::time::pause();
+    let held = HeldClock::hold();
+    let clock = TokioClock::shared();
+    let svc = w.service_on(&clock, true).await;
+    w.step_until_members(&held, "Staff", &["u0@contoso.example"], STEP, MINUTE)
+        .await;
+    let start = clock.now();
+    let body = expiring(start, "g-pim", "u3", 1500);
+    let (status, answer) = call(&svc, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(outcome(&answer, "crm"), "pushed", "{answer}");
+    held.step(Duration::from_millis(500)).await;
+    let body = expiring(start, "g-pim", "u3", 3000);
+    let (status, again) = call(&svc, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{again}");
+    assert_eq!(outcome(&again, "crm"), "active", "{again}");
+    // Past the first end (1.5 s) and up to just before the second (3 s): still a member.
+    for _ in 0..24 {
+        held.step(STEP / 2).await;
+    }
+    held.step(Duration::from_millis(1100)).await;
+    assert_eq!(
+        w.members("PIM Admins"),
+        ["u3@contoso.example"],
+        "not removed at the first activation's end"
+    );
+    held.step(STEP * 3).await;
+    w.await_members_held("PIM Admins", &[], Duration::from_secs(10))
+        .await;
+    let live = svc
+        .engine()
+        .store()
+        .live_activations(&AppName::from("crm"), clock.now())
+        .await
+        .unwrap();
+    assert!(live.is_empty(), "{live:?}");
+    svc.shutdown(Duration::from_secs(5)).await;
+}
