@@ -106,7 +106,7 @@ impl Service {
         for slot in targets {
             let app = &slot.app.cfg.name;
             let refused = if inner.leases.holds(app) {
-                self.limit(slot)
+                self.limit(slot).await
             } else {
                 // Another replica writes to the app: its limiter decides (the limit holds
                 // across the cluster), through the store.
@@ -190,7 +190,8 @@ impl Service {
     }
 
     /// Asks `slot`'s limiter for one push: `None` when allowed, else why it was refused.
-    pub(super) fn limit(&self, slot: &Slot) -> Option<String> {
+    pub(super) async fn limit(&self, slot: &Slot) -> Option<String> {
+        self.sync_quota(slot).await;
         match self.inner.limiter.check(&slot.app.cfg.name) {
             Decision::Allowed => None,
             Decision::Refused { wait } => Some(format!(
@@ -199,6 +200,45 @@ impl Service {
                 humantime::format_duration(slot.app.cfg.push_limit.per),
                 wait.as_secs_f64()
             )),
+        }
+    }
+
+    /// Before the first push under a lease generation (this process started, or took the
+    /// app over), spends of the limiter the pushes the store records within the quota's
+    /// window before this process took the lease: earlier holders made them, so the app's `push_limit` holds across a failover
+    /// or a restart instead of starting afresh. A store that cannot say spends nothing.
+    async fn sync_quota(&self, slot: &Slot) {
+        let inner = &self.inner;
+        let app = &slot.app.cfg.name;
+        let Some((generation, taken_at)) = inner.leases.generation(app) else {
+            return;
+        };
+        let mut synced = slot.quota_synced.lock().await;
+        if *synced == Some(generation) {
+            return;
+        }
+        let window = chrono::Duration::from_std(slot.app.cfg.push_limit.per)
+            .unwrap_or(chrono::Duration::MAX);
+        let since = taken_at
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        match inner
+            .engine
+            .store()
+            .pushes_between(app, since, taken_at)
+            .await
+        {
+            Ok(n) => {
+                inner.limiter.spend(app, n);
+                if n > 0 {
+                    tracing::info!(app = %app, n, "pushes made by an earlier holder within the push_limit window count against this process's quota");
+                }
+                *synced = Some(generation);
+            }
+            Err(e) => {
+                tracing::warn!(app = %app, error = %e, "could not count the earlier holder's recent pushes; the push quota starts afresh");
+                *synced = Some(generation);
+            }
         }
     }
 

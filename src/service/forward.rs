@@ -75,7 +75,7 @@ impl Service {
                 }
             }
             inner.expiry.schedule(a.clone());
-            if let Some(why) = self.limit(slot) {
+            if let Some(why) = self.limit(slot).await {
                 crate::metrics::activation(app, Outcome::Deferred.as_str());
                 super::activation::record(store, &a.id, app, PushState::Deferred, Some(&why), None)
                     .await;

@@ -128,6 +128,8 @@ struct Held {
     until: Instant,
     /// The fencing token the store gave when this process took the lease.
     generation: i64,
+    /// When this process took the lease at this generation (wall clock).
+    taken_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The leases this process holds or wants.
@@ -169,6 +171,15 @@ impl Leases {
         locks::lock(&self.held, "leases")
             .get(app)
             .is_some_and(|h| Instant::now() < h.until)
+    }
+
+    /// The fencing generation of `app`'s lease while this process may write to it, and when
+    /// this process took the lease at that generation.
+    pub fn generation(&self, app: &AppName) -> Option<(i64, chrono::DateTime<chrono::Utc>)> {
+        locks::lock(&self.held, "leases")
+            .get(app)
+            .filter(|h| Instant::now() < h.until)
+            .map(|h| (h.generation, h.taken_at))
     }
 
     /// The apps this process gains from now on, one message per gain.
@@ -233,12 +244,19 @@ impl Leases {
                 Ok(lease) => {
                     // Stop writing a little before the stored expiry: clocks and a slow
                     // store must not let two writers overlap.
-                    let held = Held {
+                    let mut held = Held {
                         until: asked + self.ttl.mul_f64(0.8),
                         generation: lease.generation,
+                        taken_at: chrono::Utc::now(),
                     };
-                    let before = locks::lock(&self.held, "leases").insert(app.clone(), held);
+                    let mut leases = locks::lock(&self.held, "leases");
+                    let before = leases.get(app).copied();
                     let gained = before.is_none_or(|b| b.generation != lease.generation);
+                    if let Some(b) = before.filter(|_| !gained) {
+                        held.taken_at = b.taken_at;
+                    }
+                    leases.insert(app.clone(), held);
+                    drop(leases);
                     if gained {
                         crate::metrics::lease_held(app, true);
                         if lease.generation > 1 {

@@ -80,6 +80,20 @@ impl<C: Clock + Clone> PushLimiter<C> {
             },
         }
     }
+
+    /// Spends up to `n` of `app`'s free cells: pushes another process made (an earlier
+    /// holder of the app's lease), so that the quota holds across a restart or a failover.
+    pub fn spend(&self, app: &AppName, n: u64) {
+        let Some(limiter) = self.apps.get(app) else {
+            return;
+        };
+        for _ in 0..n {
+            // A refused check spends nothing: the cells are all spent.
+            if limiter.check().is_err() {
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

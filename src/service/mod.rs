@@ -100,6 +100,9 @@ struct Slot {
     app: App,
     /// Held for the length of a cycle.
     busy: Arc<tokio::sync::Mutex<()>>,
+    /// The lease generation under which the limiter last counted the pushes earlier holders
+    /// made (see `Service::limit`).
+    quota_synced: tokio::sync::Mutex<Option<i64>>,
 }
 
 /// The service's state; its fields are private to this module and its children.
@@ -210,6 +213,7 @@ impl Service {
                     Slot {
                         app,
                         busy: Arc::default(),
+                        quota_synced: tokio::sync::Mutex::new(None),
                     },
                 )
             })

@@ -493,6 +493,34 @@ impl Store {
         .map_err(db("defer pending activations"))
     }
 
+    /// How many pushes to `app` the store records as last updated in `[from, to)`, sent or
+    /// confirmed and not yet removed: what earlier holders of the app's lease spent of its
+    /// push quota before this process took it at `to`.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn pushes_between(
+        &self,
+        app: &AppName,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<u64, Error> {
+        let n: i64 = on_pool!(&self.pool, |p| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM activation_apps
+                 WHERE app = $1 AND state IN ('pending', 'pushed')
+                   AND updated_at >= $2 AND updated_at < $3",
+            )
+            .bind(app.as_str())
+            .bind(stamp(from))
+            .bind(stamp(to))
+            .fetch_one(p)
+            .await
+        })
+        .map_err(db("count recent pushes"))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Whether the store records `user` as a member of `group` in `app` (as last confirmed by
     /// the app).
     ///
@@ -1242,6 +1270,49 @@ mod tests {
         );
     }
 
+    async fn pushes_between_counts_sent_and_confirmed_pushes_of_one_app_in_the_window(db: &TestDb) {
+        let store = db.open().await;
+        let before = Utc::now() - chrono::Duration::milliseconds(5);
+        for (id, user, state) in [
+            ("a1", "u1", PushState::Pushed),
+            ("a2", "u2", PushState::Pending),
+            ("a3", "u3", PushState::Deferred),
+            ("a4", "u4", PushState::Forwarded),
+        ] {
+            store
+                .record_activation(
+                    &act(id, "g1", user, 0, 60),
+                    &[(crm(), state, None), (hr(), PushState::Pushed, None)],
+                )
+                .await
+                .unwrap();
+        }
+        let after = Utc::now() + chrono::Duration::milliseconds(5);
+        let window = chrono::Duration::seconds(10);
+        assert_eq!(
+            store.pushes_between(&crm(), before, after).await.unwrap(),
+            2,
+            "pushed and pending count; deferred and forwarded do not"
+        );
+        assert_eq!(store.pushes_between(&hr(), before, after).await.unwrap(), 4);
+        assert_eq!(
+            store
+                .pushes_between(&crm(), before - window, before)
+                .await
+                .unwrap(),
+            0,
+            "before the window"
+        );
+        assert_eq!(
+            store
+                .pushes_between(&crm(), after, after + window)
+                .await
+                .unwrap(),
+            0,
+            "after the lease was taken: this process's own"
+        );
+    }
+
     async fn audit_fields_round_trip(db: &TestDb) {
         let store = db.open().await;
         let mut a = act("a1", "g1", "u1", 0, 60);
@@ -1469,5 +1540,6 @@ mod tests {
         end_activations_shortens_only_live_ones_of_the_pair,
         prune_forgets_only_fully_removed_and_old,
         has_member_reads_confirmed_memberships,
+        pushes_between_counts_sent_and_confirmed_pushes_of_one_app_in_the_window,
     );
 }

@@ -18,5 +18,7 @@ mod service;
 mod poller;
 // The Microsoft Graph source against wiremock and the Graph double.
 mod graph;
+// Real replicas on one store: SIGKILL, SIGSTOP, SIGTERM, one limiter, fencing.
+mod replicas;
 // House rules checked mechanically (module docs, one-way module dependencies).
 mod tidy;
