@@ -4,8 +4,9 @@
 //! (`scim_sync_testkit::replicas`).
 //!
 //! 1. **failover, same host** (`lease_ttl = "5s"`): SIGKILL of the holder → the other replica
-//!    holds the app's lease (polled every 10 ms through `/v1/status`). The killed replica is
-//!    started again and becomes the standby of the next run.
+//!    holds the app's lease (polled every 10 ms through `/v1/status`), and → its first write
+//!    to the app (an activation sent to it right after the kill, seen at its proxy). The
+//!    killed replica is started again and becomes the standby of the next run.
 //! 2. **failover by lease lapse** (the path of a holder on another host, or frozen): SIGSTOP
 //!    of the holder → the other replica holds the lease; then SIGCONT.
 //! 3. **webhook latency**: activations for distinct eligible users sent one after the other
@@ -25,7 +26,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use scim_sync::activation::Outcome;
-use scim_sync_testkit::replicas::{Backend, Cluster, Spec, sample_directory};
+use scim_sync_testkit::replicas::{Backend, Cluster, Spec};
 
 // Shared with the other benchmarks, which use the rest of it.
 #[allow(dead_code)]
@@ -59,20 +60,30 @@ async fn main() -> anyhow::Result<()> {
     let stop = failovers(runs, "STOP").await?;
     writeln!(
         out,
-        "| failover, `lease_ttl = \"5s\"`, {runs} runs | p50 | max |\n|---|---|---|"
+        "| failover, `lease_ttl = \"5s\"`, {runs} runs | lease held p50 | max | first write p50 | max |\n|---|---|---|---|---|"
     )?;
-    writeln!(
-        out,
-        "| SIGKILL of the holder (same host: dead pid seen at the next renewal, ≤ ttl/3) | {} | {} |",
-        ms(pct(&kill, 50.0)),
-        ms(max(&kill))
-    )?;
-    writeln!(
-        out,
-        "| SIGSTOP of the holder (lease lapse: the path of another host) | {} | {} |\n",
-        ms(pct(&stop, 50.0)),
-        ms(max(&stop))
-    )?;
+    for (what, runs) in [
+        (
+            "SIGKILL of the holder (same host: dead pid seen at the next renewal, ≤ ttl/3)",
+            &kill,
+        ),
+        (
+            "SIGSTOP of the holder (lease lapse: the path of another host)",
+            &stop,
+        ),
+    ] {
+        let lease: Vec<Duration> = runs.iter().map(|r| r.0).collect();
+        let write: Vec<Duration> = runs.iter().map(|r| r.1).collect();
+        writeln!(
+            out,
+            "| {what} | {} | {} | {} | {} |",
+            ms(pct(&lease, 50.0)),
+            ms(max(&lease)),
+            ms(pct(&write, 50.0)),
+            ms(max(&write))
+        )?;
+    }
+    writeln!(out)?;
 
     let (forwarded, direct) = latency(sends).await?;
     writeln!(
@@ -102,19 +113,24 @@ fn bin() -> std::path::PathBuf {
     env!("CARGO_BIN_EXE_scim-sync").into()
 }
 
-/// `runs` failovers by `signal` (`KILL` or `STOP`) on one pair of replicas.
-async fn failovers(runs: usize, signal: &str) -> anyhow::Result<Vec<Duration>> {
+/// `runs` failovers by `signal` (`KILL` or `STOP`) on one pair of replicas: for each, how
+/// long until the other replica holds the lease, and until its first write to the app (an
+/// activation sent to it right after the signal: deferred while nobody holds the app and
+/// applied by the take-over cycle, or pushed if the lease was already taken).
+async fn failovers(runs: usize, signal: &str) -> anyhow::Result<Vec<(Duration, Duration)>> {
+    let dir = tempfile::tempdir()?;
     let mut cluster = Cluster::start(Spec {
         bin: bin(),
         replicas: 2,
         backend: Backend::Postgres,
-        directory: sample_directory(),
-        groups: vec!["g-it-admins".into(), "g-prod-admins".into()],
+        directory: generated_directory(dir.path(), runs)?,
+        groups: vec!["g-pim".into()],
         lease_ttl: "5s".into(),
-        app_extra: String::new(),
+        app_extra: "push_limit = { burst = 1000, per = \"1s\" }".into(),
     })
     .await
     .map_err(|e| anyhow!(e))?;
+    let expires = Utc::now() + chrono::Duration::hours(1);
     let mut took = Vec::new();
     for run in 0..runs {
         let holder = cluster
@@ -129,12 +145,28 @@ async fn failovers(runs: usize, signal: &str) -> anyhow::Result<Vec<Duration>> {
         cluster.replicas[holder]
             .signal(signal)
             .map_err(|e| anyhow!(e))?;
-        let t = cluster
-            .await_holder(other, Duration::from_secs(30))
-            .await
-            .map_err(|e| anyhow!(e))?;
-        eprintln!("failover {signal} run {run}: {t:?}");
-        took.push(t);
+        let struck = std::time::Instant::now();
+        let survivor = &cluster.replicas[other];
+        let user = format!("u-{run:05}");
+        let (lease, answer) = tokio::join!(
+            cluster.await_holder(other, Duration::from_secs(30)),
+            survivor.activate("g-pim", &user, expires)
+        );
+        let lease = lease.map_err(|e| anyhow!(e))?;
+        let answer = answer.map_err(|e| anyhow!(e))?;
+        ensure!(answer.status == 202, "run {run}: {}", answer.body);
+        let write = loop {
+            if let Some(w) = survivor.proxy.writes_since(struck).first() {
+                break w.at - struck;
+            }
+            ensure!(
+                struck.elapsed() < Duration::from_secs(30),
+                "run {run}: no write by the new holder"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        eprintln!("failover {signal} run {run}: lease {lease:?}, first write {write:?}");
+        took.push((lease, write));
         let old = &mut cluster.replicas[holder];
         if signal == "KILL" {
             old.wait_exit(Duration::from_secs(5))
@@ -154,26 +186,7 @@ async fn failovers(runs: usize, signal: &str) -> anyhow::Result<Vec<Duration>> {
 /// Round trips of `sends` activations at the non-holder, then `sends` at the holder.
 async fn latency(sends: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let dir = tempfile::tempdir()?;
-    let users: Vec<_> = (0..2 * sends)
-        .map(|i| {
-            json!({
-                "id": format!("u-{i:05}"),
-                "userPrincipalName": format!("user{i:05}@contoso.example"),
-                "displayName": format!("User {i:05}"),
-                "givenName": "User",
-                "surname": format!("{i:05}"),
-                "mail": format!("user{i:05}@contoso.example"),
-                "accountEnabled": true
-            })
-        })
-        .collect();
-    let eligible: Vec<_> = users.iter().map(|u| u["id"].clone()).collect();
-    let directory = json!({
-        "users": users,
-        "groups": [{"id": "g-pim", "displayName": "PIM", "members": [], "eligible": eligible}]
-    });
-    let path = dir.path().join("directory.json");
-    std::fs::write(&path, serde_json::to_vec(&directory)?)?;
+    let path = generated_directory(dir.path(), 2 * sends)?;
     let cluster = Cluster::start(Spec {
         bin: bin(),
         replicas: 2,
@@ -211,6 +224,31 @@ async fn latency(sends: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)>
         into.push(a.took);
     }
     Ok(runs)
+}
+
+/// A directory file of `users` users, all eligible for `g-pim` (no standing members).
+fn generated_directory(dir: &std::path::Path, users: usize) -> anyhow::Result<std::path::PathBuf> {
+    let users: Vec<_> = (0..users)
+        .map(|i| {
+            json!({
+                "id": format!("u-{i:05}"),
+                "userPrincipalName": format!("user{i:05}@contoso.example"),
+                "displayName": format!("User {i:05}"),
+                "givenName": "User",
+                "surname": format!("{i:05}"),
+                "mail": format!("user{i:05}@contoso.example"),
+                "accountEnabled": true
+            })
+        })
+        .collect();
+    let eligible: Vec<_> = users.iter().map(|u| u["id"].clone()).collect();
+    let directory = json!({
+        "users": users,
+        "groups": [{"id": "g-pim", "displayName": "PIM", "members": [], "eligible": eligible}]
+    });
+    let path = dir.join("directory.json");
+    std::fs::write(&path, serde_json::to_vec(&directory)?)?;
+    Ok(path)
 }
 
 fn pct(d: &[Duration], p: f64) -> Duration {

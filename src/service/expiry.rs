@@ -155,6 +155,8 @@ impl Service {
                 if let Ok(Some(row)) = inner.engine.store().app_activation(&a.id, app).await
                     && row.state == PushState::Removed
                 {
+                    tracing::info!(app = %app, activation = %a.id,
+                        "the replica that holds the app's lease removed the membership; this process sent nothing");
                     return;
                 }
             } else {

@@ -266,11 +266,14 @@ impl Leases {
                     }
                 }
                 Err(other) => {
-                    if locks::lock(&self.held, "leases").remove(app).is_some() {
+                    let info = HolderInfo::from_info(&other.info);
+                    let lost = locks::lock(&self.held, "leases").remove(app);
+                    if let Some(lost) = lost {
                         crate::metrics::lease_held(app, false);
+                        tracing::warn!(app = %app, generation = lost.generation, taken_by = %info,
+                            "lease lost (this process stalled or could not renew it in time, and another took the app): it stops writing to the app; work in flight is fenced");
                     }
                     let left = (other.until - now).to_std().unwrap_or(Duration::ZERO);
-                    let info = HolderInfo::from_info(&other.info);
                     others.push((app.clone(), info, asked + left));
                 }
             }

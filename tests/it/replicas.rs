@@ -311,6 +311,11 @@ async fn a_holder_frozen_past_its_lease_writes_nothing_when_it_wakes() {
         "the replica frozen past its lease wrote after waking: {stale:?}\n{}",
         cluster.replicas[holder].log()
     );
+    let woken = cluster.replicas[holder].log();
+    assert!(
+        woken.contains("lease lost"),
+        "the stale holder says why it stopped:\n{woken}"
+    );
     let forwarded = cluster.replicas[other].proxy.writes_since(woken_at);
     assert!(group_patches(&forwarded) >= 1, "{forwarded:?}");
     assert_eq!(
