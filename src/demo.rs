@@ -520,6 +520,7 @@ fn demo_app(base_url: &str) -> AppConfig {
             burst: NonZeroU32::MIN.saturating_add(4),
             per: Duration::from_secs(10),
         },
+        overflow: crate::config::Overflow::NextCycle,
         deprovision: Deprovision::Disable,
         matching: "userName".into(),
         max_deprovisions: 50,

@@ -2,7 +2,8 @@
 //! its defaults) and validated ([`AppConfig`]).
 //!
 //! Each app is checked key by key, in a fixed order (name, `base_url`, `groups`,
-//! `concurrency`, `timeout`, `max_response`, `[apps.attributes]`, `matching`, `push_limit`), so the first
+//! `concurrency`, `timeout`, `max_response`, `[apps.attributes]`, `matching`, `push_limit`,
+//! `overflow`), so the first
 //! error reported for a file never changes. Attribute paths are checked with the grammar of
 //! [`crate::model::attr_path`]; this module must not depend on `mapping`, nor read an app's
 //! token while validating (only [`AppConfig::token`] does, when a command needs it).
@@ -37,6 +38,17 @@ pub struct PushLimit {
     pub per: Duration,
 }
 
+/// `overflow`: what happens to an activation the app's `push_limit` refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Deferred to the app's next cycle (Entra's rule, the default).
+    #[default]
+    NextCycle,
+    /// Pushed as soon as the limiter allows, oldest first, never above the limit; the next
+    /// cycle applies whatever is left.
+    Drain,
+}
+
 /// One `[[apps]]` entry.
 #[derive(Clone, Debug)]
 pub struct AppConfig {
@@ -50,6 +62,8 @@ pub struct AppConfig {
     pub groups: Vec<SourceId>,
     /// Activation push quota.
     pub push_limit: PushLimit,
+    /// What happens to an activation over the quota.
+    pub overflow: Overflow,
     /// What happens to a user leaving scope.
     pub deprovision: Deprovision,
     /// SCIM attribute used to find a pre-existing user before creating one.
@@ -93,6 +107,8 @@ pub(super) struct RawApp {
     groups: Spanned<Vec<String>>,
     #[serde(default = "default_push_limit")]
     push_limit: Spanned<RawPushLimit>,
+    #[serde(default = "default_overflow")]
+    overflow: Spanned<String>,
     #[serde(default = "default_deprovision")]
     deprovision: Deprovision,
     #[serde(default = "default_matching")]
@@ -126,6 +142,9 @@ fn default_push_limit() -> Spanned<RawPushLimit> {
             per: Dur(Duration::from_secs(10)),
         },
     )
+}
+fn default_overflow() -> Spanned<String> {
+    Spanned::new(0..0, "next-cycle".into())
 }
 fn default_deprovision() -> Deprovision {
     Deprovision::Disable
@@ -183,12 +202,14 @@ fn validate_app(
     let attributes = attributes(cfg, &name, app.attributes)?;
     let matching = matching(cfg, &name, app.matching, &attributes)?;
     let push_limit = push_limit(cfg, &name, app.push_limit)?;
+    let overflow = overflow(cfg, &name, app.overflow)?;
     Ok(AppConfig {
         name: AppName::new(name),
         base_url,
         token_env: app.token_env,
         groups,
         push_limit,
+        overflow,
         deprovision: app.deprovision,
         matching,
         max_deprovisions: app.max_deprovisions,
@@ -376,4 +397,19 @@ fn push_limit(
         burst: push.burst,
         per: push.per.0,
     })
+}
+
+/// `overflow`: `"next-cycle"` or `"drain"`.
+fn overflow(cfg: &ConfigText<'_>, name: &str, raw: Spanned<String>) -> Result<Overflow, Error> {
+    match raw.get_ref().as_str() {
+        "next-cycle" => Ok(Overflow::NextCycle),
+        "drain" => Ok(Overflow::Drain),
+        other => Err(cfg.invalid_at(
+            raw.span(),
+            key(name, "overflow"),
+            format!(
+                "{other:?} is not an overflow rule: write \"next-cycle\" (deferred activations wait for the next cycle) or \"drain\" (pushed as soon as push_limit allows)"
+            ),
+        )),
+    }
 }

@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use apps::{AppConfig, DEFAULT_MAX_RESPONSE, MAX_MAX_RESPONSE, MIN_MAX_RESPONSE, PushLimit};
+pub use apps::{
+    AppConfig, DEFAULT_MAX_RESPONSE, MAX_MAX_RESPONSE, MIN_MAX_RESPONSE, Overflow, PushLimit,
+};
 pub use duration::{Dur, parse_duration};
 pub use service::{DEFAULT_STATE, ServiceConfig, StateFrom};
 pub use size::parse_size;

@@ -344,3 +344,20 @@ fn a_bad_max_response_names_the_key_and_line() {
         assert!(e.contains(says), "{value}: {e}");
     }
 }
+
+#[test]
+fn overflow_defaults_to_next_cycle_takes_drain_and_names_a_bad_rule() {
+    assert_eq!(parse(GOOD).unwrap().apps[0].overflow, Overflow::NextCycle);
+    let drain = parse(&format!("{GOOD}overflow = \"drain\"\n")).unwrap();
+    assert_eq!(drain.apps[0].overflow, Overflow::Drain);
+    let line = GOOD.lines().count() + 1;
+    let e = parse(&format!("{GOOD}overflow = \"asap\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "test.toml:{line}: apps[crm].overflow: \"asap\" is not an overflow rule"
+        )),
+        "{e}"
+    );
+}

@@ -27,9 +27,18 @@ use super::{Service, Slot};
 use crate::activation::{
     Accepted, ActivationRequest, AppOutcome, JUSTIFICATION_MAX, Outcome, Refusal, TICKET_MAX,
 };
+use crate::config::Overflow;
 use crate::model::{AppName, SourceId};
 use crate::source::Eligibility;
 use crate::store::{self, Activation, PushState};
+
+/// An activation the app's `push_limit` refused.
+pub(super) struct Over {
+    /// Why, as recorded with the deferred activation.
+    pub(super) why: String,
+    /// When the next push would pass.
+    pub(super) wait: Duration,
+}
 
 impl Service {
     /// Decides, records and pushes one activation (SPEC §4): returns once the limiter has
@@ -106,7 +115,7 @@ impl Service {
         for slot in targets {
             let app = &slot.app.cfg.name;
             let refused = if inner.leases.holds(app) {
-                self.limit(slot).await
+                self.limit(slot).await.err().map(|over| over.why)
             } else {
                 // Another replica writes to the app: its limiter decides (the limit holds
                 // across the cluster), through the store.
@@ -189,18 +198,45 @@ impl Service {
         })
     }
 
-    /// Asks `slot`'s limiter for one push: `None` when allowed, else why it was refused.
-    pub(super) async fn limit(&self, slot: &Slot) -> Option<String> {
+    /// Asks `slot`'s limiter for one push. Refused: why (for the activation's record) and
+    /// when the next push would pass; an app with `overflow = "drain"` is told to drain.
+    pub(super) async fn limit(&self, slot: &Slot) -> Result<(), Over> {
         self.sync_quota(slot).await;
         match self.inner.limiter.check(&slot.app.cfg.name) {
-            Decision::Allowed => None,
-            Decision::Refused { wait } => Some(format!(
-                "push_limit of {} per {} reached (next push possible in {:.1}s); the next cycle applies it",
-                slot.app.cfg.push_limit.burst,
-                humantime::format_duration(slot.app.cfg.push_limit.per),
-                wait.as_secs_f64()
-            )),
+            Decision::Allowed => Ok(()),
+            Decision::Refused { wait } => {
+                let drain = slot.app.cfg.overflow == Overflow::Drain;
+                if drain {
+                    slot.deferred.notify_one();
+                }
+                let then = if drain {
+                    "it is pushed as soon as the limit allows"
+                } else {
+                    "the next cycle applies it"
+                };
+                Err(Over {
+                    why: format!(
+                        "push_limit of {} per {} reached (next push possible in {:.1}s); {then}",
+                        slot.app.cfg.push_limit.burst,
+                        humantime::format_duration(slot.app.cfg.push_limit.per),
+                        wait.as_secs_f64()
+                    ),
+                    wait,
+                })
+            }
         }
+    }
+
+    /// The moment on tokio's clock at which `a` was received (latency counts from there),
+    /// for an activation this process did not receive just now (another replica's, or a
+    /// deferred one).
+    pub(super) fn received_instant(&self, a: &Activation) -> Instant {
+        let waited = (self.inner.engine.clock().now() - a.received_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        Instant::now()
+            .checked_sub(waited)
+            .unwrap_or_else(Instant::now)
     }
 
     /// Before the first push under a lease generation (this process started, or took the

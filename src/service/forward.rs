@@ -75,19 +75,15 @@ impl Service {
                 }
             }
             inner.expiry.schedule(a.clone());
-            if let Some(why) = self.limit(slot).await {
+            if let Err(over) = self.limit(slot).await {
+                let why = over.why;
                 crate::metrics::activation(app, Outcome::Deferred.as_str());
                 super::activation::record(store, &a.id, app, PushState::Deferred, Some(&why), None)
                     .await;
                 continue;
             }
             // Latency counts from when the other replica received it.
-            let waited = (inner.engine.clock().now() - a.received_at)
-                .to_std()
-                .unwrap_or(Duration::ZERO);
-            let received = Instant::now()
-                .checked_sub(waited)
-                .unwrap_or_else(Instant::now);
+            let received = self.received_instant(&a);
             let svc = self.clone();
             let app = app.clone();
             inner.tasks.spawn(async move {

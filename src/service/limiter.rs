@@ -3,7 +3,9 @@
 //! A push is decided with [`PushLimiter::check`], which never waits: an activation the quota
 //! refuses is deferred to the app's next cycle (SPEC §6.3), never queued behind a sleep. With
 //! `push_limit = { burst = 5, per = "10s" }` five pushes pass at once after a quiet spell, then
-//! one more every 2 s. The clock is a parameter so tests drive it with `FakeRelativeClock`.
+//! one more every 2 s. The clock is a parameter: the service runs on [`TokioTime`] (tokio's
+//! clock, so paused-time tests move the quota with the timers that wait on it), unit tests
+//! on `FakeRelativeClock`.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,6 +30,19 @@ pub enum Decision {
     },
 }
 
+/// Tokio's clock for governor: the monotonic clock, and under paused time (tests) the paused
+/// one, so that a task sleeping until the quota allows a push and the quota agree.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioTime;
+
+impl Clock for TokioTime {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
 type AppLimiter<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
 /// One limiter per app; apps never share a quota.
@@ -49,6 +64,13 @@ impl PushLimiter<DefaultClock> {
     /// A limiter for each app, on the monotonic clock.
     pub fn new(apps: &[AppConfig]) -> Self {
         Self::with_clock(apps, DefaultClock::default())
+    }
+}
+
+impl PushLimiter<TokioTime> {
+    /// A limiter for each app, on tokio's clock.
+    pub fn on_tokio_time(apps: &[AppConfig]) -> Self {
+        Self::with_clock(apps, TokioTime)
     }
 }
 

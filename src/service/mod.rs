@@ -8,7 +8,8 @@
 //! The service owns its parts, each in its own file: activation intake (`activation`: the
 //! [`limiter`] decides, the push goes through the engine), expiry (`expiry`: a timer per
 //! activation, removal at once), the service's side of the PIM poller (`pim`: the
-//! [`crate::drive::poller::Intake`] it hands the poller) and [`lease`]. Drivers get narrow
+//! [`crate::drive::poller::Intake`] it hands the poller), [`lease`], the holder's side of
+//! replicas (`forward`) and `overflow = "drain"` (`drain`). Drivers get narrow
 //! handles, never the `Service`; the HTTP face is [`crate::admin`], above this module.
 //!
 //! Shutdown ([`Service::shutdown`]) stops intake and ticks, lets running operations finish
@@ -16,6 +17,7 @@
 //! cycle applies them), and releases the leases.
 
 mod activation;
+mod drain;
 mod expiry;
 mod forward;
 pub mod lease;
@@ -44,7 +46,7 @@ use crate::store;
 
 use expiry::ExpiryQueue;
 use lease::{HolderInfo, HolderKind, Leases};
-use limiter::PushLimiter;
+use limiter::{PushLimiter, TokioTime};
 
 /// How the service gets its full-cycle ticks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +105,8 @@ struct Slot {
     /// The lease generation under which the limiter last counted the pushes earlier holders
     /// made (see `Service::limit`).
     quota_synced: tokio::sync::Mutex<Option<i64>>,
+    /// Woken when the limiter defers an activation of an app with `overflow = "drain"`.
+    deferred: tokio::sync::Notify,
 }
 
 /// The service's state; its fields are private to this module and its children.
@@ -110,7 +114,7 @@ struct Inner {
     cfg: Config,
     engine: Engine,
     apps: BTreeMap<AppName, Slot>,
-    limiter: PushLimiter,
+    limiter: PushLimiter<TokioTime>,
     leases: Arc<Leases>,
     expiry: ExpiryQueue,
     token: Secret,
@@ -203,7 +207,7 @@ impl Service {
             Ok(n) => tracing::info!(n, "activations ended over a week ago pruned from the store"),
             Err(e) => tracing::warn!(error = %e, "could not prune ended activations"),
         }
-        let limiter = PushLimiter::new(&cfg.apps);
+        let limiter = PushLimiter::on_tokio_time(&cfg.apps);
         let (expiry, expiry_rx) = ExpiryQueue::new();
         let slots = apps
             .into_iter()
@@ -214,6 +218,7 @@ impl Service {
                         app,
                         busy: Arc::default(),
                         quota_synced: tokio::sync::Mutex::new(None),
+                        deferred: tokio::sync::Notify::new(),
                     },
                 )
             })
@@ -252,6 +257,7 @@ impl Service {
         }
         svc.spawn_takeovers(gains);
         svc.spawn_forwarded();
+        svc.spawn_drains();
         svc.spawn_ticks(ticks);
         if let Some(poll) = svc.inner.options.pim.clone() {
             let poller = Poller::new(poll.feed, Arc::new(svc.clone()));

@@ -135,8 +135,9 @@ impl Store {
             let mut tx = p.begin().await.map_err(db("begin"))?;
             sqlx::query(
                 "INSERT INTO activations (id, group_id, user_id, expires_at, expires_ms, received_at, origin,
-                   justification, ticket_number, ticket_system)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                   justification, ticket_number, ticket_system, seq)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM activations))",
             )
             .bind(&a.id)
             .bind(a.group.as_str())
@@ -266,7 +267,7 @@ impl Store {
     pub async fn forwarded_activations(&self) -> Result<Vec<AppActivation>, Error> {
         let rows: Vec<AppActivationRow> = on_pool!(&self.pool, |p| {
             sqlx::query_as(select_app_activations!(
-                "WHERE aa.state = 'forwarded' ORDER BY a.received_at, a.id, aa.app"
+                "WHERE aa.state = 'forwarded' ORDER BY a.received_at, a.seq, a.id, aa.app"
             ))
             .fetch_all(p)
             .await
@@ -288,7 +289,7 @@ impl Store {
         let rows: Vec<AppActivationRow> = on_pool!(&self.pool, |p| {
             sqlx::query_as(select_app_activations!(
                 "WHERE aa.app = $1 AND aa.state != 'removed' AND a.expires_ms > $2
-                 ORDER BY a.received_at, a.id"
+                 ORDER BY a.received_at, a.seq, a.id"
             ))
             .bind(app.as_str())
             .bind(now.timestamp_millis())
@@ -312,7 +313,7 @@ impl Store {
         let rows: Vec<AppActivationRow> = on_pool!(&self.pool, |p| {
             sqlx::query_as(select_app_activations!(
                 "WHERE aa.app = $1 AND aa.state = 'deferred' AND a.expires_ms > $2
-                 ORDER BY a.received_at, a.id"
+                 ORDER BY a.received_at, a.seq, a.id"
             ))
             .bind(app.as_str())
             .bind(now.timestamp_millis())
@@ -1313,6 +1314,31 @@ mod tests {
         );
     }
 
+    async fn same_millisecond_activations_list_in_the_order_recorded(db: &TestDb) {
+        let store = db.open().await;
+        for id in ["c", "a", "b"] {
+            store
+                .record_activation(
+                    &act(id, "g1", &format!("u-{id}"), 0, 60),
+                    &[(crm(), PushState::Deferred, None)],
+                )
+                .await
+                .unwrap();
+        }
+        let ids: Vec<String> = store
+            .deferred_activations(&crm(), t0())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.activation.id)
+            .collect();
+        assert_eq!(
+            ids,
+            ["c", "a", "b"],
+            "received in the same millisecond: recorded order"
+        );
+    }
+
     async fn audit_fields_round_trip(db: &TestDb) {
         let store = db.open().await;
         let mut a = act("a1", "g1", "u1", 0, 60);
@@ -1541,5 +1567,6 @@ mod tests {
         prune_forgets_only_fully_removed_and_old,
         has_member_reads_confirmed_memberships,
         pushes_between_counts_sent_and_confirmed_pushes_of_one_app_in_the_window,
+        same_millisecond_activations_list_in_the_order_recorded,
     );
 }

@@ -1050,3 +1050,93 @@ async fn a_repeat_keeps_the_membership_past_the_first_expiry() {
     assert!(live.is_empty(), "{live:?}");
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Sends activations for `users` of `g-pim`, one after the other; their outcomes for `crm`.
+async fn activate_all(svc: &Service, users: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for user in users {
+        let body = json!({"group_id": "g-pim", "user_id": user}).to_string();
+        let (status, answer) = call(svc, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+        out.push(outcome(&answer, "crm").to_owned());
+    }
+    out
+}
+
+fn pim_members(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("u{i}@contoso.example")).collect()
+}
+
+/// `overflow = "drain"` under paused time: 8 activations at once give 5 pushed at t = 0 and 3
+/// deferred, then one more pushed at 2 s, 4 s and 6 s (the limit's pace, never faster), each
+/// shown as deferred until it is pushed.
+#[tokio::test]
+async fn overflow_drain_pushes_the_deferred_one_every_two_seconds_never_faster() {
+    let w = Sandboxed::new().await;
+    tokio::time::pause();
+    let held = HeldClock::hold();
+    let clock = TokioClock::shared();
+    let svc = w
+        .service_on_with(&clock, "overflow = \"drain\"", true)
+        .await;
+    w.step_until_members(&held, "Staff", &["u0@contoso.example"], STEP, MINUTE)
+        .await;
+    let users = ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"];
+    let outcomes = activate_all(&svc, &users).await;
+    assert_eq!(
+        outcomes,
+        [
+            "pushed", "pushed", "pushed", "pushed", "pushed", "deferred", "deferred", "deferred"
+        ]
+    );
+    let deferred = |svc: &Service| {
+        let svc = svc.clone();
+        async move {
+            let (_, status) = call(&svc, get_authorized("/v1/status")).await;
+            status["apps"][0]["deferred_activations"]
+                .as_array()
+                .map_or(0, Vec::len)
+        }
+    };
+    assert_eq!(w.members("PIM Admins"), pim_members(5));
+    assert_eq!(deferred(&svc).await, 3);
+    for (n, left) in [(6, 2), (7, 1), (8, 0)] {
+        // Not a moment before the limit allows the next push (1.9 s after the last)...
+        for _ in 0..19 {
+            held.step(STEP).await;
+        }
+        assert_eq!(w.members("PIM Admins"), pim_members(n - 1), "before 2 s");
+        assert_eq!(deferred(&svc).await, left + 1);
+        // ...and at once when it does (tokio's timers round up to the millisecond), oldest
+        // first.
+        held.step(STEP).await;
+        held.step(Duration::from_millis(2)).await;
+        let want = pim_members(n);
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        w.await_members_held("PIM Admins", &want, Duration::from_secs(10))
+            .await;
+        assert_eq!(deferred(&svc).await, left);
+    }
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The default, `overflow = "next-cycle"`: the 3 deferred wait for the next cycle, however
+/// long the limit has allowed pushes again.
+#[tokio::test]
+async fn by_default_the_deferred_wait_for_the_next_cycle() {
+    let w = Sandboxed::new().await;
+    tokio::time::pause();
+    let held = HeldClock::hold();
+    let clock = TokioClock::shared();
+    let svc = w.service_on(&clock, true).await;
+    w.step_until_members(&held, "Staff", &["u0@contoso.example"], STEP, MINUTE)
+        .await;
+    let users = ["u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"];
+    let outcomes = activate_all(&svc, &users).await;
+    assert_eq!(outcomes.iter().filter(|o| *o == "deferred").count(), 3);
+    for _ in 0..100 {
+        held.step(STEP).await;
+    }
+    assert_eq!(w.members("PIM Admins"), pim_members(5));
+    svc.shutdown(Duration::from_secs(5)).await;
+}

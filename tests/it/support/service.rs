@@ -235,12 +235,22 @@ impl Sandboxed {
 
     /// [`Sandboxed::service`] on `clock`.
     pub async fn service_on(&self, clock: &SharedClock, startup_cycle: bool) -> Service {
+        self.service_on_with(clock, "", startup_cycle).await
+    }
+
+    /// [`Sandboxed::service_on`] with `extra` lines in the app's `[[apps]]` entry.
+    pub async fn service_on_with(
+        &self,
+        clock: &SharedClock,
+        extra: &str,
+        startup_cycle: bool,
+    ) -> Service {
         let options = Options {
             ticks: TickSource::Tokio,
             startup_cycle,
             ..Options::default()
         };
-        let (cfg, source) = (self.config(""), Arc::new(self.source.clone()));
+        let (cfg, source) = (self.config(extra), Arc::new(self.source.clone()));
         start_on(&cfg, source, TOKEN, options, clock.clone()).await
     }
 
