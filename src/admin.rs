@@ -219,7 +219,7 @@ async fn activations(
         Refused(
             StatusCode::BAD_REQUEST,
             format!(
-                "body must be {{\"group_id\": \"…\", \"user_id\": \"…\", \"expires_at\": \"RFC 3339, optional\"}}: {e}"
+                "body must be {{\"group_id\": \"…\", \"user_id\": \"…\"}} with, optionally, \"expires_at\" (RFC 3339), \"justification\", \"ticket_number\", \"ticket_system\": {e}"
             ),
         )
     })?;
