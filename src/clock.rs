@@ -84,9 +84,46 @@ pub fn stamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// `d` written the way the config writes durations (`48h`, `1h30m`, `90s` as `1m30s`,
+/// `500ms`), for messages and logs: humantime would say `2days`.
+pub fn show_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s, ms) = (secs / 3600, secs / 60 % 60, secs % 60, d.subsec_millis());
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (u64::from(ms), "ms")] {
+        if n > 0 {
+            out.push_str(&n.to_string());
+            out.push_str(unit);
+        }
+    }
+    if out.is_empty() {
+        out.push_str(if d.is_zero() { "0s" } else { "<1ms" });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_show_as_the_config_writes_them_and_read_back() {
+        for (d, shown) in [
+            (Duration::from_secs(48 * 3600), "48h"),
+            (Duration::from_secs(5400), "1h30m"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_millis(1500), "1s500ms"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(show_duration(d), shown);
+            assert_eq!(
+                humantime::parse_duration(shown).unwrap(),
+                d,
+                "{shown} reads back"
+            );
+        }
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_tokio_clock_moves_with_paused_time_and_deadlines_follow_it() {

@@ -66,9 +66,9 @@ impl Checks {
     fn check(&mut self, ok: bool, what: impl Into<String>) {
         let what = what.into();
         if ok {
-            println!("  ✓ {what}");
+            out!("  ✓ {what}");
         } else {
-            println!("  ✗ {what}");
+            out!("  ✗ {what}");
             self.failed.push(what);
         }
     }
@@ -96,31 +96,31 @@ pub async fn run() -> Result<bool, Error> {
     let apps = [app];
     let mut checks = Checks { failed: Vec::new() };
 
-    println!("scim-sync demo (offline)");
-    println!(
+    out!("scim-sync demo (offline)");
+    out!(
         "  directory: {from} ({} users, {} groups)",
         dir.users.len(),
         dir.groups.len()
     );
-    println!(
+    out!(
         "  app \"demo\": built-in sandbox SCIM app at {}",
         sandbox.base_url()
     );
-    println!("  assigned groups: {}", GROUPS.join(", "));
-    println!();
+    out!("  assigned groups: {}", GROUPS.join(", "));
+    out!();
 
     // Step 1: initial sync.
-    println!("1. Initial sync");
+    out!("1. Initial sync");
     let expected = crate::mapping::desired_for_app(&dir, &apps[0].cfg, &[])
         .map_err(|e| Error(format!("demo: {e}")))?
         .desired;
     let (c, took) = cycle(&engine, &apps).await;
-    println!("  {}", c.report);
-    println!("  took {took:.0?}");
+    out!("  {}", c.report);
+    out!("  took {took:.0?}");
     let state = sandbox.state();
     for g in state.groups() {
         let members = g["members"].as_array().map_or(0, Vec::len);
-        println!(
+        out!(
             "  group {:<28} {members:>3} members",
             format!("{:?}", g["displayName"].as_str().unwrap_or("?"))
         );
@@ -154,10 +154,10 @@ pub async fn run() -> Result<bool, Error> {
         format!("{disabled_in_source} user(s) disabled in the source provisioned as active=false"),
     );
     checks.check(c.report.failed == 0, "no failures");
-    println!();
+    out!();
 
     // Step 2: the directory changes.
-    println!(
+    out!(
         "2. The directory changes: Kate is disabled, Ivy leaves Engineering, Erin changes her name"
     );
     source.update(|d| {
@@ -177,10 +177,10 @@ pub async fn run() -> Result<bool, Error> {
     });
     let (c, took) = cycle(&engine, &apps).await;
     for op in &c.plan.ops {
-        println!("  sent: {op}");
+        out!("  sent: {op}");
     }
-    println!("  {}", c.report);
-    println!("  took {took:.0?}");
+    out!("  {}", c.report);
+    out!("  took {took:.0?}");
     let r = &c.report;
     checks.check(
         r.users_disabled == 1
@@ -205,18 +205,18 @@ pub async fn run() -> Result<bool, Error> {
             && r.failed == 0,
         "nothing else changed",
     );
-    println!();
+    out!();
 
     // Step 3: nothing changed.
-    println!("3. Sync again with no change");
+    out!("3. Sync again with no change");
     let (c, took) = cycle(&engine, &apps).await;
-    println!("  {}", c.report);
-    println!("  took {took:.0?}");
+    out!("  {}", c.report);
+    out!("  took {took:.0?}");
     checks.check(
         c.report.requests == 0 && c.plan.ops.is_empty(),
         "zero SCIM requests sent",
     );
-    println!();
+    out!();
 
     // Steps 4 to 6: the service, with its webhook, limiter and expiry timers.
     activations(
@@ -231,19 +231,17 @@ pub async fn run() -> Result<bool, Error> {
 
     sandbox.shutdown().await;
     if checks.failed.is_empty() {
-        println!("demo: every step behaved as described.");
-        println!("next: `cargo run --release -- sandbox` in one terminal, then");
-        println!(
-            "      `SANDBOX_SCIM_TOKEN=x cargo run --release -- sync-now --dry-run` in another."
-        );
+        out!("demo: every step behaved as described.");
+        out!("next: `cargo run --release -- sandbox` in one terminal, then");
+        out!("      `SANDBOX_SCIM_TOKEN=x cargo run --release -- sync-now --dry-run` in another.");
         Ok(true)
     } else {
-        println!(
+        out!(
             "demo: {} step(s) did not behave as described:",
             checks.failed.len()
         );
         for f in &checks.failed {
-            println!("  - {f}");
+            out!("  - {f}");
         }
         Ok(false)
     }
@@ -330,7 +328,7 @@ async fn activations(
     };
     let before = members(sandbox.state());
 
-    println!(
+    out!(
         "4. A burst of 8 PIM activations for {:?} through the webhook (push_limit: 5 per 10s)",
         pim.display_name
     );
@@ -350,23 +348,23 @@ async fn activations(
                     match (o.outcome, o.latency_ms) {
                         (Outcome::Pushed, Some(ms)) => {
                             pushed += 1;
-                            println!("  {user}: pushed, the app confirmed in {ms} ms");
+                            out!("  {user}: pushed, the app confirmed in {ms} ms");
                         }
                         (Outcome::Pushed, None) => {
                             pushed += 1;
-                            println!("  {user}: pushed, not yet confirmed");
+                            out!("  {user}: pushed, not yet confirmed");
                         }
                         (Outcome::Active, _) => {
-                            println!("  {user}: already active, nothing sent");
+                            out!("  {user}: already active, nothing sent");
                         }
                         (Outcome::Deferred, _) => {
                             deferred += 1;
-                            println!("  {user}: deferred: {}", o.detail.as_deref().unwrap_or(""));
+                            out!("  {user}: deferred: {}", o.detail.as_deref().unwrap_or(""));
                         }
                     }
                 }
             }
-            Err(e) => println!("  {user}: refused: {e}"),
+            Err(e) => out!("  {user}: refused: {e}"),
         }
     }
     checks.check(
@@ -383,29 +381,29 @@ async fn activations(
         deferred == 3 && waiting == 3,
         "3 deferred, recorded and shown by `status`, not queued behind a sleep",
     );
-    println!();
+    out!();
 
-    println!("5. The next cycle (started now instead of in 40 minutes)");
+    out!("5. The next cycle (started now instead of in 40 minutes)");
     let started = svc
         .cycles(None, Reason::Schedule, true)
         .await
         .apps
         .unwrap_or_default();
     for r in &started {
-        println!("  {r}");
+        out!("  {r}");
     }
     checks.check(
         started.first().is_some_and(|r| r.deferred_applied == 3)
             && members(sandbox.state()) == before + 8,
         "the 3 deferred activations applied (deferred_applied = 3)",
     );
-    println!();
+    out!();
 
-    println!("6. One more activation, ending 3 seconds after it starts");
+    out!("6. One more activation, ending 3 seconds after it starts");
     // The burst used the quota: one more push passes 2 s after it.
     let ready = burst + Duration::from_millis(2100);
     if Instant::now() < ready {
-        println!("  (waiting for the limiter: after a burst of 5, one push every 2 s)");
+        out!("  (waiting for the limiter: after a burst of 5, one push every 2 s)");
         tokio::time::sleep_until(ready.into()).await;
     }
     let ninth = &eligible[8];
@@ -418,7 +416,7 @@ async fn activations(
     match &answer {
         Ok(a) => {
             for o in &a.apps {
-                println!(
+                out!(
                     "  {ninth}: {}{}",
                     o.outcome,
                     o.latency_ms
@@ -427,7 +425,7 @@ async fn activations(
                 );
             }
         }
-        Err(e) => println!("  {ninth}: refused: {e}"),
+        Err(e) => out!("  {ninth}: refused: {e}"),
     }
     checks.check(
         confirmed && members(sandbox.state()) == before + 9,
@@ -443,25 +441,25 @@ async fn activations(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     match removed_after {
-        Some(after) => println!(
+        Some(after) => out!(
             "  {ninth}: removed from {:?} {} ms after the activation ended",
             pim.display_name,
             after.num_milliseconds().max(0)
         ),
-        None => println!("  {ninth}: still a member 10 s later"),
+        None => out!("  {ninth}: still a member 10 s later"),
     }
     checks.check(
         removed_after.is_some(),
         "removed at expiry, not at the next cycle",
     );
-    println!();
+    out!();
 
     let _ = stop.send(());
     match server.await {
         Ok(Ok(0)) => {}
-        Ok(Ok(left)) => println!("  ({left} operations were still running at shutdown)"),
-        Ok(Err(e)) => println!("  (admin server: {e})"),
-        Err(e) => println!("  (admin server: {e})"),
+        Ok(Ok(left)) => out!("  ({left} operations were still running at shutdown)"),
+        Ok(Err(e)) => out!("  (admin server: {e})"),
+        Err(e) => out!("  (admin server: {e})"),
     }
     Ok(())
 }

@@ -22,13 +22,25 @@
 //!   limiter and leases. Its [`drive`]rs (schedule, PIM poller) get narrow handles;
 //!   [`activation`] is the intake's contract; [`admin`]: its HTTP face; [`metrics`]:
 //!   Prometheus names.
-//! - [`clock`]: wall time as a parameter; [`locks`]: locks that survive a panic elsewhere.
+//! - [`clock`]: wall time as a parameter; [`locks`]: locks that survive a panic elsewhere;
+//!   [`stdout`]: command output that ends quietly when the reader goes away (`out!`).
 //! - [`cli`], [`demo`]: the commands; [`sandbox`]: the built-in in-memory SCIM app.
 //!
 //! Test doubles (synthetic directories, the in-process Microsoft Graph) live in the dev-only crate
 //! `scim-sync-testkit` (`crates/testkit`), not in the product.
 //!
 //! See ARCHITECTURE.md for the invariants.
+
+/// `println!` for a command's output: ends the command with exit 0 when stdout's reader
+/// went away, instead of panicking (see [`stdout`]).
+macro_rules! out {
+    () => {
+        $crate::stdout::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::stdout::line(format_args!($($arg)*))
+    };
+}
 
 pub mod activation;
 pub mod admin;
@@ -51,4 +63,5 @@ pub mod scim;
 pub mod service;
 pub mod source;
 pub mod status;
+pub mod stdout;
 pub mod store;

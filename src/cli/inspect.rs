@@ -11,7 +11,7 @@ pub(super) async fn status(config: &std::path::Path, json: bool) -> Result<u8, F
     let store = Store::open(cfg.service.state_url()?.expose()).await?;
     let all = crate::status::collect(&cfg.apps, &store, chrono::Utc::now()).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        out!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
     } else {
         render::status(&cfg.service.state.to_string(), &all);
     }
@@ -35,18 +35,18 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
             None
         }
     };
-    println!("config: {}", cfg.path.display());
+    out!("config: {}", cfg.path.display());
     match (&cfg.source, &dir) {
-        (SourceConfig::File { path }, Some(d)) => println!(
+        (SourceConfig::File { path }, Some(d)) => out!(
             "source: file {} ({} users, {} groups)",
             path.display(),
             d.users.len(),
             d.groups.len()
         ),
         (SourceConfig::File { path }, None) => {
-            println!("source: file {} (unreadable)", path.display())
+            out!("source: file {} (unreadable)", path.display())
         }
-        (SourceConfig::Graph(g), d) => println!(
+        (SourceConfig::Graph(g), d) => out!(
             "source: graph tenant {} at {} (client {}, secret from {}; {})",
             g.tenant_id,
             g.graph_url,
@@ -61,14 +61,14 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
             }
         ),
     }
-    println!("state: {}", cfg.service.state);
-    println!(
+    out!("state: {}", cfg.service.state);
+    out!(
         "service: listen {}, full sync every {}, webhook token from ${}",
         cfg.service.listen,
         humantime::format_duration(cfg.service.full_sync_interval),
         cfg.service.webhook_token_env
     );
-    println!("apps:");
+    out!("apps:");
     for app in &cfg.apps {
         let token = match app.token() {
             Ok(_) => "set".to_owned(),
@@ -77,9 +77,9 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
                 "NOT SET".to_owned()
             }
         };
-        println!("  {} {}", app.name, app.base_url);
-        println!("    token from ${} ({token})", app.token_env);
-        println!(
+        out!("  {} {}", app.name, app.base_url);
+        out!("    token from ${} ({token})", app.token_env);
+        out!(
             "    deprovision={} matching={} max_deprovisions={} flatten_nested={} concurrency={} timeout={} push_limit={}/{}",
             match app.deprovision {
                 crate::model::Deprovision::Disable => "disable",
@@ -95,7 +95,7 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
         );
         for g in &app.groups {
             match dir.as_ref().map(|d| d.groups.get(g)) {
-                Some(Some(group)) => println!(
+                Some(Some(group)) => out!(
                     "    group {g} {:?}: {} members, {} eligible",
                     group.display_name,
                     group.members.len(),
@@ -107,19 +107,19 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
                         cfg.path.display(),
                         app.name
                     ));
-                    println!("    group {g}: NOT IN THE SOURCE");
+                    out!("    group {g}: NOT IN THE SOURCE");
                 }
-                None => println!("    group {g}"),
+                None => out!("    group {g}"),
             }
         }
         for (scim, src) in crate::model::attr_path::user_mapping(&app.attributes) {
             if app.attributes.contains_key(&*scim) {
-                println!("    attribute {scim} <- {src} (override)");
+                out!("    attribute {scim} <- {src} (override)");
             }
         }
     }
     if problems.is_empty() {
-        println!("ok");
+        out!("ok");
         Ok(exit::OK)
     } else {
         for p in &problems {

@@ -11,7 +11,7 @@ use crate::status::Status;
 
 /// `activate`'s answer, one line per app.
 pub(super) fn accepted(accepted: &Accepted, group: &str, user: &str) {
-    println!(
+    out!(
         "activation {}: user {user} in group {group} until {}",
         accepted.activation_id,
         accepted
@@ -21,14 +21,14 @@ pub(super) fn accepted(accepted: &Accepted, group: &str, user: &str) {
     for a in &accepted.apps {
         match (a.outcome, a.latency_ms) {
             (Outcome::Pushed, Some(ms)) => {
-                println!("  {}: pushed, the app confirmed in {ms} ms", a.app)
+                out!("  {}: pushed, the app confirmed in {ms} ms", a.app)
             }
-            (Outcome::Pushed, None) => println!("  {}: pushed, not yet confirmed", a.app),
-            (Outcome::Active, _) => println!(
+            (Outcome::Pushed, None) => out!("  {}: pushed, not yet confirmed", a.app),
+            (Outcome::Active, _) => out!(
                 "  {}: active (already live; nothing sent, expiry extended)",
                 a.app
             ),
-            (other, _) => println!(
+            (other, _) => out!(
                 "  {}: {other}{}",
                 a.app,
                 a.detail
@@ -74,24 +74,24 @@ pub(super) fn reports_json(run: &CycleRun, dry_run: bool) -> String {
 pub(super) fn reports(run: &CycleRun, dry_run: bool) {
     for c in &run.apps {
         if dry_run {
-            println!(
+            out!(
                 "{}: dry run, {} operation(s) would be sent, nothing was:",
                 c.report.app,
                 c.plan.ops.len()
             );
             for op in &c.plan.ops {
-                println!("  {op}");
+                out!("  {op}");
             }
             for op in &c.plan.held {
-                println!("  HELD (max_deprovisions): {op}");
+                out!("  HELD (max_deprovisions): {op}");
             }
         }
-        println!("{}", c.report);
+        out!("{}", c.report);
         for e in &c.report.errors {
-            println!("  failed: {} {}: {}", e.op, e.object, e.error);
+            out!("  failed: {} {}: {}", e.op, e.object, e.error);
         }
         if c.report.held > 0 {
-            println!(
+            out!(
                 "  {} disables/deletes were held by max_deprovisions; review them with --dry-run, then raise max_deprovisions for one run if they are intended",
                 c.report.held
             );
@@ -101,9 +101,9 @@ pub(super) fn reports(run: &CycleRun, dry_run: bool) {
 
 /// `status`'s human output.
 pub(super) fn status(state: &str, status: &Status) {
-    println!("state: {state}");
+    out!("state: {state}");
     for a in &status.apps {
-        println!(
+        out!(
             "{}: {} users and {} groups managed{}",
             a.name,
             a.managed_users,
@@ -115,7 +115,7 @@ pub(super) fn status(state: &str, status: &Status) {
             }
         );
         if let Some(l) = &a.lease {
-            println!(
+            out!(
                 "  lease: pid {} on {} since {}, until {}",
                 l.pid,
                 l.host,
@@ -124,19 +124,25 @@ pub(super) fn status(state: &str, status: &Status) {
             );
         }
         match &a.last_cycle {
-            None => println!("  no cycle yet"),
+            None => out!("  no cycle yet"),
             Some(r) => {
-                println!(
+                out!(
                     "  last cycle ({}) {} → {}",
-                    r.reason, r.started_at, r.finished_at
+                    r.reason,
+                    r.started_at,
+                    r.finished_at
                 );
-                println!("  {r}");
+                out!("  {r}");
             }
         }
         for f in &a.failing_objects {
-            println!(
+            out!(
                 "  failing since {}: {} {} ({} attempts): {}",
-                f.since, f.op, f.object, f.attempts, f.error
+                f.since,
+                f.op,
+                f.object,
+                f.attempts,
+                f.error
             );
         }
         for (list, label) in [
@@ -145,7 +151,7 @@ pub(super) fn status(state: &str, status: &Status) {
         ] {
             for act in list {
                 let a = &act.activation;
-                println!(
+                out!(
                     "  {label} activation {}: user {} in group {} until {} ({}{}){}",
                     a.id,
                     a.user,

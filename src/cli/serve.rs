@@ -45,7 +45,7 @@ pub(super) async fn run_service(config: &std::path::Path) -> Result<u8, Fatal> {
     let svc = Service::start(cfg, apps, engine, token, options)
         .await
         .map_err(Fatal::from)?;
-    println!(
+    out!(
         "scim-sync run: {n} app(s); admin and webhook on http://{addr}; a full cycle every {}{polling}; SIGINT or SIGTERM stops it",
         humantime::format_duration(interval)
     );
@@ -53,12 +53,12 @@ pub(super) async fn run_service(config: &std::path::Path) -> Result<u8, Fatal> {
         .await
         .map_err(|e| Fatal(format!("admin HTTP on {addr}: {e}")))?;
     if left > 0 {
-        println!(
+        out!(
             "stopped; {left} operation(s) were still running after {} and were abandoned (the next start redoes them)",
             humantime::format_duration(SHUTDOWN_GRACE)
         );
     } else {
-        println!("stopped cleanly");
+        out!("stopped cleanly");
     }
     Ok(exit::OK)
 }
@@ -96,7 +96,7 @@ pub(super) async fn sandbox(listen: SocketAddr) -> Result<u8, Fatal> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Fatal(format!("sandbox --listen {listen}: {e}")))?;
-    println!(
+    out!(
         "sandbox SCIM 2.0 app on http://{}/scim/v2 (in memory; {}). Ctrl-C stops it.",
         listener.local_addr().map_err(Fatal::from)?,
         if std::env::var("SCIM_SYNC_SANDBOX_TOKEN").is_ok_and(|t| !t.is_empty()) {

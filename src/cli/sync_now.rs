@@ -137,7 +137,7 @@ async fn negotiate(
 /// Prints the run and decides the exit code.
 fn finish(run: CycleRun, dry_run: bool, json: bool, interrupted: bool) -> Result<u8, Fatal> {
     if json {
-        println!("{}", render::reports_json(&run, dry_run));
+        out!("{}", render::reports_json(&run, dry_run));
     } else {
         render::reports(&run, dry_run);
     }

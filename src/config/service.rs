@@ -175,7 +175,7 @@ fn within(
             format!("service.{name}"),
             format!(
                 "{} is out of range: must be between {range}",
-                humantime::format_duration(value)
+                crate::clock::show_duration(value)
             ),
         ));
     }

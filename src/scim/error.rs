@@ -245,19 +245,12 @@ fn scim_suffix(scim_type: Option<&str>, detail: Option<&str>) -> String {
     }
 }
 
-/// Formats a duration the way the config writes them: `30s`, `1500ms`, `2m`.
+/// Formats a duration the way the config writes them (`30s`, `2m`, `1s500ms`).
 struct Secs(Duration);
 
 impl fmt::Display for Secs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.0;
-        if d.subsec_millis() != 0 || d.as_secs() == 0 {
-            write!(f, "{}ms", d.as_millis())
-        } else if d.as_secs().is_multiple_of(60) {
-            write!(f, "{}m", d.as_secs() / 60)
-        } else {
-            write!(f, "{}s", d.as_secs())
-        }
+        f.write_str(&crate::clock::show_duration(self.0))
     }
 }
 
@@ -269,8 +262,8 @@ mod tests {
     fn durations_read_like_config_values() {
         assert_eq!(Secs(Duration::from_secs(30)).to_string(), "30s");
         assert_eq!(Secs(Duration::from_secs(120)).to_string(), "2m");
-        assert_eq!(Secs(Duration::from_millis(1500)).to_string(), "1500ms");
-        assert_eq!(Secs(Duration::ZERO).to_string(), "0ms");
+        assert_eq!(Secs(Duration::from_millis(1500)).to_string(), "1s500ms");
+        assert_eq!(Secs(Duration::ZERO).to_string(), "0s");
     }
 
     #[test]

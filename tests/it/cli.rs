@@ -87,6 +87,29 @@ fn bad_config_exits_2_naming_file_line_and_key() {
     assert!(err.contains("nope.toml"), "{err}");
 }
 
+/// `scim-sync demo | head -1`: the reader goes away after the first line; the command ends
+/// quietly with exit 0 instead of panicking on the broken pipe.
+#[test]
+fn a_reader_that_goes_away_ends_the_command_quietly() {
+    use std::io::BufRead;
+    let mut child = bin()
+        .arg("demo")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("scim-sync demo"), "{first}");
+    // The reader is dropped here: the demo's next lines meet a closed pipe.
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
 #[test]
 fn missing_token_is_named_and_never_printed() {
     let tmp = tempfile::tempdir().unwrap();

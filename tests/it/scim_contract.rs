@@ -1061,7 +1061,7 @@ async fn retry_after_beyond_the_limit_fails_at_once() {
     assert_eq!(e.status(), Some(429));
     assert_eq!(
         e.to_string(),
-        "app crm: GET /Users/u1 answered 429 and asked to retry after 60m, more than the 5s limit; giving up for now"
+        "app crm: GET /Users/u1 answered 429 and asked to retry after 1h, more than the 5s limit; giving up for now"
     );
     assert_eq!(c.requests_sent(), 1);
 }

@@ -50,15 +50,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &[]),
     ("clock", &[]),
     ("locks", &[]),
+    ("stdout", &[]),
     ("http", &[]),
     ("report", &["model"]),
     ("activation", &["model"]),
-    ("config", &["model"]),
+    ("config", &["model", "clock"]),
     ("metrics", &["model", "report"]),
     // The pure core and the boundaries.
     ("mapping", &["model", "config"]),
     ("plan", &["model", "mapping"]),
-    ("scim", &["model", "metrics", "http"]),
+    ("scim", &["model", "metrics", "http", "clock"]),
     ("store", &["model", "report", "clock"]),
     (
         "source",
