@@ -14,7 +14,12 @@
 //!    the holder), then to the holder, the limiter raised out of the way. The client's round
 //!    trip, p50 / p99 / max; each push creates the user in the app and PATCHes the group.
 //!
-//! Options (after `--`): `--quick` (3 failovers of each kind, 40 activations each way),
+//! 4. **refusals**: one replica over a 100k-user directory file; 403s for users not eligible
+//!    (answered from the last snapshot and a stat of the unchanged file, never a re-read)
+//!    against 202s for eligible ones, 50 of each.
+//!
+//! Options (after `--`): `--quick` (3 failovers of each kind, 40 activations each way, a
+//! 20k-user directory),
 //! `--runs N` (failovers of each kind, default 10), `--out FILE` (the markdown results;
 //! stdout otherwise). See docs/HA.md.
 
@@ -102,6 +107,26 @@ async fn main() -> anyhow::Result<()> {
             ms(max(d))
         )?;
     }
+    let (refused, accepted) = refusals(if quick { 20_000 } else { 100_000 }, 50).await?;
+    writeln!(
+        out,
+        "\n| webhook at a {} -user directory file, 50 requests | p50 | p99 | max |\n|---|---|---|---|",
+        if quick { "20k" } else { "100k" }
+    )?;
+    writeln!(
+        out,
+        "| 403, user not eligible (no source re-read) | {} | {} | {} |",
+        ms(pct(&refused, 50.0)),
+        ms(pct(&refused, 99.0)),
+        ms(max(&refused))
+    )?;
+    writeln!(
+        out,
+        "| 202 `pushed`, an eligible user | {} | {} | {} |",
+        ms(pct(&accepted, 50.0)),
+        ms(pct(&accepted, 99.0)),
+        ms(max(&accepted))
+    )?;
     match arg("--out") {
         Some(path) => std::fs::write(&path, &out).with_context(|| path.clone())?,
         None => print!("{out}"),
@@ -123,7 +148,7 @@ async fn failovers(runs: usize, signal: &str) -> anyhow::Result<Vec<(Duration, D
         bin: bin(),
         replicas: 2,
         backend: Backend::Postgres,
-        directory: generated_directory(dir.path(), runs)?,
+        directory: generated_directory(dir.path(), runs, runs)?,
         groups: vec!["g-pim".into()],
         lease_ttl: "5s".into(),
         app_extra: "push_limit = { burst = 1000, per = \"1s\" }".into(),
@@ -186,7 +211,7 @@ async fn failovers(runs: usize, signal: &str) -> anyhow::Result<Vec<(Duration, D
 /// Round trips of `sends` activations at the non-holder, then `sends` at the holder.
 async fn latency(sends: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let dir = tempfile::tempdir()?;
-    let path = generated_directory(dir.path(), 2 * sends)?;
+    let path = generated_directory(dir.path(), 2 * sends, 2 * sends)?;
     let cluster = Cluster::start(Spec {
         bin: bin(),
         replicas: 2,
@@ -226,8 +251,66 @@ async fn latency(sends: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)>
     Ok(runs)
 }
 
-/// A directory file of `users` users, all eligible for `g-pim` (no standing members).
-fn generated_directory(dir: &std::path::Path, users: usize) -> anyhow::Result<std::path::PathBuf> {
+/// Round trips of `n` refused (403) and `n` accepted activations at one replica over a
+/// directory file of `users` users.
+async fn refusals(users: usize, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let dir = tempfile::tempdir()?;
+    let cluster = Cluster::start(Spec {
+        bin: bin(),
+        replicas: 1,
+        backend: Backend::Postgres,
+        directory: generated_directory(dir.path(), users, n)?,
+        groups: vec!["g-pim".into()],
+        lease_ttl: "15s".into(),
+        app_extra: "push_limit = { burst = 1000, per = \"1s\" }".into(),
+    })
+    .await
+    .map_err(|e| anyhow!(e))?;
+    let node = &cluster.replicas[0];
+    // Steady state: after the start-up cycle's read (a refusal during it waits for it).
+    let started = std::time::Instant::now();
+    while node
+        .status()
+        .await
+        .map_or(true, |s| s.apps[0].last_cycle.is_none())
+    {
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "no start-up cycle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expires = Utc::now() + chrono::Duration::hours(1);
+    let (mut refused, mut accepted) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let a = node
+            .activate("g-pim", &format!("u-{:05}", users - 1 - i), expires)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        ensure!(
+            a.status == 403,
+            "not eligible, yet: {} {}",
+            a.status,
+            a.body
+        );
+        refused.push(a.took);
+        let a = node
+            .activate("g-pim", &format!("u-{i:05}"), expires)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        ensure!(a.status == 202, "eligible, yet: {} {}", a.status, a.body);
+        accepted.push(a.took);
+    }
+    Ok((refused, accepted))
+}
+
+/// A directory file of `users` users, the first `eligible` of them eligible for `g-pim` (no
+/// standing members).
+fn generated_directory(
+    dir: &std::path::Path,
+    users: usize,
+    eligible: usize,
+) -> anyhow::Result<std::path::PathBuf> {
     let users: Vec<_> = (0..users)
         .map(|i| {
             json!({
@@ -241,7 +324,11 @@ fn generated_directory(dir: &std::path::Path, users: usize) -> anyhow::Result<st
             })
         })
         .collect();
-    let eligible: Vec<_> = users.iter().map(|u| u["id"].clone()).collect();
+    let eligible: Vec<_> = users
+        .iter()
+        .take(eligible)
+        .map(|u| u["id"].clone())
+        .collect();
     let directory = json!({
         "users": users,
         "groups": [{"id": "g-pim", "displayName": "PIM", "members": [], "eligible": eligible}]

@@ -119,6 +119,13 @@ impl std::fmt::Display for KeptBecause {
     }
 }
 
+/// Source reads begun, and the number of the last one that succeeded.
+#[derive(Default)]
+struct ReadCounts {
+    started: std::sync::atomic::AtomicU64,
+    succeeded: std::sync::atomic::AtomicU64,
+}
+
 /// The reconcile engine: a source, a store, and the last snapshot read.
 #[derive(Clone)]
 pub struct Engine {
@@ -126,8 +133,11 @@ pub struct Engine {
     store: Store,
     /// The last complete snapshot, for pushes and expiries between cycles.
     snapshot: Arc<RwLock<Option<Arc<Directory>>>>,
-    /// One source read at a time outside cycles.
+    /// One source read at a time.
     reading: Arc<tokio::sync::Mutex<()>>,
+    /// Source reads begun, and the number of the last one that succeeded: a caller that
+    /// needs a fresh snapshot takes one begun after it asked instead of reading again.
+    reads: Arc<ReadCounts>,
     /// Cancelled at shutdown: running applies send nothing more.
     cancel: CancellationToken,
     /// Wall time, for activations' expiry.
@@ -145,6 +155,7 @@ impl Engine {
             store,
             snapshot: Arc::default(),
             reading: Arc::default(),
+            reads: Arc::default(),
             cancel: CancellationToken::new(),
             clock: clock::system(),
             fence: None,
@@ -188,6 +199,8 @@ impl Engine {
     }
 
     /// The last snapshot read by a cycle or a refresh, reading the source when there is none.
+    /// A caller that finds a read under way (the start-up cycle's, say) waits for it and
+    /// takes its snapshot rather than reading the source a second time.
     ///
     /// # Errors
     /// The source's error when it has to be read and cannot be.
@@ -195,18 +208,38 @@ impl Engine {
         if let Some(d) = self.cached() {
             return Ok(d);
         }
-        self.refresh_directory().await
+        let _one = self.reading.lock().await;
+        if let Some(d) = self.cached() {
+            return Ok(d);
+        }
+        self.read_source().await
     }
 
-    /// Reads the source now (one read at a time; a caller that waited for another read gets
-    /// a fresh one too) and keeps the result for pushes and expiries.
+    /// A snapshot read after this call (one read at a time: a read that began after this
+    /// caller asked answers it too, so callers that arrive together share one read) and keeps
+    /// it for pushes and expiries.
     ///
     /// # Errors
     /// The source's error; the previous snapshot is kept then.
     pub async fn refresh_directory(&self) -> Result<Arc<Directory>, crate::source::Error> {
+        use std::sync::atomic::Ordering;
+        let asked = self.reads.started.load(Ordering::SeqCst);
         let _one = self.reading.lock().await;
+        if self.reads.succeeded.load(Ordering::SeqCst) > asked
+            && let Some(d) = self.cached()
+        {
+            return Ok(d);
+        }
+        self.read_source().await
+    }
+
+    /// Reads the source and keeps the snapshot; the caller holds `reading`.
+    async fn read_source(&self) -> Result<Arc<Directory>, crate::source::Error> {
+        use std::sync::atomic::Ordering;
+        let n = self.reads.started.fetch_add(1, Ordering::SeqCst) + 1;
         let d = Arc::new(self.source.snapshot().await?);
         self.keep(&d);
+        self.reads.succeeded.fetch_max(n, Ordering::SeqCst);
         Ok(d)
     }
 
@@ -232,12 +265,12 @@ impl Engine {
     /// Runs one cycle for each of `apps`, concurrently, reading the source once.
     pub async fn cycle(&self, apps: &[App], opts: CycleOptions) -> CycleRun {
         let started = self.stamp();
-        let snapshot = match self.source.snapshot().await {
-            Ok(d) => {
-                let d = Arc::new(d);
-                self.keep(&d);
-                d
-            }
+        let read = {
+            let _one = self.reading.lock().await;
+            self.read_source().await
+        };
+        let snapshot = match read {
+            Ok(d) => d,
             Err(e) => {
                 let why = format!("source read failed, nothing was changed: {e}");
                 tracing::warn!(source = %self.source.describe(), error = %e, "source read failed; every app's cycle is aborted");

@@ -1140,3 +1140,72 @@ async fn by_default_the_deferred_wait_for_the_next_cycle() {
     assert_eq!(w.members("PIM Admins"), pim_members(5));
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+/// A source whose reads take 300 ms, counted.
+struct SlowCounted {
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Source for SlowCounted {
+    fn describe(&self) -> String {
+        "a slow source".into()
+    }
+
+    fn snapshot(&self) -> BoxFuture<'_, Result<Directory, scim_sync::source::Error>> {
+        Box::pin(async {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok(directory())
+        })
+    }
+}
+
+/// One source read at a time, shared: callers that need any snapshot and arrive during a
+/// read (a refusal at start-up, during the first cycle's read) take that read's snapshot; a
+/// caller that needs a fresh one reads again unless a read began after it asked.
+#[tokio::test]
+async fn callers_arriving_during_a_read_share_it_and_a_refresh_never_takes_an_older_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(&format!("sqlite://{}", tmp.path().join("s.db").display()))
+        .await
+        .unwrap();
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let engine = Engine::new(
+        Arc::new(SlowCounted {
+            reads: reads.clone(),
+        }),
+        store,
+    );
+    let count = || reads.load(std::sync::atomic::Ordering::SeqCst);
+    let first = tokio::spawn({
+        let e = engine.clone();
+        async move { e.refresh_directory().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (a, b, fresh) = tokio::join!(
+        engine.directory(),
+        engine.directory(),
+        engine.refresh_directory()
+    );
+    first.await.unwrap().unwrap();
+    assert!(a.is_ok() && b.is_ok() && fresh.is_ok());
+    assert_eq!(
+        count(),
+        2,
+        "the first read, and the refresh asked after it began"
+    );
+
+    let third = tokio::spawn({
+        let e = engine.clone();
+        async move { e.refresh_directory().await.map(drop) }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (x, y) = tokio::join!(engine.refresh_directory(), engine.refresh_directory());
+    third.await.unwrap().unwrap();
+    assert!(x.is_ok() && y.is_ok());
+    assert_eq!(
+        count(),
+        4,
+        "two refreshes asked together share the read after the third"
+    );
+}
