@@ -514,6 +514,7 @@ fn demo_app(base_url: &str) -> AppConfig {
         base_url: base_url.to_owned(),
         token_env: "DEMO (built in)".into(),
         groups: GROUPS.iter().map(|g| SourceId::from(*g)).collect(),
+        push_groups: Vec::new(),
         push_limit: PushLimit {
             burst: NonZeroU32::MIN.saturating_add(4),
             per: Duration::from_secs(10),

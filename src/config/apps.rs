@@ -1,7 +1,7 @@
 //! `[[apps]]` and each app's `[apps.attributes]`: the SCIM apps, as written ([`RawApp`], with
 //! its defaults) and validated ([`AppConfig`]).
 //!
-//! Each app is checked key by key, in a fixed order (name, `base_url`, `groups`,
+//! Each app is checked key by key, in a fixed order (name, `base_url`, `groups`, `push_groups`,
 //! `concurrency`, `timeout`, `max_response`, `[apps.attributes]`, `matching`, `push_limit`,
 //! `overflow`), so the first
 //! error reported for a file never changes. Attribute paths are checked with the grammar of
@@ -60,6 +60,9 @@ pub struct AppConfig {
     pub token_env: String,
     /// Assigned groups (source ids).
     pub groups: Vec<SourceId>,
+    /// The assigned groups whose plain membership changes are pushed at once (service mode,
+    /// file source: the directory file is watched).
+    pub push_groups: Vec<SourceId>,
     /// Activation push quota.
     pub push_limit: PushLimit,
     /// What happens to an activation over the quota.
@@ -105,6 +108,8 @@ pub(super) struct RawApp {
     base_url: Spanned<String>,
     token_env: String,
     groups: Spanned<Vec<String>>,
+    #[serde(default = "default_push_groups")]
+    push_groups: Spanned<Vec<String>>,
     #[serde(default = "default_push_limit")]
     push_limit: Spanned<RawPushLimit>,
     #[serde(default = "default_overflow")]
@@ -142,6 +147,9 @@ fn default_push_limit() -> Spanned<RawPushLimit> {
             per: Dur(Duration::from_secs(10)),
         },
     )
+}
+fn default_push_groups() -> Spanned<Vec<String>> {
+    Spanned::new(0..0, Vec::new())
 }
 fn default_overflow() -> Spanned<String> {
     Spanned::new(0..0, "next-cycle".into())
@@ -196,6 +204,7 @@ fn validate_app(
     let name = name(cfg, app.name, names)?;
     let base_url = base_url(cfg, &name, app.base_url)?;
     let groups = groups(cfg, &name, app.groups)?;
+    let push_groups = push_groups(cfg, &name, app.push_groups, &groups)?;
     let concurrency = concurrency(cfg, &name, app.concurrency)?;
     let timeout = timeout(cfg, &name, app.timeout)?;
     let max_response = max_response(cfg, &name, app.max_response)?;
@@ -208,6 +217,7 @@ fn validate_app(
         base_url,
         token_env: app.token_env,
         groups,
+        push_groups,
         push_limit,
         overflow,
         deprovision: app.deprovision,
@@ -286,6 +296,35 @@ fn groups(
         ));
     }
     Ok(groups)
+}
+
+/// `push_groups`: each one assigned (in `groups`), none twice.
+fn push_groups(
+    cfg: &ConfigText<'_>,
+    name: &str,
+    raw: Spanned<Vec<String>>,
+    groups: &[SourceId],
+) -> Result<Vec<SourceId>, Error> {
+    let span = raw.span();
+    let mut out: Vec<SourceId> = Vec::new();
+    for g in raw.into_inner().into_iter().map(SourceId::new) {
+        if !groups.contains(&g) {
+            return Err(cfg.invalid_at(
+                span,
+                key(name, "push_groups"),
+                format!("group {g} is not assigned to the app: add it to groups first"),
+            ));
+        }
+        if out.contains(&g) {
+            return Err(cfg.invalid_at(
+                span,
+                key(name, "push_groups"),
+                format!("group {g} is listed twice"),
+            ));
+        }
+        out.push(g);
+    }
+    Ok(out)
 }
 
 /// `concurrency`: 1 to 64 requests in flight.

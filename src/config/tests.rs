@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::*;
-use crate::model::Deprovision;
+use crate::model::{Deprovision, SourceId};
 
 const GOOD: &str = r#"
 [service]
@@ -358,6 +358,36 @@ fn overflow_defaults_to_next_cycle_takes_drain_and_names_a_bad_rule() {
         e.starts_with(&format!(
             "test.toml:{line}: apps[crm].overflow: \"asap\" is not an overflow rule"
         )),
+        "{e}"
+    );
+}
+
+#[test]
+fn push_groups_must_be_assigned_and_need_the_file_source_for_now() {
+    assert!(parse(GOOD).unwrap().apps[0].push_groups.is_empty());
+    let ok = parse(&format!("{GOOD}push_groups = [\"g-crm-users\"]\n")).unwrap();
+    assert_eq!(ok.apps[0].push_groups, [SourceId::from("g-crm-users")]);
+    let line = GOOD.lines().count() + 1;
+    let e = parse(&format!("{GOOD}push_groups = [\"g-crm-admins\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "test.toml:{line}: apps[crm].push_groups: group g-crm-admins is not assigned to the app: add it to groups first"
+        )
+    );
+    let e = parse(&format!(
+        "{GOOD}push_groups = [\"g-crm-users\", \"g-crm-users\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("group g-crm-users is listed twice"), "{e}");
+    let e = parse(&format!("{GRAPH}push_groups = [\"g-crm-users\"]\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("apps[crm].push_groups: push groups are watched with the file source only"),
         "{e}"
     );
 }

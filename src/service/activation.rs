@@ -79,17 +79,30 @@ impl Service {
             origin,
             inner.cfg.service.max_activation,
         )?;
+        // A push group's member goes only to the apps that list the group in push_groups,
+        // and is checked as a member, not as eligible.
+        let push_group = origin == super::push_groups::ORIGIN;
         let targets: Vec<&Slot> = inner
             .apps
             .values()
-            .filter(|s| s.app.cfg.groups.contains(&group))
+            .filter(|s| {
+                if push_group {
+                    s.app.cfg.push_groups.contains(&group)
+                } else {
+                    s.app.cfg.groups.contains(&group)
+                }
+            })
             .collect();
         if targets.is_empty() {
             return Err(Refusal::NotAssigned(format!(
                 "no app has group {group} assigned"
             )));
         }
-        self.check_eligible(&group, &user).await?;
+        if push_group {
+            self.check_member(&group, &user).await?;
+        } else {
+            self.check_eligible(&group, &user).await?;
+        }
         if let Some(accepted) = self
             .repeat(&group, &user, expires_at, &targets, now)
             .await?
@@ -401,6 +414,26 @@ impl Service {
                 format!("user {user} is not eligible for group {group} according to the source")
             }
         }))
+    }
+
+    /// 403 unless the last snapshot lists `user` as a member of push group `group`.
+    async fn check_member(&self, group: &SourceId, user: &SourceId) -> Result<(), Refusal> {
+        let dir = self.inner.engine.directory().await.map_err(|e| {
+            Refusal::Unavailable(format!(
+                "the source cannot be read to check membership: {e}"
+            ))
+        })?;
+        if dir
+            .groups
+            .get(group)
+            .is_some_and(|g| g.members.contains(user))
+        {
+            Ok(())
+        } else {
+            Err(Refusal::NotEligible(format!(
+                "user {user} is not a member of push group {group} according to the source"
+            )))
+        }
     }
 
     /// Pushes one activation to one app and records the outcome.

@@ -123,9 +123,18 @@ impl Service {
     /// Removes an ended activation from every app that has the group assigned, each in its
     /// own task, retrying until the app confirms.
     fn expire(&self, a: Activation) {
+        self.expire_where(a, |cfg, group| cfg.groups.contains(group));
+    }
+
+    /// [`Service::expire`] in the apps whose config `applies` to the activation's group.
+    pub(super) fn expire_where(
+        &self,
+        a: Activation,
+        applies: fn(&crate::config::AppConfig, &SourceId) -> bool,
+    ) {
         tracing::info!(activation = %a.id, group = %a.group, user = %a.user, "activation ended; removing the membership");
         for (name, slot) in &self.inner.apps {
-            if !slot.app.cfg.groups.contains(&a.group) {
+            if !applies(&slot.app.cfg, &a.group) {
                 continue;
             }
             let svc = self.clone();

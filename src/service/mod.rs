@@ -9,7 +9,7 @@
 //! [`limiter`] decides, the push goes through the engine), expiry (`expiry`: a timer per
 //! activation, removal at once), the service's side of the PIM poller (`pim`: the
 //! [`crate::drive::poller::Intake`] it hands the poller), [`lease`], the holder's side of
-//! replicas (`forward`) and `overflow = "drain"` (`drain`). Drivers get narrow
+//! replicas (`forward`), `overflow = "drain"` (`drain`) and [`push_groups`]. Drivers get narrow
 //! handles, never the `Service`; the HTTP face is [`crate::admin`], above this module.
 //!
 //! Shutdown ([`Service::shutdown`]) stops intake and ticks, lets running operations finish
@@ -23,6 +23,7 @@ mod forward;
 pub mod lease;
 pub mod limiter;
 mod pim;
+pub mod push_groups;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -125,6 +126,8 @@ struct Inner {
     tasks: TaskTracker,
     /// When the last cycle started (or the service, before the first).
     last_cycle: Mutex<Instant>,
+    /// Each push group's members in the last snapshot the push-group watch saw.
+    push_seen: Mutex<Option<push_groups::Seen>>,
     cycles_started: AtomicU64,
     cycles_skipped: AtomicU64,
     /// Cancelled last at shutdown: the lease keeper releases the leases and ends.
@@ -242,6 +245,7 @@ impl Service {
                 cancel: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 last_cycle: Mutex::new(Instant::now()),
+                push_seen: Mutex::new(None),
                 cycles_started: AtomicU64::new(0),
                 cycles_skipped: AtomicU64::new(0),
                 release: CancellationToken::new(),
@@ -258,6 +262,7 @@ impl Service {
         svc.spawn_takeovers(gains);
         svc.spawn_forwarded();
         svc.spawn_drains();
+        svc.spawn_push_watch();
         svc.spawn_ticks(ticks);
         if let Some(poll) = svc.inner.options.pim.clone() {
             let poller = Poller::new(poll.feed, Arc::new(svc.clone()));

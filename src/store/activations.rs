@@ -561,6 +561,22 @@ impl Store {
         user: &SourceId,
         at: DateTime<Utc>,
     ) -> Result<Vec<Activation>, Error> {
+        self.end_activations_from(group, user, None, at).await
+    }
+
+    /// [`Store::end_activations`] for the activations of one `origin` only (`None`: every
+    /// origin): a push group's removal ends what the push group pushed, not a PIM activation
+    /// of the same pair.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`]; nothing changes then.
+    pub async fn end_activations_from(
+        &self,
+        group: &SourceId,
+        user: &SourceId,
+        origin: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Activation>, Error> {
         // One statement: concurrent callers (replicas) each get only the activations they
         // ended. On PostgreSQL a second `UPDATE` waits for the first's row locks, then
         // re-checks `expires_ms > $3` on the new rows and skips them. In a transaction, so
@@ -570,6 +586,7 @@ impl Store {
             let rows: Vec<EndedRow> = sqlx::query_as(
                 "UPDATE activations SET expires_at = $4, expires_ms = $3
                  WHERE group_id = $1 AND user_id = $2 AND expires_ms > $3
+                   AND origin = COALESCE($5, origin)
                  RETURNING id, group_id, user_id, received_at, origin,
                    justification, ticket_number, ticket_system",
             )
@@ -577,6 +594,7 @@ impl Store {
             .bind(user.as_str())
             .bind(at.timestamp_millis())
             .bind(stamp(at))
+            .bind(origin)
             .fetch_all(&mut *tx)
             .await
             .map_err(db("end activations"))?;
@@ -1339,6 +1357,33 @@ mod tests {
         );
     }
 
+    async fn ending_one_origin_leaves_the_others_live(db: &TestDb) {
+        let store = db.open().await;
+        let mut pim = act("a1", "g1", "u1", 0, 600);
+        pim.origin = "pim-poll".into();
+        let mut pushed = act("a2", "g1", "u1", 1, 600);
+        pushed.origin = "push-group".into();
+        for a in [&pim, &pushed] {
+            store
+                .record_activation(a, &[(crm(), PushState::Pushed, None)])
+                .await
+                .unwrap();
+        }
+        let now = t0() + chrono::Duration::seconds(10);
+        let ended = store
+            .end_activations_from(&"g1".into(), &"u1".into(), Some("push-group"), now)
+            .await
+            .unwrap();
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].id, "a2");
+        let live = store.live_activations(&crm(), now).await.unwrap();
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            live[0].activation.id, "a1",
+            "the PIM activation is untouched"
+        );
+    }
+
     async fn audit_fields_round_trip(db: &TestDb) {
         let store = db.open().await;
         let mut a = act("a1", "g1", "u1", 0, 60);
@@ -1568,5 +1613,6 @@ mod tests {
         has_member_reads_confirmed_memberships,
         pushes_between_counts_sent_and_confirmed_pushes_of_one_app_in_the_window,
         same_millisecond_activations_list_in_the_order_recorded,
+        ending_one_origin_leaves_the_others_live,
     );
 }

@@ -18,6 +18,8 @@ mod service;
 mod poller;
 // The Microsoft Graph source against wiremock and the Graph double.
 mod graph;
+// Push groups: the directory file watched, an edit pushed at once.
+mod push_groups;
 // Real replicas on one store: SIGKILL, SIGSTOP, SIGTERM, one limiter, fencing.
 mod replicas;
 // House rules checked mechanically (module docs, one-way module dependencies).
