@@ -152,8 +152,9 @@ pub(super) fn status(state: &str, status: &Status) {
             for act in list {
                 let a = &act.activation;
                 out!(
-                    "  {label} activation {}: user {} in group {} until {} ({}{}){}",
+                    "  {label} activation {} ({}): user {} in group {} until {} ({}{}){}",
                     a.id,
+                    a.origin,
                     a.user,
                     a.group,
                     a.expires_at

@@ -423,7 +423,11 @@ impl Service {
                 "the source cannot be read to check membership: {e}"
             ))
         })?;
-        if dir
+        if !dir.users.contains_key(user) {
+            Err(Refusal::NotEligible(format!(
+                "user {user} is not in the source"
+            )))
+        } else if dir
             .groups
             .get(group)
             .is_some_and(|g| g.members.contains(user))

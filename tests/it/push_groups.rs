@@ -174,6 +174,25 @@ async fn a_push_group_edit_reaches_the_app_at_once_and_other_groups_wait() {
     println!("PUSH-GROUP: file renamed -> removed from the app in {took:?}");
     assert_eq!(w.members("IT Admins"), ["u-alice", "u-fatima"]);
 
+    // A member the file's users do not list is not an identity: nothing to push.
+    w.edit(|v| group(v, "g-it-admins").push("u-nobody".into()));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let status = scim_sync::status::collect(
+        &w.svc.config().apps,
+        w.svc.engine().store(),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let app = &status.apps[0];
+    assert!(
+        app.active_activations
+            .iter()
+            .chain(&app.deferred_activations)
+            .all(|a| a.activation.user.as_str() != "u-nobody"),
+        "{app:?}"
+    );
+
     std::fs::write(&w.file, b"{ not json").unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
