@@ -380,10 +380,12 @@ impl Service {
     /// costs a full read when the source can say no on its own.
     async fn check_eligible(&self, group: &SourceId, user: &SourceId) -> Result<(), Refusal> {
         let engine = &self.inner.engine;
+        // Listed as eligible, and a user the source has (a dangling id has nothing to push).
         let eligible = |d: &crate::model::Directory| {
-            d.groups
-                .get(group)
-                .is_some_and(|g| g.eligible.contains(user))
+            d.users.contains_key(user)
+                && d.groups
+                    .get(group)
+                    .is_some_and(|g| g.eligible.contains(user))
         };
         let cached = engine.directory().await.ok();
         if cached.as_deref().is_some_and(eligible) {

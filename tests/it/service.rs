@@ -1209,3 +1209,29 @@ async fn callers_arriving_during_a_read_share_it_and_a_refresh_never_takes_an_ol
         "two refreshes asked together share the read after the third"
     );
 }
+
+/// An id the source lists as eligible but has no user for is refused 403: there is nobody to
+/// push, so nothing is recorded as pushed.
+#[tokio::test]
+async fn an_eligible_id_the_source_has_no_user_for_is_refused() {
+    let w = Sandboxed::new().await;
+    w.source.update(|d| {
+        d.groups
+            .get_mut(&SourceId::from("g-pim"))
+            .unwrap()
+            .eligible
+            .push(SourceId::from("u-ghost"));
+    });
+    let svc = w.service("", true).await;
+    let body = json!({"group_id": "g-pim", "user_id": "u-ghost"}).to_string();
+    let (status, answer) = call(&svc, post("/v1/activations", Some(WEBHOOK_TOKEN), body)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("user u-ghost is not in the source"),
+        "{answer}"
+    );
+    svc.shutdown(Duration::from_secs(5)).await;
+}
