@@ -13,7 +13,7 @@ use scim_sync::service::{Options, Service, TickSource};
 use scim_sync::source::FileSource;
 
 use crate::support::TOKEN;
-use crate::support::service::start;
+use crate::support::service::{group_members, start};
 
 /// The sandbox, a copy of the sample directory in a temp folder, and a service whose app
 /// has `g-it-admins` as a push group and `g-team-sales` as a plain assigned group.
@@ -74,24 +74,7 @@ impl World {
 
     /// externalIds (source ids) of the members of the app group named `name`.
     fn members(&self, name: &str) -> Vec<String> {
-        let state = self.sandbox.state();
-        let users = state.users();
-        let Some(g) = state
-            .groups()
-            .into_iter()
-            .find(|g| g["displayName"] == name)
-        else {
-            return vec![];
-        };
-        let mut out: Vec<String> = g["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| users.iter().find(|u| u["id"] == m["value"]))
-            .filter_map(|u| u["externalId"].as_str().map(str::to_owned))
-            .collect();
-        out.sort();
-        out
+        group_members(self.sandbox.state(), name, "externalId")
     }
 
     /// How long until `done` holds for the group's members (`None`: not within `within`).

@@ -78,6 +78,24 @@ fn has(cluster: &Cluster, user: &str) -> bool {
     cluster.members_of(PIM_NAME).iter().any(|m| m == user)
 }
 
+/// Waits for `user` to leave the PIM group and asserts it left on time: not before
+/// `expires_at`, and less than 3 s after it.
+async fn removed_on_time(
+    cluster: &Cluster,
+    user: &str,
+    expires_at: chrono::DateTime<Utc>,
+    after: &str,
+) {
+    let gone = until(Duration::from_secs(20), || !has(cluster, user))
+        .await
+        .expect("the expired activation was never removed");
+    let removed_at = Utc::now() - chrono::Duration::from_std(gone.elapsed()).unwrap();
+    let late = (removed_at - expires_at).num_milliseconds();
+    println!("HA-FIGURE: expiry after the {after} removed {late} ms after expires_at");
+    assert!(late >= -50, "removed {late} ms before its expiry");
+    assert!(late < 3000, "removed {late} ms after its expiry");
+}
+
 /// Three replicas, one limiter: a burst of eight activations sent only to the two replicas
 /// without the lease ends 5 pushed and 3 deferred in all, every write comes from the
 /// holder, and SIGTERM stops every replica with exit 0.
@@ -248,14 +266,7 @@ async fn killing_the_holder_mid_burst_loses_nothing_and_revokes_on_time() {
         );
     }
 
-    let gone = until(Duration::from_secs(20), || !has(&cluster, expiring))
-        .await
-        .expect("the expired activation was never removed");
-    let removed_at = Utc::now() - chrono::Duration::from_std(gone.elapsed()).unwrap();
-    let late = (removed_at - expires_at).num_milliseconds();
-    println!("HA-FIGURE: expiry after the failover removed {late} ms after expires_at");
-    assert!(late >= -50, "removed {late} ms before its expiry");
-    assert!(late < 3000, "removed {late} ms after its expiry");
+    removed_on_time(&cluster, expiring, expires_at, "failover").await;
     let status = cluster.replicas[other].status().await.unwrap();
     assert!(status.apps[0].deferred_activations.is_empty(), "{status:?}");
 }
@@ -368,12 +379,5 @@ async fn a_single_node_killed_and_restarted_applies_deferred_and_revokes_on_time
         "HA-FIGURE: restart after SIGKILL -> deferred applied {:?} after the new process started",
         applied.unwrap() - restarted
     );
-    let gone = until(Duration::from_secs(20), || !has(&cluster, expiring))
-        .await
-        .expect("the expired activation was never removed");
-    let removed_at = Utc::now() - chrono::Duration::from_std(gone.elapsed()).unwrap();
-    let late = (removed_at - expires_at).num_milliseconds();
-    println!("HA-FIGURE: expiry after the restart removed {late} ms after expires_at");
-    assert!(late >= -50, "removed {late} ms before its expiry");
-    assert!(late < 3000, "removed {late} ms after its expiry");
+    removed_on_time(&cluster, expiring, expires_at, "restart").await;
 }

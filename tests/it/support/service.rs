@@ -256,24 +256,7 @@ impl Sandboxed {
 
     /// userNames of the members the sandbox holds in the group named `name`.
     pub fn members(&self, name: &str) -> Vec<String> {
-        let state = self.sandbox.state();
-        let users = state.users();
-        let Some(g) = state
-            .groups()
-            .into_iter()
-            .find(|g| g["displayName"] == name)
-        else {
-            return vec![];
-        };
-        let mut out: Vec<String> = g["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| users.iter().find(|u| u["id"] == m["value"]))
-            .map(|u| u["userName"].as_str().unwrap().to_owned())
-            .collect();
-        out.sort();
-        out
+        group_members(self.sandbox.state(), name, "userName")
     }
 
     /// Under a [`HeldClock`]: moves paused time `step` at a time until the group's members
@@ -334,6 +317,28 @@ impl Sandboxed {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The members the sandbox holds in the group named `name`, each by its attribute `by`
+/// (`userName`, or `externalId`: the source id), sorted.
+pub fn group_members(state: &SandboxState, name: &str, by: &str) -> Vec<String> {
+    let users = state.users();
+    let Some(g) = state
+        .groups()
+        .into_iter()
+        .find(|g| g["displayName"] == name)
+    else {
+        return vec![];
+    };
+    let mut out: Vec<String> = g["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| users.iter().find(|u| u["id"] == m["value"]))
+        .filter_map(|u| u[by].as_str().map(str::to_owned))
+        .collect();
+    out.sort();
+    out
 }
 
 /// Paused tokio time that stands still until moved. Paused time would jump ahead whenever
