@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::model::{AppName, Attrs, Deprovision, Observed, ObservedUser, Origin, ScimId, SourceId};
 use crate::plan::{Op, Phase, Plan, UserEffect, changed_paths};
 use crate::report::{CycleReport, ObjectError};
-use crate::scim::{self, RemovalForm, ScimClient};
+use crate::scim::{self, RemovalForm, ScimClient, UserIndex};
 use crate::store::{self, Change, Store};
 
 /// Store flag holding the member-removal form an app accepts.
@@ -181,6 +181,10 @@ pub async fn apply(
     // the process.
     let stop = target.cancel.child_token();
 
+    // Many creates: one listing of the app's users answers their lookups, when it costs
+    // fewer requests than a lookup each.
+    let index = user_index(target, plan).await;
+
     for phase in [
         Phase::Users,
         Phase::Groups,
@@ -219,7 +223,7 @@ pub async fn apply(
         // once a cycle runs in a spawned task.
         let running: Vec<_> = tasks
             .into_iter()
-            .map(|task| run_task(target, task, &ids, &stop, progress))
+            .map(|task| run_task(target, task, &ids, index.as_ref(), &stop, progress))
             .collect();
         let results: Vec<Done> = futures::stream::iter(running)
             .buffer_unordered(target.concurrency.max(1))
@@ -284,12 +288,49 @@ pub async fn apply(
     Ok(())
 }
 
+/// The app's users listed once for the plan's creates, when that costs fewer requests than
+/// a lookup per create (the listing's size is asked first); `None` otherwise, or when the
+/// app cannot say or list (each create then looks itself up, as always).
+async fn user_index(target: &Target<'_>, plan: &Plan) -> Option<UserIndex> {
+    let creates = plan
+        .ops
+        .iter()
+        .filter(|o| matches!(o, Op::CreateUser { .. }))
+        .count() as u64;
+    if creates < 2 {
+        return None;
+    }
+    let cost = match target.client.user_listing_cost().await {
+        Ok(Some(cost)) => cost,
+        Ok(None) => return None,
+        Err(e) => {
+            tracing::info!(app = %target.app, error = %e, "cannot size the app's user listing; each create looks itself up");
+            return None;
+        }
+    };
+    if cost >= creates {
+        return None;
+    }
+    match target.client.index_users(target.matching).await {
+        Ok(index) => {
+            tracing::info!(app = %target.app, creates, listed = index.len(), requests = cost,
+                "one listing of the app's users answers the creates' lookups");
+            Some(index)
+        }
+        Err(e) => {
+            tracing::warn!(app = %target.app, error = %e, "cannot list the app's users; each create looks itself up");
+            None
+        }
+    }
+}
+
 /// Runs one task's operations in order (one operation, or one group's member batches),
 /// stopping when the app is down or the process shuts down.
 async fn run_task(
     target: &Target<'_>,
     task: Vec<&Op>,
     ids: &Ids,
+    index: Option<&UserIndex>,
     stop: &CancellationToken,
     progress: &ProgressBar,
 ) -> Vec<Done> {
@@ -309,7 +350,7 @@ async fn run_task(
             });
             break;
         }
-        let done = run_op(target, op, ids).await;
+        let done = run_op(target, op, ids, index).await;
         if done.app_down.is_some() {
             stop.cancel();
         }
@@ -456,11 +497,15 @@ fn gone(mut done: Done, e: &scim::Error, drop: Change) -> Done {
     done
 }
 
-async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids) -> Done {
+async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -> Done {
     match op {
         Op::CreateUser { source_id, attrs } => {
             let object = user_object(source_id);
-            let ensured = match t.client.ensure_user(t.matching, attrs).await {
+            let ensured = match index {
+                Some(index) => t.client.ensure_user_listed(t.matching, attrs, index).await,
+                None => t.client.ensure_user(t.matching, attrs).await,
+            };
+            let ensured = match ensured {
                 Ok(e) => e,
                 Err(e) => return failed_user(source_id, attrs, "create", &e),
             };

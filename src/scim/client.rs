@@ -16,7 +16,7 @@
 //! (`400 invalidFilter`) is listed whole instead, so lookups stay correct, at the price of
 //! reading the collection.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -377,19 +377,7 @@ impl ScimClient {
     /// retried blindly: the user is looked up first and adopted if the POST went through.
     /// Several resources matching is an [`Error::Ambiguous`] unless `externalId` singles one out.
     pub async fn ensure_user(&self, matching: &str, attrs: &Attrs) -> Result<Ensured, Error> {
-        let value = match attrs.get(matching) {
-            Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::Bool(b)) => b.to_string(),
-            _ => {
-                return Err(Error::InvalidInput {
-                    app: self.inner.app.clone(),
-                    reason: format!(
-                        "cannot look up the user before creating it: the matching attribute {matching} has no text value"
-                    ),
-                });
-            }
-        };
+        let value = self.matching_value(matching, attrs)?;
         let lookup = Lookup::User {
             matching,
             value: &value,
@@ -398,8 +386,85 @@ impl ScimClient {
         if let Some(found) = self.lookup(&lookup).await? {
             return self.adopt_user(&found, attrs);
         }
+        self.create_user(attrs, &lookup).await
+    }
+
+    /// [`ScimClient::ensure_user`] with the lookup answered by `index` (one listing of the
+    /// app's users for many creates) instead of a request: adopts what the listing found,
+    /// or POSTs at once. The create protocol is the same: a `409` (someone created the user
+    /// after the listing) still leads to a lookup and adoption, never a duplicate.
+    pub async fn ensure_user_listed(
+        &self,
+        matching: &str,
+        attrs: &Attrs,
+        index: &UserIndex,
+    ) -> Result<Ensured, Error> {
+        if index.matching != matching {
+            return self.ensure_user(matching, attrs).await;
+        }
+        let value = self.matching_value(matching, attrs)?;
+        let external_id = attrs.get("externalId").and_then(Value::as_str);
+        let lookup = Lookup::User {
+            matching,
+            value: &value,
+            external_id,
+        };
+        let found = index.find(matching, &value);
+        let filter = proto::eq_filter(matching, &value);
+        if let Some(found) = self.pick_one(found, external_id, "users", filter)? {
+            return self.adopt_user(&found, attrs);
+        }
+        self.create_user(attrs, &lookup).await
+    }
+
+    /// How many requests one listing of every user costs (`totalResults` of a one-item
+    /// page, in pages of the listing's size), counting that first request; `None` when the
+    /// app does not say how many it holds.
+    pub async fn user_listing_cost(&self) -> Result<Option<u64>, Error> {
+        let req = Req::new(Method::GET, "/Users".to_owned()).query("startIndex=1&count=1".into());
+        let resp = self.send(&req, Retry::All).await?;
+        let page = proto::ListPage::from_value(&self.json_body(&req, &resp)?);
+        Ok(page
+            .total_results
+            .map(|total| 1 + total.div_ceil(PAGE_SIZE).max(1)))
+    }
+
+    /// Lists every user of the app and indexes them by `matching`, for
+    /// [`ScimClient::ensure_user_listed`].
+    pub async fn index_users(&self, matching: &str) -> Result<UserIndex, Error> {
+        let mut by_value: HashMap<String, Vec<Value>> = HashMap::new();
+        let fold = proto::case_insensitive(matching);
+        for user in self.list_users().await? {
+            if let Some(v) = proto::text_at(&user, matching) {
+                let key = if fold { v.to_lowercase() } else { v };
+                by_value.entry(key).or_default().push(user);
+            }
+        }
+        Ok(UserIndex {
+            matching: matching.to_owned(),
+            by_value,
+        })
+    }
+
+    /// The text value of the matching attribute, which a lookup needs.
+    fn matching_value(&self, matching: &str, attrs: &Attrs) -> Result<String, Error> {
+        match attrs.get(matching) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            Some(Value::Bool(b)) => Ok(b.to_string()),
+            _ => Err(Error::InvalidInput {
+                app: self.inner.app.clone(),
+                reason: format!(
+                    "cannot look up the user before creating it: the matching attribute {matching} has no text value"
+                ),
+            }),
+        }
+    }
+
+    /// POSTs the user (the create protocol of [`ScimClient::ensure_user`]).
+    async fn create_user(&self, attrs: &Attrs, lookup: &Lookup<'_>) -> Result<Ensured, Error> {
         let req = Req::new(Method::POST, "/Users".to_owned()).body(proto::user_resource(attrs));
-        match self.create(&req, &lookup).await? {
+        match self.create(&req, lookup).await? {
             Created::New(id) => Ok(Ensured {
                 id,
                 adopted: false,
@@ -1060,6 +1125,35 @@ fn resource_path(collection: &str, id: &ScimId) -> String {
 }
 
 /// Keeps the resources whose `attr` really equals `value`.
+/// The app's users, listed once and indexed by the matching attribute (folded to lower case
+/// where SCIM compares it so), so that many creates need no lookup each.
+pub struct UserIndex {
+    matching: String,
+    by_value: HashMap<String, Vec<Value>>,
+}
+
+impl UserIndex {
+    /// The listed users whose matching attribute is `value`.
+    fn find(&self, matching: &str, value: &str) -> Vec<Value> {
+        let key = if proto::case_insensitive(matching) {
+            value.to_lowercase()
+        } else {
+            value.to_owned()
+        };
+        self.by_value.get(&key).cloned().unwrap_or_default()
+    }
+
+    /// How many users were listed.
+    pub fn len(&self) -> usize {
+        self.by_value.values().map(Vec::len).sum()
+    }
+
+    /// Whether the app had no user with the matching attribute.
+    pub fn is_empty(&self) -> bool {
+        self.by_value.is_empty()
+    }
+}
+
 fn keep_matching(found: Vec<Value>, attr: &str, value: &str) -> Vec<Value> {
     let fold = proto::case_insensitive(attr);
     let wanted = if fold {

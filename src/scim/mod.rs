@@ -15,5 +15,5 @@ pub mod proto;
 
 /// The client's retry timing, defined in [`crate::http`] (shared with the Graph source).
 pub use crate::http::RetryPolicy;
-pub use client::{ClientOptions, Ensured, EnsuredGroup, RemovalForm, ScimClient};
+pub use client::{ClientOptions, Ensured, EnsuredGroup, RemovalForm, ScimClient, UserIndex};
 pub use error::Error;

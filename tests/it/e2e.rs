@@ -647,9 +647,50 @@ async fn a_lost_state_store_adopts_everything_with_lookups_only() {
         "{r}"
     );
     assert_eq!(
-        r.requests, 6,
-        "one lookup per user and group, no write: {r}"
+        r.requests, 4,
+        "the users' lookups answered by one sizing request and one listing (cheaper than 4 \
+         lookups), one lookup per group, no write: {r}"
     );
     assert_eq!(w.state().users(), users, "nothing changed in the app");
     assert_eq!(cycle(&engine, &app).await.report.requests, 0);
+}
+
+/// An initial sync into an empty app costs about the floor (one POST per user, one per
+/// group, one PATCH per 100 members): the creates' lookups are answered by one listing of
+/// the app's users, not one request each. A lookup per create would cost about twice.
+#[tokio::test]
+async fn an_initial_sync_sends_about_the_request_floor() {
+    let w = World::new().await;
+    let mut d = Directory::default();
+    let ids: Vec<String> = (0..1000).map(|i| format!("u{i:04}")).collect();
+    for id in &ids {
+        let u = user(id, &format!("{id}@contoso.example"), true);
+        d.users.insert(u.id.clone(), u);
+    }
+    let sizes = [("g-all", 1000), ("g-a", 300), ("g-b", 250), ("g-c", 50)];
+    for (g, n) in sizes {
+        let members: Vec<&str> = ids[..n].iter().map(String::as_str).collect();
+        d.groups.insert(g.into(), group(g, g, &members));
+    }
+    let engine = w.engine(MemorySource::new(d));
+    let app = w.app(&["g-all", "g-a", "g-b", "g-c"], "");
+    let c = cycle(&engine, &app).await;
+    let r = &c.report;
+    assert_eq!((r.users_created, r.groups_created), (1000, 4), "{r}");
+    let floor: u64 = 1000
+        + 4
+        + sizes
+            .iter()
+            .map(|(_, n)| n.div_ceil(100) as u64)
+            .sum::<u64>();
+    println!(
+        "REQUESTS: initial sync of 1000 users in 4 groups: {} (floor {floor})",
+        r.requests
+    );
+    assert!(
+        (r.requests as f64) <= 1.05 * floor as f64 + 50.0,
+        "{} requests against a floor of {floor}: {r}",
+        r.requests
+    );
+    assert_eq!(w.members("g-c").len(), 50);
 }

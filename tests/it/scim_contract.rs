@@ -1402,3 +1402,90 @@ async fn in_a_cycle_a_too_large_answer_fails_that_object_only() {
         "{failure:?}"
     );
 }
+
+/// One listing answers many creates' lookups: a user the listing holds is adopted with no
+/// request of its own, matching `userName` case-insensitively (RFC 7643 §4.1.1).
+#[tokio::test]
+async fn a_listed_user_is_adopted_without_a_request_of_its_own() {
+    let server = MockServer::start().await;
+    let mut existing = alice_resource("old-7");
+    existing["userName"] = json!("Alice@Contoso.Example");
+    given("GET", "/Users")
+        .and(RawQuery("startIndex=1&count=100".to_owned()))
+        .respond_with(list_page(1, 1, vec![existing]))
+        .named("the listing")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("POST", "/Users")
+        .respond_with(scim(201, alice_resource("dup")))
+        .named("no create")
+        .expect(0)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let index = ok(c.index_users("userName").await);
+    assert_eq!(index.len(), 1);
+    let ensured = ok(c
+        .ensure_user_listed("userName", &alice_attrs(), &index)
+        .await);
+    assert_eq!(ensured.id, id("old-7"));
+    assert!(ensured.adopted);
+    assert_eq!(c.requests_sent(), 1, "the listing only");
+}
+
+/// A user created in the app after the listing (the listing missed it): the POST's `409`
+/// still leads to a lookup and adoption, never a duplicate.
+#[tokio::test]
+async fn a_create_the_listing_missed_answers_409_and_is_adopted() {
+    let server = MockServer::start().await;
+    given("GET", "/Users")
+        .and(RawQuery("startIndex=1&count=100".to_owned()))
+        .respond_with(empty_list())
+        .named("the listing, before someone else created alice")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("POST", "/Users")
+        .respond_with(scim_error(
+            409,
+            json!("409"),
+            Some("uniqueness"),
+            "User already exists",
+        ))
+        .named("create: already there")
+        .expect(1)
+        .mount(&server)
+        .await;
+    given("GET", "/Users")
+        .and(RawQuery(ALICE_QUERY.to_owned()))
+        .respond_with(list_page(1, 1, vec![alice_resource("theirs-1")]))
+        .named("lookup after the 409")
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    let index = ok(c.index_users("userName").await);
+    assert!(index.is_empty());
+    let ensured = ok(c
+        .ensure_user_listed("userName", &alice_attrs(), &index)
+        .await);
+    assert_eq!(ensured.id, id("theirs-1"));
+    assert!(ensured.adopted);
+    assert_eq!(c.requests_sent(), 3);
+}
+
+/// The cost of a listing is asked with a one-item page: `totalResults` in pages of 100, plus
+/// that first request; an app that does not say answers `None`.
+#[tokio::test]
+async fn the_listing_cost_comes_from_total_results() {
+    let server = MockServer::start().await;
+    given("GET", "/Users")
+        .and(RawQuery("startIndex=1&count=1".to_owned()))
+        .respond_with(list_page(250, 1, vec![alice_resource("a")]))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let c = client(&server);
+    assert_eq!(ok(c.user_listing_cost().await), Some(4));
+}
