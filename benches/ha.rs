@@ -144,17 +144,7 @@ fn bin() -> std::path::PathBuf {
 /// applied by the take-over cycle, or pushed if the lease was already taken).
 async fn failovers(runs: usize, signal: &str) -> anyhow::Result<Vec<(Duration, Duration)>> {
     let dir = tempfile::tempdir()?;
-    let mut cluster = Cluster::start(Spec {
-        bin: bin(),
-        replicas: 2,
-        backend: Backend::Postgres,
-        directory: generated_directory(dir.path(), runs, runs)?,
-        groups: vec!["g-pim".into()],
-        lease_ttl: "5s".into(),
-        app_extra: "push_limit = { burst = 1000, per = \"1s\" }".into(),
-    })
-    .await
-    .map_err(|e| anyhow!(e))?;
+    let mut cluster = pim_cluster(2, generated_directory(dir.path(), runs, runs)?, "5s").await?;
     let expires = Utc::now() + chrono::Duration::hours(1);
     let mut took = Vec::new();
     for run in 0..runs {
@@ -212,17 +202,7 @@ async fn failovers(runs: usize, signal: &str) -> anyhow::Result<Vec<(Duration, D
 async fn latency(sends: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let dir = tempfile::tempdir()?;
     let path = generated_directory(dir.path(), 2 * sends, 2 * sends)?;
-    let cluster = Cluster::start(Spec {
-        bin: bin(),
-        replicas: 2,
-        backend: Backend::Postgres,
-        directory: path,
-        groups: vec!["g-pim".into()],
-        lease_ttl: "15s".into(),
-        app_extra: "push_limit = { burst = 1000, per = \"1s\" }".into(),
-    })
-    .await
-    .map_err(|e| anyhow!(e))?;
+    let cluster = pim_cluster(2, path, "15s").await?;
     let holder = cluster
         .holder(Duration::from_secs(20))
         .await
@@ -255,17 +235,7 @@ async fn latency(sends: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)>
 /// directory file of `users` users.
 async fn refusals(users: usize, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let dir = tempfile::tempdir()?;
-    let cluster = Cluster::start(Spec {
-        bin: bin(),
-        replicas: 1,
-        backend: Backend::Postgres,
-        directory: generated_directory(dir.path(), users, n)?,
-        groups: vec!["g-pim".into()],
-        lease_ttl: "15s".into(),
-        app_extra: "push_limit = { burst = 1000, per = \"1s\" }".into(),
-    })
-    .await
-    .map_err(|e| anyhow!(e))?;
+    let cluster = pim_cluster(1, generated_directory(dir.path(), users, n)?, "15s").await?;
     let node = &cluster.replicas[0];
     // Steady state: after the start-up cycle's read (a refusal during it waits for it).
     let started = std::time::Instant::now();
@@ -302,6 +272,26 @@ async fn refusals(users: usize, n: usize) -> anyhow::Result<(Vec<Duration>, Vec<
         accepted.push(a.took);
     }
     Ok((refused, accepted))
+}
+
+/// `replicas` replicas on PostgreSQL with `g-pim` of `directory` assigned, the push limit
+/// raised out of the way (the latency and failover figures measure scim-sync, not the quota).
+async fn pim_cluster(
+    replicas: usize,
+    directory: std::path::PathBuf,
+    lease_ttl: &str,
+) -> anyhow::Result<Cluster> {
+    Cluster::start(Spec {
+        bin: bin(),
+        replicas,
+        backend: Backend::Postgres,
+        directory,
+        groups: vec!["g-pim".into()],
+        lease_ttl: lease_ttl.into(),
+        app_extra: "push_limit = { burst = 1000, per = \"1s\" }".into(),
+    })
+    .await
+    .map_err(|e| anyhow!(e))
 }
 
 /// A directory file of `users` users, the first `eligible` of them eligible for `g-pim` (no

@@ -14,6 +14,7 @@
 //! A failed source read fails every app's cycle before planning: nothing is deprovisioned on a
 //! read we cannot trust.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -122,8 +123,8 @@ impl std::fmt::Display for KeptBecause {
 /// Source reads begun, and the number of the last one that succeeded.
 #[derive(Default)]
 struct ReadCounts {
-    started: std::sync::atomic::AtomicU64,
-    succeeded: std::sync::atomic::AtomicU64,
+    started: AtomicU64,
+    succeeded: AtomicU64,
 }
 
 /// The reconcile engine: a source, a store, and the last snapshot read.
@@ -222,7 +223,6 @@ impl Engine {
     /// # Errors
     /// The source's error; the previous snapshot is kept then.
     pub async fn refresh_directory(&self) -> Result<Arc<Directory>, crate::source::Error> {
-        use std::sync::atomic::Ordering;
         let asked = self.reads.started.load(Ordering::SeqCst);
         let _one = self.reading.lock().await;
         if self.reads.succeeded.load(Ordering::SeqCst) > asked
@@ -235,7 +235,6 @@ impl Engine {
 
     /// Reads the source and keeps the snapshot; the caller holds `reading`.
     async fn read_source(&self) -> Result<Arc<Directory>, crate::source::Error> {
-        use std::sync::atomic::Ordering;
         let n = self.reads.started.fetch_add(1, Ordering::SeqCst) + 1;
         let d = Arc::new(self.source.snapshot().await?);
         self.keep(&d);

@@ -409,7 +409,7 @@ impl ScimClient {
             value: &value,
             external_id,
         };
-        let found = index.find(matching, &value);
+        let found = index.find(&value);
         let filter = proto::eq_filter(matching, &value);
         if let Some(found) = self.pick_one(found, external_id, "users", filter)? {
             return self.adopt_user(&found, attrs);
@@ -1134,8 +1134,8 @@ pub struct UserIndex {
 
 impl UserIndex {
     /// The listed users whose matching attribute is `value`.
-    fn find(&self, matching: &str, value: &str) -> Vec<Value> {
-        let key = if proto::case_insensitive(matching) {
+    fn find(&self, value: &str) -> Vec<Value> {
+        let key = if proto::case_insensitive(&self.matching) {
             value.to_lowercase()
         } else {
             value.to_owned()

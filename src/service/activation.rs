@@ -254,8 +254,9 @@ impl Service {
 
     /// Before the first push under a lease generation (this process started, or took the
     /// app over), spends of the limiter the pushes the store records within the quota's
-    /// window before this process took the lease: earlier holders made them, so the app's `push_limit` holds across a failover
-    /// or a restart instead of starting afresh. A store that cannot say spends nothing.
+    /// window before this process took the lease: earlier holders made them, so the app's
+    /// `push_limit` holds across a failover or a restart instead of starting afresh. A store
+    /// that cannot say spends nothing.
     async fn sync_quota(&self, slot: &Slot) {
         let inner = &self.inner;
         let app = &slot.app.cfg.name;
@@ -277,18 +278,16 @@ impl Service {
             .pushes_between(app, since, taken_at)
             .await
         {
+            Ok(0) => {}
             Ok(n) => {
                 inner.limiter.spend(app, n);
-                if n > 0 {
-                    tracing::info!(app = %app, n, "pushes made by an earlier holder within the push_limit window count against this process's quota");
-                }
-                *synced = Some(generation);
+                tracing::info!(app = %app, n, "pushes made by an earlier holder within the push_limit window count against this process's quota");
             }
             Err(e) => {
                 tracing::warn!(app = %app, error = %e, "could not count the earlier holder's recent pushes; the push quota starts afresh");
-                *synced = Some(generation);
             }
         }
+        *synced = Some(generation);
     }
 
     /// A repeat of a live activation of (`group`, `user`) (SPEC §4): extends it to end at the
