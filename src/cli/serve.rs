@@ -28,18 +28,25 @@ pub(super) async fn run_service(config: &std::path::Path) -> Result<u8, Fatal> {
         })?;
     let addr = listener.local_addr().map_err(Fatal::from)?;
     crate::metrics::install();
-    let (source, pim) = source_and_poll(&cfg, Some(&store))?;
+    let super::wiring::Wired { source, pim, watch } = source_and_poll(&cfg, Some(&store))?;
     let engine = Engine::new(source, store);
     let interval = cfg.service.full_sync_interval;
     let n = cfg.apps.len();
-    let polling = pim.as_ref().map_or(String::new(), |p| {
+    let mut polling = pim.as_ref().map_or(String::new(), |p| {
         format!(
             "; PIM activations polled every {}",
             humantime::format_duration(p.every)
         )
     });
+    if let Some(w) = &watch {
+        polling.push_str(&format!(
+            "; push groups watched every {}",
+            humantime::format_duration(w.every)
+        ));
+    }
     let options = ServiceOptions {
         pim,
+        watch,
         ..ServiceOptions::default()
     };
     let svc = Service::start(cfg, apps, engine, token, options)

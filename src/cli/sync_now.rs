@@ -27,7 +27,7 @@ pub(super) async fn run(
     let apps = build_apps(&cfg, names)?;
     let store = Store::open(cfg.service.state_url()?.expose()).await?;
     // A dry run writes nothing, not even the source's delta state.
-    let source = source_and_poll(&cfg, (!dry_run).then_some(&store))?.0;
+    let source = source_and_poll(&cfg, (!dry_run).then_some(&store))?.source;
     let engine = Engine::new(source, store.clone());
     let interrupted = CancellationToken::new();
     let on_signal = {

@@ -171,15 +171,6 @@ impl Config {
         let service = service::validate(&cfg, raw.service)?;
         let source = source::validate(&cfg, raw.source)?;
         let apps = apps::validate(&cfg, raw.apps)?;
-        if matches!(source, SourceConfig::Graph(_))
-            && let Some(app) = apps.iter().find(|a| !a.push_groups.is_empty())
-        {
-            return Err(cfg.invalid_at_key(
-                "push_groups",
-                format!("apps[{}].push_groups", app.name),
-                "push groups are watched with the file source only for now (the scoped Graph delta watch is not built yet): with kind = \"graph\" their changes wait for the next cycle; remove push_groups".into(),
-            ));
-        }
         Ok(Config {
             path: path.to_owned(),
             service,

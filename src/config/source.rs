@@ -41,6 +41,8 @@ pub struct GraphConfig {
     pub login_url: String,
     /// Time between two polls of PIM assignment instances.
     pub pim_poll_interval: Duration,
+    /// Time between two scoped delta reads of the apps' push groups (`watch_interval`).
+    pub watch_interval: Duration,
 }
 
 /// Where a secret lives: never in the config file itself.
@@ -105,6 +107,7 @@ pub(super) struct RawGraph {
     graph_url: Option<String>,
     login_url: Option<String>,
     pim_poll_interval: Option<Dur>,
+    watch_interval: Option<Dur>,
 }
 
 /// Validates `[source]`.
@@ -116,7 +119,7 @@ pub(super) fn validate(cfg: &ConfigText<'_>, raw: RawSource) -> Result<SourceCon
 }
 
 /// Validates `[source] kind = "graph"`: the ids, then the secret's location, then the
-/// endpoints, then the poll interval.
+/// endpoints, then the poll and watch intervals.
 fn graph(cfg: &ConfigText<'_>, g: RawGraph) -> Result<GraphConfig, Error> {
     for (name, value) in [("tenant_id", &g.tenant_id), ("client_id", &g.client_id)] {
         graph_id(cfg, name, value)?;
@@ -134,7 +137,8 @@ fn graph(cfg: &ConfigText<'_>, g: RawGraph) -> Result<GraphConfig, Error> {
         g.login_url,
         GraphConfig::DEFAULT_LOGIN_URL,
     )?;
-    let pim_poll_interval = pim_poll_interval(cfg, g.pim_poll_interval)?;
+    let pim_poll_interval = interval(cfg, "pim_poll_interval", g.pim_poll_interval, 30)?;
+    let watch_interval = interval(cfg, "watch_interval", g.watch_interval, 10)?;
     Ok(GraphConfig {
         tenant_id: g.tenant_id.trim().to_owned(),
         client_id: g.client_id.trim().to_owned(),
@@ -142,6 +146,7 @@ fn graph(cfg: &ConfigText<'_>, g: RawGraph) -> Result<GraphConfig, Error> {
         graph_url,
         login_url,
         pim_poll_interval,
+        watch_interval,
     })
 }
 
@@ -213,15 +218,16 @@ fn endpoint(
     }
 }
 
-/// `pim_poll_interval`: 30s unless set, at least 1s.
-fn pim_poll_interval(cfg: &ConfigText<'_>, value: Option<Dur>) -> Result<Duration, Error> {
-    let interval = value.map_or(Duration::from_secs(30), |d| d.0);
+/// `pim_poll_interval` or `watch_interval`: `default_secs` unless set, at least 1s.
+fn interval(
+    cfg: &ConfigText<'_>,
+    name: &str,
+    value: Option<Dur>,
+    default_secs: u64,
+) -> Result<Duration, Error> {
+    let interval = value.map_or(Duration::from_secs(default_secs), |d| d.0);
     if interval < Duration::from_secs(1) {
-        return Err(invalid(
-            cfg,
-            "pim_poll_interval",
-            "must be at least 1s".into(),
-        ));
+        return Err(invalid(cfg, name, "must be at least 1s".into()));
     }
     Ok(interval)
 }

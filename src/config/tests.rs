@@ -135,6 +135,7 @@ fn graph_source_defaults() {
     assert_eq!(g.graph_url, "https://graph.microsoft.com");
     assert_eq!(g.login_url, "https://login.microsoftonline.com");
     assert_eq!(g.pim_poll_interval, Duration::from_secs(30));
+    assert_eq!(g.watch_interval, Duration::from_secs(10));
     let c = parse(&GRAPH.replace(
         "client_secret_env = \"GRAPH_CLIENT_SECRET\"",
         "client_secret_file = \"/run/secrets/graph\"\ngraph_url = \"http://127.0.0.1:9/\"\nlogin_url = \"https://login.microsoftonline.us\"\npim_poll_interval = \"1m\"",
@@ -205,6 +206,16 @@ fn graph_bad_values_are_named() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("source.pim_poll_interval"), "{e}");
+    let e = parse(&GRAPH.replace(
+        "kind = \"graph\"",
+        "kind = \"graph\"\nwatch_interval = \"500ms\"",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("source.watch_interval: must be at least 1s"),
+        "{e}"
+    );
     let e = parse(&GRAPH.replace(
         "tenant_id = \"11111111-2222-3333-4444-555555555555\"",
         "tenant_id = \"\"",
@@ -363,7 +374,7 @@ fn overflow_defaults_to_next_cycle_takes_drain_and_names_a_bad_rule() {
 }
 
 #[test]
-fn push_groups_must_be_assigned_and_need_the_file_source_for_now() {
+fn push_groups_must_be_assigned() {
     assert!(parse(GOOD).unwrap().apps[0].push_groups.is_empty());
     let ok = parse(&format!("{GOOD}push_groups = [\"g-crm-users\"]\n")).unwrap();
     assert_eq!(ok.apps[0].push_groups, [SourceId::from("g-crm-users")]);
@@ -383,11 +394,7 @@ fn push_groups_must_be_assigned_and_need_the_file_source_for_now() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("group g-crm-users is listed twice"), "{e}");
-    let e = parse(&format!("{GRAPH}push_groups = [\"g-crm-users\"]\n"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("apps[crm].push_groups: push groups are watched with the file source only"),
-        "{e}"
-    );
+    // With the Graph source they are watched by scoped delta reads every watch_interval.
+    let g = parse(&format!("{GRAPH}push_groups = [\"g-crm-users\"]\n")).unwrap();
+    assert_eq!(g.apps[0].push_groups, [SourceId::from("g-crm-users")]);
 }

@@ -73,6 +73,9 @@ pub struct Options {
     /// The PIM poller's feed and interval (the Graph source); `None`: no poller, activations
     /// come through the webhook only.
     pub pim: Option<PimPoll>,
+    /// The push groups' polled watch (the Graph source with push groups); `None`: the
+    /// directory file is watched (file source) or there are no push groups.
+    pub watch: Option<crate::drive::watch::PushWatch>,
 }
 
 impl Default for Options {
@@ -83,6 +86,7 @@ impl Default for Options {
             push_wait: Duration::from_secs(5),
             startup_cycle: true,
             pim: None,
+            watch: None,
         }
     }
 }
@@ -180,8 +184,9 @@ impl Service {
         let engine = engine.with_fence(leases.clone());
         let mut gains = leases.gains();
         let mut names: Vec<AppName> = apps.iter().map(|a| a.cfg.name.clone()).collect();
-        if options.pim.is_some() {
-            // The PIM poller runs on one replica at a time: the holder of its own lease.
+        if options.pim.is_some() || options.watch.is_some() {
+            // The PIM poller and the push groups' polled watch run on one replica at a time:
+            // the holder of the poller's lease.
             names.push(AppName::from(pim::POLLER_LEASE));
         }
         for (app, who) in leases.renew(&names).await? {

@@ -6,9 +6,12 @@
 //! live activation or the source still backs it. Only apps that list the group in
 //! `push_groups` are touched; the others wait for their cycle.
 //!
-//! With the file source the directory file is watched ([`crate::drive::watch`]). Each change
-//! is compared with the push groups' members of the last snapshot seen; a read that fails,
-//! or that lacks a push group, pushes and removes nothing for it.
+//! With the file source the directory file is watched; with the Graph source a scoped
+//! `groups/delta` is read every `watch_interval` by the replica that runs the PIM poller
+//! ([`crate::drive::watch`]). Either way the source is then read (for Graph, a delta round:
+//! the user's attributes come with it) and compared with the push groups' members of the
+//! last snapshot seen; a read that fails, or that lacks a push group, pushes and removes
+//! nothing for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use crate::activation::ActivationRequest;
 use crate::config::SourceConfig;
 use crate::drive::watch::Changes;
 use crate::model::{Directory, SourceId};
+use crate::source::MemberChange;
 use crate::store::{Activation, PushState};
 
 /// The origin of activations a push group made.
@@ -29,9 +33,29 @@ pub const ORIGIN: &str = "push-group";
 pub(super) type Seen = BTreeMap<SourceId, BTreeSet<SourceId>>;
 
 impl Changes for Service {
-    fn file_changed(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.push_group_changes())
+    fn changed<'a>(&'a self, expected: &'a [MemberChange]) -> BoxFuture<'a, bool> {
+        Box::pin(self.push_group_changes(expected))
     }
+
+    fn watching(&self) -> bool {
+        self.inner
+            .leases
+            .holds(&crate::model::AppName::from(super::pim::POLLER_LEASE))
+    }
+}
+
+/// Whether `dir` shows where each of `expected` leaves its (group, user): a member after
+/// the last addition, not one after the last removal.
+fn shows(dir: &Directory, expected: &[MemberChange]) -> bool {
+    let mut last = BTreeMap::new();
+    for c in expected {
+        last.insert((&c.group, &c.user), c.added);
+    }
+    last.into_iter().all(|((group, user), added)| {
+        dir.groups
+            .get(group)
+            .is_some_and(|g| g.members.contains(user) == added)
+    })
 }
 
 impl Service {
@@ -44,23 +68,45 @@ impl Service {
             .collect()
     }
 
-    /// With push groups and the file source: remembers the push groups' members and
-    /// watches the directory file until the service stops.
+    /// With push groups: remembers the push groups' members and watches them until the
+    /// service stops (the directory file, or the source's [`crate::drive::watch::PushWatch`]).
     pub(super) fn spawn_push_watch(&self) {
-        let SourceConfig::File { path } = &self.inner.cfg.source else {
-            return;
-        };
         if self.push_groups().is_empty() {
             return;
         }
-        let (svc, path) = (self.clone(), path.clone());
+        let svc = self.clone();
         tokio::spawn(async move {
-            if let Err(e) =
-                crate::drive::watch::spawn(&path, Arc::new(svc.clone()), svc.inner.cancel.clone())
-            {
-                tracing::error!(error = %e, "push groups: the directory file is not watched; their changes wait for the next cycle");
-                return;
-            }
+            let watched = match (svc.inner.options.watch.clone(), &svc.inner.cfg.source) {
+                (Some(watch), _) => {
+                    let what = format!(
+                        "{} every {}",
+                        watch.feed.describe(),
+                        crate::clock::show_duration(watch.every)
+                    );
+                    svc.inner.tasks.spawn(crate::drive::watch::poll(
+                        watch,
+                        Arc::new(svc.clone()),
+                        svc.inner.cancel.clone(),
+                    ));
+                    what
+                }
+                (None, SourceConfig::File { path }) => {
+                    let changes = Arc::new(svc.clone());
+                    match crate::drive::watch::spawn(path, changes, svc.inner.cancel.clone()) {
+                        Ok(()) => format!("the directory file {}", path.display()),
+                        Err(e) => {
+                            tracing::error!(error = %e, "push groups: the directory file is not watched; their changes wait for the next cycle");
+                            return;
+                        }
+                    }
+                }
+                (None, _) => {
+                    tracing::warn!(
+                        "push groups: the source has no watch; their changes wait for the next cycle"
+                    );
+                    return;
+                }
+            };
             // The baseline: the snapshot the start-up cycle applies (a change read first
             // already set it, and what differs now is pushed like any change).
             match svc.inner.engine.directory().await {
@@ -69,7 +115,7 @@ impl Service {
                     tracing::warn!(error = %e, "push groups: the directory file cannot be read yet; the first change read sets the baseline");
                 }
             }
-            tracing::info!(file = %path.display(), groups = svc.push_groups().len(), "push groups: watching the directory file");
+            tracing::info!(watching = %watched, groups = svc.push_groups().len(), "push groups: watching");
         });
     }
 
@@ -102,16 +148,18 @@ impl Service {
         changes
     }
 
-    /// Reads the directory file and pushes what changed in the push groups.
-    async fn push_group_changes(&self) {
+    /// Reads the source and pushes what changed in the push groups; whether the read
+    /// succeeded and shows each of `expected`.
+    async fn push_group_changes(&self, expected: &[MemberChange]) -> bool {
         let dir = match self.inner.engine.refresh_directory().await {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(error = %e, "push groups: the directory file cannot be read; nothing pushed or removed");
-                return;
+                tracing::warn!(error = %e, "push groups: the source cannot be read; nothing pushed or removed");
+                return false;
             }
         };
         self.act_on(&dir).await;
+        shows(&dir, expected)
     }
 
     /// Pushes what `dir` changed in the push groups since the last snapshot seen.

@@ -7,6 +7,7 @@
 pub mod file;
 pub mod graph;
 pub mod pim;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,6 +19,7 @@ use crate::model::{Directory, SourceId};
 pub use file::FileSource;
 pub use graph::GraphSource;
 pub use pim::{PimFeed, PimInstance};
+pub use watch::{MemberChange, MemberWatch, WatchRound};
 
 /// Why a snapshot could not be read. Every variant names the place at fault.
 #[derive(Debug, thiserror::Error)]

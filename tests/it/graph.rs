@@ -307,6 +307,7 @@ async fn exact_reads_follow_next_link_across_three_pages_and_fetch_eligible_user
         graph_url: uri.clone(),
         login_url: uri.clone(),
         pim_poll_interval: Duration::from_secs(30),
+        watch_interval: Duration::from_secs(10),
     };
     let src = GraphSource::with_retry(
         &cfg,
@@ -442,6 +443,7 @@ async fn a_page_larger_than_the_bound_fails_the_snapshot_at_once() {
         graph_url: uri.clone(),
         login_url: uri.clone(),
         pim_poll_interval: Duration::from_secs(30),
+        watch_interval: Duration::from_secs(10),
     };
     let apps = apps_cfg(&["g-1"], false, "http://127.0.0.1:9/scim/v2");
     let src = GraphSource::with_retry(&cfg, Secret::new("sec"), &apps, fast_retry())
@@ -1065,6 +1067,7 @@ async fn exact_delta_rounds_follow_next_link_verbatim_and_resume_from_the_delta_
         graph_url: uri.clone(),
         login_url: uri.clone(),
         pim_poll_interval: Duration::from_secs(30),
+        watch_interval: Duration::from_secs(10),
     };
     let apps = apps_cfg(&["g-1"], false, "http://127.0.0.1:9/scim/v2");
     let src = GraphSource::with_retry(&cfg, Secret::new("sec"), &apps, fast_retry())
@@ -1192,5 +1195,183 @@ async fn a_refusal_costs_one_targeted_request_not_a_tenant_read() {
     });
     let accepted = svc.activate(req("u4"), "webhook").await.unwrap();
     assert_eq!(accepted.apps.len(), 1);
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A service over the Graph double whose app has g1 as a push group and g2 as a plain
+/// group; the push groups are watched every 100 ms, the PIM poller idles (every hour).
+async fn push_group_service(
+    sb: &crate::support::service::Sandboxed,
+    d: &GraphDouble,
+) -> (scim_sync::service::Service, Arc<GraphSource>) {
+    use crate::support::service::{app_toml, config, start};
+    use scim_sync::drive::poller::PimPoll;
+    use scim_sync::drive::watch::PushWatch;
+    use scim_sync::service::{Options, TickSource};
+
+    let cfg = config(
+        sb.tmp.path(),
+        &[app_toml(
+            "crm",
+            sb.sandbox.base_url(),
+            &["g1", "g2"],
+            "push_groups = [\"g1\"]",
+        )],
+        "40m",
+    );
+    let store = Store::open(cfg.service.state_url().unwrap().expose())
+        .await
+        .unwrap();
+    let graph = Arc::new(source(d, &cfg.apps).with_delta(Some(store)));
+    let options = Options {
+        ticks: TickSource::Tokio,
+        startup_cycle: true,
+        pim: Some(PimPoll {
+            feed: graph.clone(),
+            every: Duration::from_secs(3600),
+        }),
+        watch: Some(PushWatch {
+            feed: graph.clone(),
+            every: Duration::from_millis(100),
+        }),
+        ..Options::default()
+    };
+    let svc = start(&cfg, graph.clone(), crate::support::TOKEN, options).await;
+    (svc, graph)
+}
+
+fn upns(ids: &[u32]) -> Vec<String> {
+    ids.iter()
+        .map(|i| format!("u{i}@contoso.example"))
+        .collect()
+}
+
+/// Push groups over Graph: a member added to g1 in Entra reaches the app through the scoped
+/// `groups/delta` watch, one removed (`@removed`) leaves it, a change in g2 (not a push
+/// group) waits for the cycle, and a failing watch read pushes nothing until Graph answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn push_group_changes_in_graph_reach_the_app_through_the_scoped_delta_watch() {
+    use crate::support::service::Sandboxed;
+
+    let sb = Sandboxed::new().await;
+    let d = double_with(directory(), 999).await;
+    let (svc, _graph) = push_group_service(&sb, &d).await;
+    let within = Duration::from_secs(10);
+    let g1 = |ids: &[u32]| upns(ids);
+    let want = g1(&[0, 1, 2, 3, 4, 5, 6]);
+    sb.await_members(
+        "Group g1",
+        &want.iter().map(String::as_str).collect::<Vec<_>>(),
+        within,
+    )
+    .await;
+    // The baseline round ran: the watch reads g1 only, scoped.
+    let started = Instant::now();
+    while d.state().requests("groupsDeltaScoped") < 2 {
+        assert!(started.elapsed() < within, "no scoped delta round");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    d.state().update(|dir| {
+        let g = dir.groups.get_mut(&SourceId::from("g1")).unwrap();
+        g.members.push("u7".into());
+        g.members.retain(|m| m.as_str() != "u0");
+    });
+    let want = g1(&[1, 2, 3, 4, 5, 6, 7]);
+    sb.await_members(
+        "Group g1",
+        &want.iter().map(String::as_str).collect::<Vec<_>>(),
+        within,
+    )
+    .await;
+
+    // g2 is not a push group: its change waits for the next cycle (40 minutes away).
+    let g2_before = sb.members("Group g2");
+    d.state().update(|dir| {
+        dir.groups
+            .get_mut(&SourceId::from("g2"))
+            .unwrap()
+            .members
+            .push("u1".into());
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(sb.members("Group g2"), g2_before);
+
+    // Graph fails every scoped read: nothing is pushed, the link stays; once it answers,
+    // the change made meanwhile arrives.
+    d.state().fail_always("/v1.0/groups/delta", 1, 503);
+    d.state().update(|dir| {
+        dir.groups
+            .get_mut(&SourceId::from("g1"))
+            .unwrap()
+            .members
+            .push("u8".into());
+    });
+    let failing_from = d.state().requests("groupsDeltaScoped");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(d.state().requests("groupsDeltaScoped") > failing_from + 2);
+    assert_eq!(
+        sb.members("Group g1"),
+        g1(&[1, 2, 3, 4, 5, 6, 7]),
+        "a failed watch read pushes nothing"
+    );
+    d.state().clear_faults();
+    let want = g1(&[1, 2, 3, 4, 5, 6, 7, 8]);
+    sb.await_members(
+        "Group g1",
+        &want.iter().map(String::as_str).collect::<Vec<_>>(),
+        within,
+    )
+    .await;
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// The watch's delta link is kept in the store: a restarted service resumes from it (no
+/// round from scratch), and a change made while it was down arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_push_group_watch_resumes_from_its_kept_link_after_a_restart() {
+    use crate::support::service::Sandboxed;
+
+    let sb = Sandboxed::new().await;
+    let d = double_with(directory(), 999).await;
+    let within = Duration::from_secs(10);
+    let (svc, _) = push_group_service(&sb, &d).await;
+    let started = Instant::now();
+    while d.state().requests("groupsDeltaScoped") < 3 {
+        assert!(started.elapsed() < within, "no scoped delta rounds");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    svc.shutdown(Duration::from_secs(5)).await;
+    let from_scratch = d.state().requests("deltaFromScratch");
+    let scoped = d.state().requests("groupsDeltaScoped");
+
+    let (svc, _) = push_group_service(&sb, &d).await;
+    let started = Instant::now();
+    while d.state().requests("groupsDeltaScoped") < scoped + 3 {
+        assert!(
+            started.elapsed() < within,
+            "no scoped delta rounds after the restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        d.state().requests("deltaFromScratch"),
+        from_scratch,
+        "the tenant's and the push groups' rounds resume from their kept links"
+    );
+    d.state().update(|dir| {
+        dir.groups
+            .get_mut(&SourceId::from("g1"))
+            .unwrap()
+            .members
+            .push("u9".into());
+    });
+    let want = upns(&[0, 1, 2, 3, 4, 5, 6, 9]);
+    sb.await_members(
+        "Group g1",
+        &want.iter().map(String::as_str).collect::<Vec<_>>(),
+        within,
+    )
+    .await;
     svc.shutdown(Duration::from_secs(5)).await;
 }

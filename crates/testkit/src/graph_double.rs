@@ -92,9 +92,12 @@ const DELTA_KEPT: u64 = 8;
 
 #[derive(Default)]
 struct DeltaBook {
+    /// Token number → its kind and scope, for keeping the last few of each.
+    classes: BTreeMap<u64, (&'static str, Option<BTreeSet<String>>)>,
     issued: u64,
-    /// `$deltatoken` → the snapshot it was issued for.
-    tokens: HashMap<String, DeltaSnap>,
+    /// `$deltatoken` → the snapshot it was issued for and the groups its round was scoped
+    /// to (`$filter=id eq '…' or …`; `None`: every group).
+    tokens: HashMap<String, (DeltaSnap, Option<BTreeSet<String>>)>,
     /// Round id → (all its entries, the `$deltatoken` of its deltaLink).
     rounds: HashMap<String, (Vec<Value>, String)>,
     /// The error code answered with `410` to a token no longer known.
@@ -631,11 +634,25 @@ fn transitive_users(dir: &Directory, root: &SourceId) -> Vec<SourceId> {
     users.into_iter().collect()
 }
 
-/// The groups as `groups/delta` sees them: members that are users or groups, typed.
-fn groups_snap(dir: &Directory) -> DeltaSnap {
+/// The ids of a scoped `groups/delta` filter, `id eq '{a}' or id eq '{b}' …`; `None` for
+/// any other filter.
+fn scoped_ids(filter: &str) -> Option<BTreeSet<String>> {
+    filter
+        .split(" or ")
+        .map(|part| {
+            let (id, rest) = quoted(part.trim().strip_prefix("id eq '")?)?;
+            rest.is_empty().then_some(id)
+        })
+        .collect()
+}
+
+/// The groups as `groups/delta` sees them (only those of `scope` when it is set): members
+/// that are users or groups, typed.
+fn groups_snap(dir: &Directory, scope: Option<&BTreeSet<String>>) -> DeltaSnap {
     let groups = dir
         .groups
         .values()
+        .filter(|g| scope.is_none_or(|s| s.contains(g.id.as_str())))
         .map(|g| {
             let members = g
                 .members
@@ -731,6 +748,29 @@ fn delta_entries(old: &DeltaSnap, new: &DeltaSnap, chunk: usize) -> Vec<Value> {
     out
 }
 
+impl DeltaBook {
+    /// Makes room for token `n` of `kind` and `scope`: each token holds a copy of the
+    /// directory, so only the last [`DELTA_KEPT`] of each kind and scope are kept (a failed
+    /// round is retried from the token before it), and a scoped watch's frequent rounds do not
+    /// push out the tenant's tokens.
+    fn keep(&mut self, n: u64, kind: &'static str, scope: &Option<BTreeSet<String>>) {
+        let class = (kind, scope.clone());
+        let same: Vec<u64> = self
+            .classes
+            .iter()
+            .filter(|(_, c)| **c == class)
+            .map(|(t, _)| *t)
+            .collect();
+        let gone = same.len().saturating_sub(DELTA_KEPT as usize - 1);
+        for t in &same[..gone] {
+            self.classes.remove(t);
+            self.tokens.remove(&format!("dt{t}"));
+            self.rounds.remove(&format!("r{t}"));
+        }
+        self.classes.insert(n, class);
+    }
+}
+
 /// `groups/delta` and `users/delta`: a round starts from a `$deltatoken` (or from nothing),
 /// its pages are served through `$skiptoken`, its last page carries the next deltaLink.
 async fn delta(
@@ -740,7 +780,36 @@ async fn delta(
     headers: HeaderMap,
 ) -> Response {
     let groups = uri.path().starts_with("/v1.0/groups/");
-    let kind = if groups { "groupsDelta" } else { "usersDelta" };
+    let unsupported = |message: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(graph_error("Request_UnsupportedQuery", message)),
+        )
+            .into_response()
+    };
+    // A scoped round's links carry its scope, as Graph encodes the first call's query.
+    let scope = match (groups, q.get("$deltatoken"), q.get("$filter")) {
+        (false, _, _) => None,
+        (true, Some(t), _) => lock(&state.inner.delta)
+            .tokens
+            .get(t)
+            .and_then(|(_, scope)| scope.clone()),
+        (true, None, Some(f)) => match scoped_ids(f) {
+            Some(ids) if ids.len() <= 50 => Some(ids),
+            Some(_) => return unsupported("There is a limit of 50 filtered objects."),
+            None => {
+                return unsupported(
+                    "The only supported $filter is id eq '{value}', several joined with or.",
+                );
+            }
+        },
+        (true, None, None) => None,
+    };
+    let kind = match (groups, scope.is_some()) {
+        (true, true) => "groupsDeltaScoped",
+        (true, false) => "groupsDelta",
+        (false, _) => "usersDelta",
+    };
     if let Some(r) = state.admit(kind, uri.path(), &headers) {
         return r;
     }
@@ -751,7 +820,7 @@ async fn delta(
             let now = {
                 let dir = state.dir();
                 if groups {
-                    groups_snap(&dir)
+                    groups_snap(&dir, scope.as_ref())
                 } else {
                     users_snap(&dir)
                 }
@@ -769,7 +838,7 @@ async fn delta(
                     }
                 }
                 Some(t) => match book.tokens.get(t) {
-                    Some(s) => s.clone(),
+                    Some((s, _)) => s.clone(),
                     None => {
                         let code = book
                             .expired_code
@@ -795,20 +864,12 @@ async fn delta(
             };
             let entries = delta_entries(&old, &now, size);
             book.issued += 1;
-            let token = format!("dt{}", book.issued);
-            let round = format!("r{}", book.issued);
-            book.tokens.insert(token.clone(), now);
+            let n = book.issued;
+            let token = format!("dt{n}");
+            let round = format!("r{n}");
+            book.keep(n, kind, &scope);
+            book.tokens.insert(token.clone(), (now, scope));
             book.rounds.insert(round.clone(), (entries, token));
-            // Each token holds a copy of the directory: keep the last few (a failed round is
-            // retried from the token before it), not every one a benchmark issues.
-            let keep_from = book.issued.saturating_sub(DELTA_KEPT);
-            let recent = |id: &str| {
-                id.trim_start_matches(|c: char| c.is_ascii_alphabetic())
-                    .parse::<u64>()
-                    .is_ok_and(|n| n > keep_from)
-            };
-            book.tokens.retain(|t, _| recent(t));
-            book.rounds.retain(|r, _| recent(r));
             (round, 0)
         }
     };
@@ -913,6 +974,7 @@ impl GraphDouble {
             graph_url: self.url.clone(),
             login_url: self.url.clone(),
             pim_poll_interval: std::time::Duration::from_secs(30),
+            watch_interval: std::time::Duration::from_secs(10),
         }
     }
 

@@ -284,7 +284,9 @@ impl GraphSource {
     /// first snapshot lists every group and user of the tenant, later ones only the changes.
     /// With `store`, what the next round needs is kept there (under `graph:{tenant}`), so
     /// that a restart resumes with changes only.
+    /// The push groups' watch keeps its links in the same store (under `graph-watch:{tenant}`).
     pub fn with_delta(mut self, store: Option<Store>) -> Self {
+        self.watch = super::watch::Watch::new(&self.tenant_id, store.clone());
         self.delta = Some(Delta::new(&self.tenant_id, store));
         self
     }

@@ -20,7 +20,8 @@
 //!
 //! For the PIM poller of service mode ([`PimFeed`]), per assigned group and every
 //! `pim_poll_interval`: `identityGovernance/privilegedAccess/group/assignmentScheduleInstances`
-//! filtered on the group, all pages.
+//! filtered on the group, all pages. For the push groups' watch ([`watch`]), every
+//! `watch_interval`: `groups/delta` scoped to the push groups.
 //!
 //! A group whose members are wanted both ways gets its direct user members as `members` plus
 //! a synthetic nested group `{id}/transitiveMembers` holding the transitive users: mapping
@@ -36,6 +37,7 @@
 pub mod auth;
 pub mod delta;
 pub mod http;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -190,6 +192,10 @@ pub struct GraphSource {
     concurrency: usize,
     /// Set when snapshots are read with delta queries ([`GraphSource::with_delta`]).
     delta: Option<delta::Delta>,
+    /// Every app's push groups, in id order, for the scoped watch ([`watch`]).
+    push_groups: Vec<SourceId>,
+    /// The push groups' watch: its kept links.
+    watch: watch::Watch,
     /// Answers of targeted eligibility reads, kept [`ELIGIBILITY_TTL`] (a burst of refused
     /// webhook calls costs one request).
     eligibility: std::sync::Mutex<HashMap<(SourceId, SourceId), (std::time::Instant, bool)>>,
@@ -242,7 +248,9 @@ impl GraphSource {
         );
         let mut groups: BTreeMap<SourceId, Reads> = BTreeMap::new();
         let mut attrs: BTreeSet<String> = USER_ATTRIBUTES.iter().map(|a| (*a).to_owned()).collect();
+        let mut push_groups = BTreeSet::new();
         for app in apps {
+            push_groups.extend(app.push_groups.iter().cloned());
             for g in &app.groups {
                 let reads = groups.entry(g.clone()).or_default();
                 if app.flatten_nested {
@@ -265,6 +273,8 @@ impl GraphSource {
             select: attrs.into_iter().collect::<Vec<_>>().join(","),
             concurrency: CONCURRENCY,
             delta: None,
+            push_groups: push_groups.into_iter().collect(),
+            watch: watch::Watch::new(&cfg.tenant_id, None),
             eligibility: std::sync::Mutex::default(),
         })
     }
