@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::SourceId;
 
+/// The origin of activations the webhook (`POST /v1/activations`) reports.
+pub const WEBHOOK_ORIGIN: &str = "webhook";
+
 /// The webhook body of SPEC §4.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

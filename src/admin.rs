@@ -223,7 +223,7 @@ async fn activations(
             ),
         )
     })?;
-    match svc.activate(req, "webhook").await {
+    match svc.activate(req, crate::activation::WEBHOOK_ORIGIN).await {
         Ok(accepted) => Ok((StatusCode::ACCEPTED, Json(accepted)).into_response()),
         Err(r) => Err(Refused(
             StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST),

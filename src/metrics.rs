@@ -64,6 +64,10 @@ fn describe() {
         "scim_sync_activation_latency_seconds",
         "Activation received → the app confirmed the membership, by app."
     );
+    describe_histogram!(
+        "scim_sync_detection_latency_seconds",
+        "The change in the source → scim-sync took it in, by origin: webhook (from the request's arrival), pim-poll (from the PIM instance's startDateTime), push-group (from the directory file's modification time)."
+    );
     describe_counter!(
         "scim_sync_deferred_applied_total",
         "Deferred activations applied by a cycle, by app."
@@ -143,6 +147,12 @@ pub fn activation(app: &AppName, outcome: &'static str) {
 /// An activation reached the app `seconds` after it was received.
 pub fn activation_latency(app: &AppName, seconds: f64) {
     histogram!("scim_sync_activation_latency_seconds", "app" => app.to_string()).record(seconds);
+}
+
+/// How long a change took to be taken in, by origin (`webhook`, `pim-poll`, `push-group`).
+pub fn detection_latency(origin: &str, seconds: f64) {
+    histogram!("scim_sync_detection_latency_seconds", "origin" => origin.to_owned())
+        .record(seconds.max(0.0));
 }
 
 /// An expiry removal attempt: `removed` or `retry`.

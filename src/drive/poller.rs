@@ -331,6 +331,10 @@ impl Poller {
             match self.intake.activate(req, ORIGIN).await {
                 Ok(accepted) => {
                     crate::metrics::pim_poll_activation("activated");
+                    if let Some(start) = i.start {
+                        let age = (self.intake.now() - start).to_std().unwrap_or_default();
+                        crate::metrics::detection_latency(ORIGIN, age.as_secs_f64());
+                    }
                     tracing::info!(group = %group, user = %i.user, instance = %i.id,
                         activation = %accepted.activation_id, "PIM poll: activation detected");
                     self.track(i);

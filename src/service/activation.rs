@@ -171,6 +171,9 @@ impl Service {
             ticket_number = activation.ticket_number.as_deref(),
             ticket_system = activation.ticket_system.as_deref(), "activation accepted");
         inner.expiry.schedule(activation.clone());
+        if origin == crate::activation::WEBHOOK_ORIGIN {
+            crate::metrics::detection_latency(origin, received.elapsed().as_secs_f64());
+        }
 
         let mut waiting = Vec::new();
         for slot in allowed {

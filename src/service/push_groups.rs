@@ -151,6 +151,13 @@ impl Service {
     /// Reads the source and pushes what changed in the push groups; whether the read
     /// succeeded and shows each of `expected`.
     async fn push_group_changes(&self, expected: &[MemberChange]) -> bool {
+        // With the file source, a change's age is the file's: how long since it was written.
+        let written = match &self.inner.cfg.source {
+            SourceConfig::File { path } if self.inner.options.watch.is_none() => {
+                std::fs::metadata(path).and_then(|m| m.modified()).ok()
+            }
+            _ => None,
+        };
         let dir = match self.inner.engine.refresh_directory().await {
             Ok(d) => d,
             Err(e) => {
@@ -158,8 +165,25 @@ impl Service {
                 return false;
             }
         };
+        if let Some(age) = written.and_then(|w| w.elapsed().ok())
+            && self.seen_differs(&dir)
+        {
+            crate::metrics::detection_latency(ORIGIN, age.as_secs_f64());
+        }
         self.act_on(&dir).await;
         shows(&dir, expected)
+    }
+
+    /// Whether `dir`'s push-group members differ from the last snapshot seen.
+    fn seen_differs(&self, dir: &Directory) -> bool {
+        let seen = crate::locks::lock(&self.inner.push_seen, "push groups");
+        seen.as_ref().is_some_and(|seen| {
+            seen.iter().any(|(group, before)| {
+                dir.groups.get(group).is_some_and(|g| {
+                    g.members.iter().collect::<BTreeSet<_>>() != before.iter().collect()
+                })
+            })
+        })
     }
 
     /// Pushes what `dir` changed in the push groups since the last snapshot seen.

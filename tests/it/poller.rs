@@ -381,6 +381,11 @@ async fn a_failed_read_removes_nothing() {
         "{text}"
     );
     assert!(text.contains("scim_sync_pim_poll_seconds"), "{text}");
+    // How long PIM's activation took to be seen, from the instance's startDateTime.
+    assert!(
+        text.contains("scim_sync_detection_latency_seconds_count{origin=\"pim-poll\"}"),
+        "{text}"
+    );
 
     // Once it answers again, the end is seen.
     feed.failing.store(false, Ordering::SeqCst);

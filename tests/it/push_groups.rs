@@ -26,6 +26,8 @@ struct World {
 
 impl World {
     async fn start() -> World {
+        // The process-wide recorder, installed before anything is counted.
+        scim_sync::metrics::install();
         let sandbox =
             SandboxHandle::start(([127, 0, 0, 1], 0).into(), SandboxState::with_token(TOKEN))
                 .await
@@ -139,6 +141,12 @@ async fn a_push_group_edit_reaches_the_app_at_once_and_other_groups_wait() {
         .expect("the push group's new member was not pushed");
     println!("PUSH-GROUP: file renamed -> member in the app in {took:?}");
     assert!(took < Duration::from_secs(2), "{took:?}");
+    // The change's age when it was taken in: from the file's modification time.
+    let text = w.svc.metrics_text().await.unwrap();
+    assert!(
+        text.contains("scim_sync_detection_latency_seconds_count{origin=\"push-group\"}"),
+        "{text}"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         !w.members("Sales").iter().any(|u| u == "u-bob"),

@@ -90,6 +90,8 @@ fn wiremock_options() -> Options {
 
 #[tokio::test]
 async fn burst_of_eight_pushes_five_defers_three_and_the_next_cycle_sends_them() {
+    // The process-wide recorder, installed before anything is counted.
+    scim_sync::metrics::install();
     let server = MockServer::start().await;
     let tmp = tempfile::tempdir().unwrap();
     let dir = directory();
@@ -160,6 +162,13 @@ async fn burst_of_eight_pushes_five_defers_three_and_the_next_cycle_sends_them()
     assert_eq!(
         patched_members(&server, "grp-g-pim").await,
         vec![vec!["scim-u6", "scim-u7", "scim-u8"]]
+    );
+
+    // Every webhook activation was taken in as it arrived.
+    let text = svc.metrics_text().await.unwrap();
+    assert!(
+        text.contains("scim_sync_detection_latency_seconds_count{origin=\"webhook\"}"),
+        "{text}"
     );
 
     // And the cycle after that has nothing to send.
