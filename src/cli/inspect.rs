@@ -1,7 +1,7 @@
 //! The read-only commands: `status` (the state store, whether or not a service runs) and
 //! `check-config` (the config and the source, each problem named).
 
-use super::{Fatal, exit, render, source_of};
+use super::{Fatal, exit, render, source_and_poll};
 use crate::config::{Config, SourceConfig};
 use crate::store::Store;
 
@@ -22,7 +22,11 @@ pub(super) async fn status(config: &std::path::Path, json: bool) -> Result<u8, F
 pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
     let mut problems = Vec::new();
-    let dir = match source_of(&cfg) {
+    let (source, pim) = match source_and_poll(&cfg, None) {
+        Ok(w) => (Ok(w.source), w.pim),
+        Err(e) => (Err(e), None),
+    };
+    let dir = match source {
         Ok(source) => match source.snapshot().await {
             Ok(d) => Some(d),
             Err(e) => {
@@ -95,12 +99,29 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
         );
         for g in &app.groups {
             match dir.as_ref().map(|d| d.groups.get(g)) {
-                Some(Some(group)) => out!(
-                    "    group {g} {:?}: {} members, {} eligible",
-                    group.display_name,
-                    group.members.len(),
-                    group.eligible.len()
-                ),
+                Some(Some(group)) => {
+                    out!(
+                        "    group {g} {:?}: {} members, {} eligible",
+                        group.display_name,
+                        group.members.len(),
+                        group.eligible.len()
+                    );
+                    // The Graph source: what PIM requires of the group's member activations.
+                    if let Some(pim) = &pim {
+                        match pim.feed.policy(g).await {
+                            Ok(Some(policy)) => out!("      PIM policy: {policy}"),
+                            Ok(None) => {
+                                out!("      PIM policy: none (PIM does not govern the group)")
+                            }
+                            Err(e) => {
+                                out!("      PIM policy: unreadable");
+                                eprintln!(
+                                    "scim-sync: warning: group {g}: {e}; activations are capped by service.max_activation only"
+                                );
+                            }
+                        }
+                    }
+                }
                 Some(None) => {
                     problems.push(format!(
                         "{}: apps[{}].groups: group {g} is not in the source",

@@ -36,7 +36,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::activation::{Accepted, ActivationRequest, Refusal};
 use crate::model::SourceId;
-use crate::source::pim::{PimFeed, PimInstance};
+use crate::source::pim::{PimFeed, PimInstance, PimRequest};
 use crate::store::{self, Activation};
 
 /// The origin recorded on activations the poller produces.
@@ -82,6 +82,12 @@ pub trait Intake: Send + Sync {
     /// activation may appear once per app). `None` when the store cannot be read (the
     /// implementation logs why): the poller changes nothing and the next round retries.
     fn recorded<'a>(&'a self, group: &'a SourceId) -> BoxFuture<'a, Option<Vec<Activation>>>;
+
+    /// The longest PIM lets a member activation of `group` last (its policy), if known.
+    fn policy_max(&self, group: &SourceId) -> Option<std::time::Duration> {
+        let _ = group;
+        None
+    }
 }
 
 /// The poller as [`crate::service::Options`] carries it: a feed and its interval.
@@ -121,6 +127,32 @@ pub(crate) struct Decisions {
     pub(crate) gone: Vec<String>,
     /// (group, user) pairs to end now: a gone instance backed them and no live one does.
     pub(crate) ended: Vec<(SourceId, SourceId)>,
+}
+
+/// Whether a request `status` means PIM granted the membership (graph-pim-facts §2.5: the
+/// pending states are `PendingApproval`, `PendingProvisioning`, `PendingScheduleCreation`,
+/// `PendingAdminDecision`; an instance exists only once provisioned, so a pending request
+/// with an instance is a race to wait out, one round).
+fn provisioned(status: &str) -> bool {
+    !status.to_ascii_lowercase().starts_with("pending")
+}
+
+/// The instance's end, capped at its start plus the group's policy maximum (PIM should
+/// never send a later one; a warning says so if it does).
+fn capped_end(i: &PimInstance, max: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
+    let (Some(start), Some(max)) = (i.start, max) else {
+        return i.end;
+    };
+    let limit = start + chrono::Duration::from_std(max).unwrap_or(chrono::Duration::hours(24));
+    match i.end {
+        Some(end) if end <= limit => Some(end),
+        end => {
+            tracing::warn!(group = %i.group, user = %i.user, instance = %i.id,
+                end = ?end.map(|e| e.to_rfc3339()), limit = %limit.to_rfc3339(),
+                "PIM poll: the instance ends later than the group's policy allows; capped to the policy's maximum");
+            Some(limit)
+        }
+    }
 }
 
 /// Whether an instance's end moved later than the one its activation was recorded with.
@@ -320,13 +352,30 @@ impl Poller {
                 self.track(i);
                 continue;
             }
+            // The request the instance came from: its justification and ticket, and
+            // whether PIM has provisioned it (an approval may still be pending).
+            let request = match self.feed.request_of(&i).await {
+                Ok(r) => r.unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(group = %group, user = %i.user, instance = %i.id, error = %e,
+                        "PIM poll: cannot read the activation's request; pushed without its justification and ticket");
+                    PimRequest::default()
+                }
+            };
+            if !request.status.is_empty() && !provisioned(&request.status) {
+                crate::metrics::pim_poll_activation("pending");
+                tracing::info!(group = %group, user = %i.user, instance = %i.id, status = %request.status,
+                    "PIM poll: the activation's request is not provisioned yet; not pushed until it is");
+                continue;
+            }
+            let expires_at = capped_end(&i, self.intake.policy_max(group));
             let req = ActivationRequest {
                 group_id: i.group.clone(),
                 user_id: i.user.clone(),
-                expires_at: i.end,
-                justification: None,
-                ticket_number: None,
-                ticket_system: None,
+                expires_at,
+                justification: request.justification,
+                ticket_number: request.ticket_number,
+                ticket_system: request.ticket_system,
             };
             match self.intake.activate(req, ORIGIN).await {
                 Ok(accepted) => {
@@ -415,6 +464,7 @@ mod tests {
             assignment_type: kind.into(),
             start: Some(t0() - chrono::Duration::minutes(5)),
             end: end_in.map(|s| t0() + chrono::Duration::seconds(s)),
+            schedule: None,
         }
     }
 

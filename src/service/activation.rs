@@ -73,11 +73,16 @@ impl Service {
             }
         }
         let now = inner.engine.clock().now();
+        // A webhook activation lasts no longer than the group's PIM policy allows either.
+        let policy_max = (origin == crate::activation::WEBHOOK_ORIGIN)
+            .then(|| self.policy_max(&group))
+            .flatten();
         let expires_at = expiry(
             now,
             req.expires_at,
             origin,
             inner.cfg.service.max_activation,
+            policy_max,
         )?;
         // A push group's member goes only to the apps that list the group in push_groups,
         // and is checked as a member, not as eligible.
@@ -521,16 +526,19 @@ pub(super) async fn record(
 const CEILING: Duration = Duration::from_secs(24 * 3600);
 
 /// When an activation received at `now` ends. One reported through our API (the webhook,
-/// `activate`) defaults to, and may not exceed, `max_activation`; one the PIM poller read
-/// keeps PIM's `endDateTime` (PIM enforced its policy), cut at 24 hours.
+/// `activate`) defaults to, and may not exceed, `max_activation`, and is capped at the
+/// group's PIM policy maximum (`policy_max`) when that is lower; one the PIM poller read
+/// keeps PIM's `endDateTime` (the poller capped it at the policy), cut at 24 hours.
 fn expiry(
     now: DateTime<Utc>,
     asked: Option<DateTime<Utc>>,
     origin: &str,
     max_activation: Duration,
+    policy_max: Option<Duration>,
 ) -> Result<DateTime<Utc>, Refusal> {
     let span = |d: Duration| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::hours(24));
     let max = now + span(max_activation.min(CEILING));
+    let policy = policy_max.map(|p| now + span(p.min(CEILING)));
     match asked {
         Some(at) if at <= now => Err(Refusal::Invalid(format!(
             "expires_at {} is not in the future",
@@ -543,8 +551,8 @@ fn expiry(
             humantime::format_duration(max_activation),
             humantime::format_duration(max_activation)
         ))),
-        Some(at) => Ok(at),
-        None => Ok(max),
+        Some(at) => Ok(policy.map_or(at, |p| at.min(p))),
+        None => Ok(policy.map_or(max, |p| max.min(p))),
     }
 }
 
@@ -559,25 +567,41 @@ mod tests {
             .with_timezone(&Utc);
         let h = chrono::Duration::hours;
         let eight = Duration::from_secs(8 * 3600);
-        assert_eq!(expiry(now, None, "webhook", eight), Ok(now + h(8)));
+        assert_eq!(expiry(now, None, "webhook", eight, None), Ok(now + h(8)));
         assert_eq!(
-            expiry(now, Some(now + h(8)), "webhook", eight),
+            expiry(now, Some(now + h(8)), "webhook", eight, None),
             Ok(now + h(8))
         );
         let far = DateTime::parse_from_rfc3339("2099-01-01T00:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let Err(Refusal::Invalid(why)) = expiry(now, Some(far), "webhook", eight) else {
+        let Err(Refusal::Invalid(why)) = expiry(now, Some(far), "webhook", eight, None) else {
             panic!("a permanent privilege through the webhook was accepted");
         };
         assert!(why.contains("service.max_activation (8h)"), "{why}");
         assert!(matches!(
-            expiry(now, Some(now - h(1)), "webhook", eight),
+            expiry(now, Some(now - h(1)), "webhook", eight, None),
             Err(Refusal::Invalid(_))
         ));
         // PIM's own end is kept, up to 24 hours.
         let pim = crate::drive::poller::ORIGIN;
-        assert_eq!(expiry(now, Some(now + h(12)), pim, eight), Ok(now + h(12)));
-        assert_eq!(expiry(now, Some(far), pim, eight), Ok(now + h(24)));
+        assert_eq!(
+            expiry(now, Some(now + h(12)), pim, eight, None),
+            Ok(now + h(12))
+        );
+        assert_eq!(expiry(now, Some(far), pim, eight, None), Ok(now + h(24)));
+        // A group whose PIM policy allows 2 hours caps webhook activations at 2 hours, asked
+        // or not; a later end than max_activation is still refused.
+        let two = Some(Duration::from_secs(2 * 3600));
+        assert_eq!(expiry(now, None, "webhook", eight, two), Ok(now + h(2)));
+        assert_eq!(
+            expiry(now, Some(now + h(4)), "webhook", eight, two),
+            Ok(now + h(2))
+        );
+        assert_eq!(
+            expiry(now, Some(now + h(1)), "webhook", eight, two),
+            Ok(now + h(1))
+        );
+        assert!(expiry(now, Some(far), "webhook", eight, two).is_err());
     }
 }

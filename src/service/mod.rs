@@ -132,6 +132,8 @@ struct Inner {
     last_cycle: Mutex<Instant>,
     /// Each push group's members in the last snapshot the push-group watch saw.
     push_seen: Mutex<Option<push_groups::Seen>>,
+    /// The PIM policy of each assigned group that has one (Graph source), as last read.
+    policies: std::sync::RwLock<pim::Policies>,
     cycles_started: AtomicU64,
     cycles_skipped: AtomicU64,
     /// Cancelled last at shutdown: the lease keeper releases the leases and ends.
@@ -251,6 +253,7 @@ impl Service {
                 tasks: TaskTracker::new(),
                 last_cycle: Mutex::new(Instant::now()),
                 push_seen: Mutex::new(None),
+                policies: std::sync::RwLock::default(),
                 cycles_started: AtomicU64::new(0),
                 cycles_skipped: AtomicU64::new(0),
                 release: CancellationToken::new(),
@@ -261,6 +264,7 @@ impl Service {
         let keeper = tokio::spawn(leases.keep(names, async move { release.cancelled().await }));
         *locks::lock(&svc.inner.keeper, "lease keeper") = Some(keeper);
         svc.spawn_expiry(expiry_rx).await?;
+        svc.spawn_policies().await;
         if svc.inner.options.startup_cycle {
             svc.cycles(None, Reason::Startup, false).await;
         }

@@ -18,7 +18,7 @@ use crate::model::{Directory, SourceId};
 
 pub use file::FileSource;
 pub use graph::GraphSource;
-pub use pim::{PimFeed, PimInstance};
+pub use pim::{PimFeed, PimInstance, PimPolicy, PimRequest};
 pub use watch::{MemberChange, MemberWatch, WatchRound};
 
 /// Why a snapshot could not be read. Every variant names the place at fault.

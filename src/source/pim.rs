@@ -1,13 +1,19 @@
 //! PIM for Groups as a source of activations: the seam between the PIM poller and where PIM
 //! is read.
 //!
-//! [`PimFeed`] yields a group's assignment schedule instances ([`PimInstance`]); the Graph
-//! source is the production feed (`assignmentScheduleInstances`) and only it knows their
-//! JSON. The poller (`crate::drive::poller`) decides what they mean for activations; this
+//! [`PimFeed`] yields a group's assignment schedule instances ([`PimInstance`]), the request
+//! an instance was made from ([`PimRequest`]: justification, ticket, status) and the member
+//! role's activation policy ([`PimPolicy`]); the Graph source is the production feed
+//! (`assignmentScheduleInstances`, `assignmentScheduleRequests`,
+//! `roleManagementPolicyAssignments`) and only it knows their JSON. The poller
+//! (`crate::drive::poller`) and the service decide what they mean for activations; this
 //! module only describes what is read.
+
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
 
 use crate::model::SourceId;
 
@@ -23,6 +29,83 @@ pub trait PimFeed: Send + Sync {
         &self,
         group: &SourceId,
     ) -> BoxFuture<'_, Result<Vec<PimInstance>, super::Error>>;
+
+    /// The request `instance` was made from (its `assignmentScheduleId` is the request's
+    /// `targetScheduleId`), if the source can tell; `None`: not found.
+    fn request_of<'a>(
+        &'a self,
+        instance: &'a PimInstance,
+    ) -> BoxFuture<'a, Result<Option<PimRequest>, super::Error>> {
+        let _ = instance;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The member role's activation policy of `group`; `None`: the group has none (not
+    /// governed by PIM) or the source keeps no policies.
+    fn policy<'a>(
+        &'a self,
+        group: &'a SourceId,
+    ) -> BoxFuture<'a, Result<Option<PimPolicy>, super::Error>> {
+        let _ = group;
+        Box::pin(async { Ok(None) })
+    }
+}
+
+/// What PIM requires of a member activation of one group (the member role's policy rules
+/// for end users' activations).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PimPolicy {
+    /// The longest an activation may last (`maximumDuration`); `None`: not limited.
+    pub max_duration: Option<Duration>,
+    /// A justification is required (`Justification` enabled).
+    pub justification: bool,
+    /// Ticket information is required (`Ticketing`).
+    pub ticket: bool,
+    /// Multi-factor authentication is required (`MultiFactorAuthentication`).
+    pub mfa: bool,
+    /// An approver must approve each activation (`isApprovalRequired`).
+    pub approval: bool,
+}
+
+impl std::fmt::Display for PimPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.max_duration {
+            Some(d) => write!(
+                f,
+                "activations last at most {}",
+                crate::clock::show_duration(d)
+            )?,
+            None => write!(f, "activations are not limited in time")?,
+        }
+        let required: Vec<&str> = [
+            (self.justification, "justification"),
+            (self.ticket, "ticket"),
+            (self.mfa, "MFA"),
+            (self.approval, "approval"),
+        ]
+        .into_iter()
+        .filter_map(|(on, what)| on.then_some(what))
+        .collect();
+        if required.is_empty() {
+            write!(f, "; nothing else required")
+        } else {
+            write!(f, "; required: {}", required.join(", "))
+        }
+    }
+}
+
+/// The request a PIM assignment was made from (Graph's
+/// `privilegedAccessGroupAssignmentScheduleRequest`), the fields an activation records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PimRequest {
+    /// `status`: `Provisioned`, `PendingApproval`, … as PIM sends it.
+    pub status: String,
+    /// The requester's justification.
+    pub justification: Option<String>,
+    /// `ticketInfo.ticketNumber`.
+    pub ticket_number: Option<String>,
+    /// `ticketInfo.ticketSystem`.
+    pub ticket_system: Option<String>,
 }
 
 /// One PIM for Groups assignment schedule instance (Graph's
@@ -44,6 +127,8 @@ pub struct PimInstance {
     pub start: Option<DateTime<Utc>>,
     /// When the instance ends (`endDateTime`); `None`: no end.
     pub end: Option<DateTime<Utc>>,
+    /// The schedule the instance was created from (`assignmentScheduleId`), if sent.
+    pub schedule: Option<String>,
 }
 
 impl PimInstance {

@@ -630,6 +630,13 @@ async fn a_failed_graph_read_changes_nothing_in_the_app() {
 #[tokio::test(flavor = "multi_thread")]
 async fn check_config_and_sync_now_read_graph() {
     let d = double_with(directory(), 2).await;
+    d.state().set_policy(
+        "g1",
+        vec![
+            json!({"id": "Expiration_EndUser_Assignment", "isExpirationRequired": true, "maximumDuration": "PT8H"}),
+            json!({"id": "Enablement_EndUser_Assignment", "enabledRules": ["Justification", "MultiFactorAuthentication"]}),
+        ],
+    );
     let sandbox = SandboxHandle::start(
         ([127, 0, 0, 1], 0).into(),
         SandboxState::with_token(APP_TOKEN),
@@ -694,7 +701,11 @@ groups = ["g1", "g2"]
         "{out}"
     );
     assert!(
-        out.contains("group g1 \"Group g1\": 7 members, 1 eligible"),
+        out.contains("group g1 \"Group g1\": 7 members, 1 eligible\n      PIM policy: activations last at most 8h; required: justification, MFA\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("      PIM policy: none (PIM does not govern the group)"),
         "{out}"
     );
     assert!(
@@ -1367,6 +1378,155 @@ async fn the_push_group_watch_resumes_from_its_kept_link_after_a_restart() {
             .push("u9".into());
     });
     let want = upns(&[0, 1, 2, 3, 4, 5, 6, 9]);
+    sb.await_members(
+        "Group g1",
+        &want.iter().map(String::as_str).collect::<Vec<_>>(),
+        within,
+    )
+    .await;
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// PIM policy from Graph (SPEC §7.5): g1's member policy allows 2 hours and requires a
+/// justification and a ticket. A webhook activation for g1 lasts 2 hours, not
+/// `max_activation`'s 8; a poller activation whose instance ends after 5 hours is capped at
+/// its start + 2 hours, carries the justification and ticket of its request, and is not
+/// pushed while its request waits for approval.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pim_policy_caps_activations_and_the_poller_records_the_request() {
+    use crate::support::service::{Sandboxed, app_toml, config, start};
+    use scim_sync::activation::ActivationRequest;
+    use scim_sync::drive::poller::PimPoll;
+    use scim_sync::service::{Options, TickSource};
+
+    let sb = Sandboxed::new().await;
+    let cfg = config(
+        sb.tmp.path(),
+        &[app_toml("crm", sb.sandbox.base_url(), &["g1"], "")],
+        "40m",
+    );
+    let mut dir = directory();
+    dir.groups
+        .get_mut(&SourceId::from("g1"))
+        .unwrap()
+        .eligible
+        .push("u8".into());
+    let d = double_with(dir, 999).await;
+    d.state().set_policy(
+        "g1",
+        vec![
+            json!({"@odata.type": "#microsoft.graph.unifiedRoleManagementPolicyExpirationRule",
+                "id": "Expiration_EndUser_Assignment", "isExpirationRequired": true, "maximumDuration": "PT2H",
+                "target": {"caller": "EndUser", "operations": ["All"], "level": "Assignment"}}),
+            json!({"@odata.type": "#microsoft.graph.unifiedRoleManagementPolicyEnablementRule",
+                "id": "Enablement_EndUser_Assignment", "enabledRules": ["Justification", "Ticketing"]}),
+            json!({"@odata.type": "#microsoft.graph.unifiedRoleManagementPolicyApprovalRule",
+                "id": "Approval_EndUser_Assignment", "setting": {"isApprovalRequired": true}}),
+        ],
+    );
+    let graph = Arc::new(source(&d, &cfg.apps));
+    let options = Options {
+        ticks: TickSource::Tokio,
+        startup_cycle: true,
+        pim: Some(PimPoll {
+            feed: graph.clone(),
+            every: Duration::from_millis(100),
+        }),
+        ..Options::default()
+    };
+    let svc = start(&cfg, graph, crate::support::TOKEN, options).await;
+    let within = Duration::from_secs(10);
+    let store = svc.engine().store().clone();
+    let started = Instant::now();
+    while store.source_state("pim-policy").await.unwrap().is_none() {
+        assert!(started.elapsed() < within, "the policy was not read");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The webhook: 2 hours, the policy's maximum, not max_activation's 8.
+    let now = chrono::Utc::now();
+    let accepted = svc
+        .activate(
+            ActivationRequest {
+                group_id: "g1".into(),
+                user_id: "u9".into(),
+                expires_at: None,
+                justification: Some("INC-7".into()),
+                ticket_number: None,
+                ticket_system: None,
+            },
+            "webhook",
+        )
+        .await
+        .unwrap();
+    let two_hours = (accepted.expires_at - now).num_seconds();
+    assert!((7190..=7210).contains(&two_hours), "{two_hours} s");
+
+    // PIM: the request waits for approval (no instance yet, then an instance racing ahead
+    // of the request's status): nothing is pushed.
+    let start_at = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let request = |status: &str| {
+        json!({"id": "req-8", "status": status, "action": "selfActivate", "accessId": "member",
+            "groupId": "g1", "principalId": "u8", "justification": "INC-42 database outage",
+            "ticketInfo": {"ticketNumber": "INC-42", "ticketSystem": "ServiceNow"},
+            "targetScheduleId": "g1_member_req-8"})
+    };
+    d.state().set_requests(vec![request("PendingApproval")]);
+    let members_before = sb.members("Group g1");
+    assert!(!members_before.contains(&"u8@contoso.example".to_owned()));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    d.state().set_assignments(vec![json!({
+        "id": "g1_member_u8", "groupId": "g1", "principalId": "u8", "accessId": "member",
+        "assignmentType": "Activated", "memberType": "Direct",
+        "assignmentScheduleId": "g1_member_req-8",
+        "startDateTime": start_at.to_rfc3339(),
+        "endDateTime": (start_at + chrono::Duration::hours(5)).to_rfc3339(),
+    })]);
+    let requests_read = d.state().requests("requests");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        d.state().requests("requests") > requests_read,
+        "the request was read"
+    );
+    assert_eq!(
+        sb.members("Group g1"),
+        members_before,
+        "pending approval: not pushed"
+    );
+
+    // Approved and provisioned: pushed, with the request's justification and ticket, ending
+    // at its start + 2 hours.
+    d.state().set_requests(vec![request("Provisioned")]);
+    let started = Instant::now();
+    let a = loop {
+        let status = scim_sync::status::collect(&cfg.apps, &store, chrono::Utc::now())
+            .await
+            .unwrap();
+        if let Some(a) = status.apps[0]
+            .active_activations
+            .iter()
+            .find(|a| a.activation.user.as_str() == "u8")
+        {
+            break a.activation.clone();
+        }
+        assert!(
+            started.elapsed() < within,
+            "the provisioned activation was not pushed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(a.origin, "pim-poll");
+    assert_eq!(a.justification.as_deref(), Some("INC-42 database outage"));
+    assert_eq!(a.ticket_number.as_deref(), Some("INC-42"));
+    assert_eq!(a.ticket_system.as_deref(), Some("ServiceNow"));
+    let capped = (a.expires_at - start_at).num_seconds();
+    assert!(
+        (7195..=7205).contains(&capped),
+        "{capped} s after the start"
+    );
+    let mut want = members_before.clone();
+    want.push("u8@contoso.example".into());
+    want.sort();
     sb.await_members(
         "Group g1",
         &want.iter().map(String::as_str).collect::<Vec<_>>(),

@@ -108,6 +108,7 @@ fn instance(id: &str, group: &str, user: &str, kind: &str, ends_in_s: i64) -> Pi
         assignment_type: kind.into(),
         start: Some(Utc::now() - chrono::Duration::minutes(1)),
         end: Some(Utc::now() + chrono::Duration::seconds(ends_in_s)),
+        schedule: None,
     }
 }
 

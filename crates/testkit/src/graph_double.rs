@@ -72,6 +72,10 @@ struct Inner {
     base_url: RwLock<String>,
     /// PIM assignment schedule instances, as Graph's JSON (all groups).
     assignments: Mutex<Vec<Value>>,
+    /// PIM assignment schedule requests, as Graph's JSON (all groups).
+    requests: Mutex<Vec<Value>>,
+    /// Group id → the rules of its member role's PIM policy, as Graph's JSON.
+    policies: Mutex<BTreeMap<String, Vec<Value>>>,
     /// Delta tokens and rounds in progress.
     delta: Mutex<DeltaBook>,
     /// Delta rounds started without a `$deltatoken` (not a kind of request of its own).
@@ -125,6 +129,8 @@ impl DoubleState {
                 issued: AtomicU64::new(0),
                 base_url: RwLock::default(),
                 assignments: Mutex::default(),
+                requests: Mutex::default(),
+                policies: Mutex::default(),
                 delta: Mutex::default(),
                 from_scratch: AtomicU64::new(0),
             }),
@@ -152,6 +158,19 @@ impl DoubleState {
     /// group's read gets those with its `groupId`.
     pub fn set_assignments(&self, instances: Vec<Value>) {
         *lock(&self.inner.assignments) = instances;
+    }
+
+    /// Replaces the PIM assignment schedule requests served (Graph's
+    /// `privilegedAccessGroupAssignmentScheduleRequest` JSON, any groups).
+    pub fn set_requests(&self, requests: Vec<Value>) {
+        *lock(&self.inner.requests) = requests;
+    }
+
+    /// Sets the rules of `group`'s member-role PIM policy (Graph's
+    /// `unifiedRoleManagementPolicyRule` JSON); a group without rules set has no policy
+    /// assignment (PIM does not govern it).
+    pub fn set_policy(&self, group: &str, rules: Vec<Value>) {
+        lock(&self.inner.policies).insert(group.to_owned(), rules);
     }
 
     /// Changes the directory served.
@@ -771,6 +790,88 @@ impl DeltaBook {
     }
 }
 
+/// `policies/roleManagementPolicyAssignments`: the member (or owner) policy of the group a
+/// `$filter=scopeId eq '…' and scopeType eq 'Group' …` names (both are required), with its
+/// rules as `$expand=policy($expand=rules)` asks.
+async fn policy_assignments(
+    State(state): State<DoubleState>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = state.admit("policies", uri.path(), &headers) {
+        return r;
+    }
+    let filter = q.get("$filter").cloned().unwrap_or_default();
+    let mut scope = None;
+    let mut role = None;
+    let mut group_scope = false;
+    for part in filter.split(" and ") {
+        let part = part.trim();
+        if let Some(v) = part.strip_prefix("scopeId eq '") {
+            scope = quoted(v).map(|(v, _)| v);
+        } else if let Some(v) = part.strip_prefix("roleDefinitionId eq '") {
+            role = quoted(v).map(|(v, _)| v);
+        } else if part == "scopeType eq 'Group'" {
+            group_scope = true;
+        }
+    }
+    let (Some(scope), true) = (scope, group_scope) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(graph_error(
+                "BadRequest",
+                "The filter must have scopeId and scopeType.",
+            )),
+        )
+            .into_response();
+    };
+    let rules = lock(&state.inner.policies).get(&scope).cloned();
+    let items: Vec<Value> = match rules {
+        Some(rules) if role.as_deref().is_none_or(|r| r == "member") => {
+            let policy = format!("Group_{scope}_member");
+            let expand = q.get("$expand").is_some_and(|e| e.contains("rules"));
+            let mut p = json!({"id": policy, "scopeId": scope, "scopeType": "Group", "isOrganizationDefault": false});
+            if expand {
+                p["rules"] = Value::Array(rules);
+            }
+            vec![json!({
+                "id": format!("{policy}_member"), "policyId": policy, "scopeId": scope,
+                "scopeType": "Group", "roleDefinitionId": "member", "policy": p,
+            })]
+        }
+        _ => vec![],
+    };
+    page(&state, &uri, &q, items)
+}
+
+/// `assignmentScheduleRequests`, filtered on `groupId` (and optionally `principalId`), as
+/// Graph requires.
+async fn schedule_requests(
+    State(state): State<DoubleState>,
+    Query(q): Query<HashMap<String, String>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = state.admit("requests", uri.path(), &headers) {
+        return r;
+    }
+    let Some((gid, principal)) = group_and_principal(&q) else {
+        return bad_filter();
+    };
+    let items: Vec<Value> = lock(&state.inner.requests)
+        .iter()
+        .filter(|r| r["groupId"].as_str() == Some(gid.as_str()))
+        .filter(|r| {
+            principal
+                .as_deref()
+                .is_none_or(|p| r["principalId"].as_str() == Some(p))
+        })
+        .cloned()
+        .collect();
+    page(&state, &uri, &q, items)
+}
+
 /// `groups/delta` and `users/delta`: a round starts from a `$deltatoken` (or from nothing),
 /// its pages are served through `$skiptoken`, its last page carries the next deltaLink.
 async fn delta(
@@ -915,6 +1016,14 @@ pub fn router(state: DoubleState) -> Router {
         .route(
             "/v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleInstances",
             get(assignments),
+        )
+        .route(
+            "/v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleRequests",
+            get(schedule_requests),
+        )
+        .route(
+            "/v1.0/policies/roleManagementPolicyAssignments",
+            get(policy_assignments),
         )
         .route("/v1.0/users/{id}", get(user))
         .with_state(state)

@@ -37,6 +37,7 @@
 pub mod auth;
 pub mod delta;
 pub mod http;
+pub mod policy;
 pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -51,7 +52,7 @@ use serde_json::{Map, Value};
 use crate::config::{AppConfig, GraphConfig, Secret};
 use crate::http::RetryPolicy;
 use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
-use crate::source::pim::{PimFeed, PimInstance};
+use crate::source::pim::{PimFeed, PimInstance, PimPolicy, PimRequest};
 use auth::TokenSource;
 use http::GraphHttp;
 
@@ -623,6 +624,7 @@ struct AssignmentInstance {
     assignment_type: Option<String>,
     start_date_time: Option<chrono::DateTime<chrono::Utc>>,
     end_date_time: Option<chrono::DateTime<chrono::Utc>>,
+    assignment_schedule_id: Option<String>,
 }
 
 impl From<AssignmentInstance> for PimInstance {
@@ -635,6 +637,7 @@ impl From<AssignmentInstance> for PimInstance {
             assignment_type: a.assignment_type.unwrap_or_default(),
             start: a.start_date_time,
             end: a.end_date_time,
+            schedule: a.assignment_schedule_id,
         }
     }
 }
@@ -652,6 +655,28 @@ impl PimFeed for GraphSource {
         let group = group.clone();
         Box::pin(async move {
             self.assignment_instances(&group)
+                .await
+                .map_err(crate::source::Error::from)
+        })
+    }
+
+    fn request_of<'a>(
+        &'a self,
+        instance: &'a PimInstance,
+    ) -> BoxFuture<'a, Result<Option<PimRequest>, crate::source::Error>> {
+        Box::pin(async move {
+            self.read_request(instance)
+                .await
+                .map_err(crate::source::Error::from)
+        })
+    }
+
+    fn policy<'a>(
+        &'a self,
+        group: &'a SourceId,
+    ) -> BoxFuture<'a, Result<Option<PimPolicy>, crate::source::Error>> {
+        Box::pin(async move {
+            self.read_policy(group)
                 .await
                 .map_err(crate::source::Error::from)
         })
