@@ -939,6 +939,7 @@ async fn timed_cycle(engine: &Engine, app: &App) -> anyhow::Result<(CycleReport,
                 reason: Reason::SyncNow,
                 dry_run: false,
                 progress: false,
+                verify: false,
             },
         )
         .await;

@@ -168,6 +168,9 @@ async fn status(State(svc): State<Service>, headers: HeaderMap) -> Response {
 struct SyncQuery {
     #[serde(default)]
     wait: bool,
+    /// Read the apps back and repair drift (`sync-now --verify` handing over).
+    #[serde(default)]
+    verify: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -200,7 +203,9 @@ async fn sync(
         }
     }
     let only = (!names.is_empty()).then_some(names.as_slice());
-    let started = svc.cycles(only, Reason::SyncNow, q.wait).await;
+    let started = svc
+        .cycles_with(only, Reason::SyncNow, q.wait, q.verify)
+        .await;
     let status = if q.wait {
         StatusCode::OK
     } else {

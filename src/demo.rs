@@ -528,6 +528,7 @@ fn demo_app(base_url: &str) -> AppConfig {
         timeout: Duration::from_secs(10),
         max_response: crate::config::DEFAULT_MAX_RESPONSE,
         attributes: BTreeMap::new(),
+        verify_interval: None,
     }
 }
 
@@ -540,6 +541,7 @@ async fn cycle(engine: &Engine, apps: &[App]) -> (AppCycle, Duration) {
                 reason: Reason::SyncNow,
                 dry_run: false,
                 progress: false,
+                verify: false,
             },
         )
         .await;

@@ -88,6 +88,9 @@ pub struct CycleOptions {
     pub dry_run: bool,
     /// Draw a progress bar on stderr (only drawn when stderr is a terminal).
     pub progress: bool,
+    /// Read back every managed object from the app first and repair what differs (drift;
+    /// [`crate::apply::verify`]).
+    pub verify: bool,
 }
 
 /// What an expiry did for one app.
@@ -344,6 +347,26 @@ impl Engine {
                     return self.finish(report, Plan::default(), opts, clock).await;
                 }
             };
+            // Verifying: what the app really holds replaces what the store remembers, and
+            // the same plan repairs the difference. The reads count in `requests`.
+            let reads_from = app.client.requests_sent();
+            let observed = if opts.verify {
+                match apply::verify::read_back(&app.client, &observed, app.cfg.concurrency).await {
+                    Ok(drift) => {
+                        report.drift_repaired = drift.found;
+                        drift.observed
+                    }
+                    Err(e) => {
+                        report.requests = app.client.requests_sent() - reads_from;
+                        let report = fail(report, format!("cannot read the app back: {e}"));
+                        return self.finish(report, Plan::default(), opts, clock).await;
+                    }
+                }
+            } else {
+                observed
+            };
+            let verify_reads = app.client.requests_sent() - reads_from;
+            report.requests = verify_reads;
             let live = match self.store.live_activations(name, self.clock.now()).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -430,7 +453,7 @@ impl Engine {
                 {
                     report.error = Some(e.to_string());
                 }
-                report.requests = app.client.requests_sent() - before;
+                report.requests = verify_reads + app.client.requests_sent() - before;
                 bar.finish_and_clear();
             }
             if !opts.dry_run {
@@ -718,6 +741,7 @@ fn count_planned(r: &mut CycleReport, plan: &Plan) {
             Op::RenameGroup { .. } => r.groups_updated += 1,
             Op::AddMembers { members, .. } => r.members_added += members.len() as u64,
             Op::RemoveMembers { members, .. } => r.members_removed += members.len() as u64,
+            Op::RemoveForeignMembers { members, .. } => r.members_removed += members.len() as u64,
             Op::DeleteGroup { .. } => r.groups_deleted += 1,
             Op::ForgetGroup { .. } => {}
         }

@@ -90,6 +90,11 @@ pub struct CycleReport {
     pub members_removed: u64,
     /// Deferred activations this cycle applied.
     pub deferred_applied: u64,
+    /// Differences a verifying cycle found between the app and what scim-sync last confirmed
+    /// (a managed user edited or gone, a group gone, a membership added or removed, a
+    /// member scim-sync does not manage), each repaired by the plan (`--verify`).
+    #[serde(default)]
+    pub drift_repaired: u64,
     /// Failed operations (each listed in `errors`).
     pub failed: u64,
     /// Deprovisions held back by `max_deprovisions`.
@@ -130,6 +135,7 @@ impl CycleReport {
             members_added: 0,
             members_removed: 0,
             deferred_applied: 0,
+            drift_repaired: 0,
             failed: 0,
             held: 0,
             requests: 0,
@@ -184,6 +190,7 @@ impl fmt::Display for CycleReport {
             (self.members_added, "members added"),
             (self.members_removed, "members removed"),
             (self.deferred_applied, "deferred activations applied"),
+            (self.drift_repaired, "drift repaired"),
             (self.failed, "failed"),
             (self.held, "held by max_deprovisions"),
         ];

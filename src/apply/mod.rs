@@ -9,7 +9,10 @@
 //! store's failing objects, and the next cycle retries it (it is still a difference). An error
 //! that says the whole app is unusable (401, 403, unreachable after retries) stops the cycle
 //! after the running operations, since every further request would fail the same way.
+//!
+//! [`verify`] reads back what the app holds of the managed objects, for drift.
 
+pub mod verify;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Utc;
@@ -208,7 +211,9 @@ pub async fn apply(
         let mut by_group: BTreeMap<&SourceId, usize> = BTreeMap::new();
         for op in ops {
             match op {
-                Op::AddMembers { group, .. } | Op::RemoveMembers { group, .. } => {
+                Op::AddMembers { group, .. }
+                | Op::RemoveMembers { group, .. }
+                | Op::RemoveForeignMembers { group, .. } => {
                     let i = *by_group.entry(group).or_insert_with(|| {
                         tasks.push(Vec::new());
                         tasks.len() - 1
@@ -701,6 +706,23 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -
                 done.changes
                     .push(Change::RemoveMembers(group.clone(), known));
             }
+            done.changes.push(Change::Succeeded { object });
+            done
+        }
+        Op::RemoveForeignMembers { group, members } => {
+            let object = format!("group {group} members");
+            let Some(gid) = ids.groups.get(group) else {
+                return Done::default();
+            };
+            if let Err(e) = t.client.remove_members(gid, members).await {
+                return gone(
+                    failed(object, "remove members", &e),
+                    &e,
+                    Change::DropGroup(group.clone()),
+                );
+            }
+            let mut done = Done::default();
+            done.counts.members_removed += members.len() as u64;
             done.changes.push(Change::Succeeded { object });
             done
         }

@@ -31,6 +31,8 @@ fn service_url(listen: &str) -> String {
 pub(super) struct ServiceClient {
     http: reqwest::Client,
     token: Secret,
+    /// Cycles handed over read the app back and repair drift (`sync-now --verify`).
+    verify: bool,
 }
 
 /// Why a call to the service did not give its answer.
@@ -52,7 +54,14 @@ impl ServiceClient {
         Ok(ServiceClient {
             http: reqwest::Client::new(),
             token: cfg.service.webhook_token()?,
+            verify: false,
         })
+    }
+
+    /// Cycles this client hands over verify (`sync-now --verify`).
+    pub(super) fn verifying(mut self, verify: bool) -> Self {
+        self.verify = verify;
+        self
     }
 
     /// POSTs `body` to `url` and reads the answer as `T` when the status is `want`.
@@ -95,7 +104,8 @@ impl HandOver for ServiceClient {
         apps: &'a [AppName],
     ) -> BoxFuture<'a, Result<Vec<CycleReport>, String>> {
         Box::pin(async move {
-            let url = format!("{}/v1/sync?wait=true", service_url(listen));
+            let verify = if self.verify { "&verify=true" } else { "" };
+            let url = format!("{}/v1/sync?wait=true{verify}", service_url(listen));
             let body = serde_json::json!({ "apps": apps });
             let started: Started = self
                 .post(&url, &body, reqwest::StatusCode::OK, None)

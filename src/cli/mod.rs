@@ -51,6 +51,10 @@ pub enum Command {
         /// Print every operation that would be sent; send no write.
         #[arg(long)]
         dry_run: bool,
+        /// Read every managed object back from the app first and repair what differs
+        /// (drift: edited users, changed memberships, members added in the app).
+        #[arg(long)]
+        verify: bool,
         /// Print the cycle reports as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -132,8 +136,9 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::SyncNow {
             apps,
             dry_run,
+            verify,
             json,
-        } => sync_now::run(&config_path, &apps, dry_run, json).await,
+        } => sync_now::run(&config_path, &apps, dry_run, verify, json).await,
         Command::Run => serve::run_service(&config_path).await,
         Command::Activate {
             group,

@@ -21,6 +21,7 @@ pub(super) async fn run(
     config: &std::path::Path,
     names: &[String],
     dry_run: bool,
+    verify: bool,
     json: bool,
 ) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
@@ -42,6 +43,7 @@ pub(super) async fn run(
         reason: Reason::SyncNow,
         dry_run,
         progress: !json,
+        verify,
     };
     let run = if dry_run {
         // A dry run writes nothing, so it needs no lease.
@@ -53,7 +55,7 @@ pub(super) async fn run(
             cfg.service.lease_ttl,
         );
         let names: Vec<_> = apps.iter().map(|a| a.cfg.name.clone()).collect();
-        let client = ServiceClient::new(&cfg);
+        let client = ServiceClient::new(&cfg).map(|c| c.verifying(verify));
         let negotiated = tokio::select! {
             n = negotiate(&cfg, &leases, &names, client.as_ref()) => n?,
             () = interrupted.cancelled() => {

@@ -3,7 +3,7 @@
 //!
 //! Each app is checked key by key, in a fixed order (name, `base_url`, `groups`, `push_groups`,
 //! `concurrency`, `timeout`, `max_response`, `[apps.attributes]`, `matching`, `push_limit`,
-//! `overflow`), so the first
+//! `overflow`, `verify_interval`), so the first
 //! error reported for a file never changes. Attribute paths are checked with the grammar of
 //! [`crate::model::attr_path`]; this module must not depend on `mapping`, nor read an app's
 //! token while validating (only [`AppConfig::token`] does, when a command needs it).
@@ -83,6 +83,9 @@ pub struct AppConfig {
     pub max_response: u64,
     /// `[apps.attributes]` overrides: SCIM path → source attribute (`""` drops the default entry).
     pub attributes: BTreeMap<String, String>,
+    /// Service mode: a cycle reads the app back and repairs drift at most this often
+    /// (`verify_interval`); `None`: never (`"0s"`).
+    pub verify_interval: Option<Duration>,
 }
 
 impl AppConfig {
@@ -130,6 +133,8 @@ pub(super) struct RawApp {
     max_response: Spanned<RawSize>,
     #[serde(default = "default_attributes")]
     attributes: Spanned<BTreeMap<String, String>>,
+    #[serde(default = "default_verify_interval")]
+    verify_interval: Dur,
 }
 
 #[derive(Deserialize)]
@@ -169,6 +174,10 @@ fn default_concurrency() -> Spanned<usize> {
 fn default_attributes() -> Spanned<BTreeMap<String, String>> {
     Spanned::new(0..0, BTreeMap::new())
 }
+fn default_verify_interval() -> Dur {
+    Dur(Duration::from_secs(24 * 3600))
+}
+
 fn default_timeout() -> Dur {
     Dur(Duration::from_secs(30))
 }
@@ -212,6 +221,7 @@ fn validate_app(
     let matching = matching(cfg, &name, app.matching, &attributes)?;
     let push_limit = push_limit(cfg, &name, app.push_limit)?;
     let overflow = overflow(cfg, &name, app.overflow)?;
+    let verify_interval = verify_interval(cfg, &name, app.verify_interval)?;
     Ok(AppConfig {
         name: AppName::new(name),
         base_url,
@@ -228,6 +238,7 @@ fn validate_app(
         timeout,
         max_response,
         attributes,
+        verify_interval,
     })
 }
 
@@ -339,6 +350,19 @@ fn concurrency(cfg: &ConfigText<'_>, name: &str, raw: Spanned<usize>) -> Result<
         ));
     }
     Ok(concurrency)
+}
+
+/// `verify_interval`: `"0s"` (never), or at least a minute.
+fn verify_interval(cfg: &ConfigText<'_>, name: &str, raw: Dur) -> Result<Option<Duration>, Error> {
+    match raw.0 {
+        d if d.is_zero() => Ok(None),
+        d if d < Duration::from_secs(60) => Err(cfg.invalid_at_key(
+            "verify_interval",
+            key(name, "verify_interval"),
+            "must be at least 1m (reading the app back takes a request per object), or \"0s\" to never verify".into(),
+        )),
+        d => Ok(Some(d)),
+    }
 }
 
 /// `timeout`: more than zero.

@@ -398,3 +398,26 @@ fn push_groups_must_be_assigned() {
     let g = parse(&format!("{GRAPH}push_groups = [\"g-crm-users\"]\n")).unwrap();
     assert_eq!(g.apps[0].push_groups, [SourceId::from("g-crm-users")]);
 }
+
+#[test]
+fn verify_interval_is_a_day_unless_set_and_0s_turns_it_off() {
+    let day = Duration::from_secs(24 * 3600);
+    assert_eq!(parse(GOOD).unwrap().apps[0].verify_interval, Some(day));
+    let off = parse(&format!("{GOOD}verify_interval = \"0s\"\n")).unwrap();
+    assert_eq!(off.apps[0].verify_interval, None);
+    let hourly = parse(&format!("{GOOD}verify_interval = \"1h\"\n")).unwrap();
+    assert_eq!(
+        hourly.apps[0].verify_interval,
+        Some(Duration::from_secs(3600))
+    );
+    let line = GOOD.lines().count() + 1;
+    let e = parse(&format!("{GOOD}verify_interval = \"30s\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "test.toml:{line}: apps[crm].verify_interval: must be at least 1m"
+        )),
+        "{e}"
+    );
+}

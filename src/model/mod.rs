@@ -223,6 +223,10 @@ pub struct Observed {
     pub users: BTreeMap<SourceId, ObservedUser>,
     /// Managed groups by source id.
     pub groups: BTreeMap<SourceId, ObservedGroup>,
+    /// Members of managed groups that are not users scim-sync manages (by group, their app
+    /// ids): known only from a read-back of the app (drift), removed from the group by the
+    /// plan; the users themselves are never touched.
+    pub foreign: BTreeMap<SourceId, BTreeSet<ScimId>>,
 }
 
 /// What to do with a user who leaves an app's scope.

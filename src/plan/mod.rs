@@ -102,6 +102,14 @@ pub enum Op {
         /// Users to remove.
         members: Vec<SourceId>,
     },
+    /// PATCH remove members scim-sync does not manage, found in a managed group by a
+    /// read-back of the app (drift; at most [`MEMBER_BATCH`]). The users are not touched.
+    RemoveForeignMembers {
+        /// The group.
+        group: SourceId,
+        /// The app's ids of the members to remove.
+        members: Vec<ScimId>,
+    },
     /// DELETE a group we created that is no longer assigned.
     DeleteGroup {
         /// The group.
@@ -165,7 +173,7 @@ impl Op {
             },
             Op::CreateGroup { .. } | Op::RenameGroup { .. } => Phase::Groups,
             Op::AddMembers { .. } => Phase::AddMembers,
-            Op::RemoveMembers { .. } => Phase::RemoveMembers,
+            Op::RemoveMembers { .. } | Op::RemoveForeignMembers { .. } => Phase::RemoveMembers,
             Op::DeprovisionUser { .. } | Op::DeleteGroup { .. } | Op::ForgetGroup { .. } => {
                 Phase::Deprovision
             }
@@ -303,6 +311,17 @@ pub fn plan(desired: &Desired, observed: &Observed, unmapped: &[Unmapped], polic
                 members: chunk.to_vec(),
             });
         }
+        if observed.groups.contains_key(id)
+            && let Some(foreign) = observed.foreign.get(id)
+        {
+            let foreign: Vec<ScimId> = foreign.iter().cloned().collect();
+            for chunk in foreign.chunks(MEMBER_BATCH) {
+                ops.push(Op::RemoveForeignMembers {
+                    group: id.clone(),
+                    members: chunk.to_vec(),
+                });
+            }
+        }
     }
     for (id, have) in &observed.groups {
         if desired.groups.contains_key(id) {
@@ -430,6 +449,12 @@ impl fmt::Display for Op {
                 members.len(),
                 list(members)
             ),
+            Op::RemoveForeignMembers { group, members } => write!(
+                f,
+                "remove {} member(s) scim-sync does not manage from group {group} (added in the app): {}",
+                members.len(),
+                list(members)
+            ),
             Op::DeleteGroup { source_id, scim_id } => write!(
                 f,
                 "delete group {source_id}, no longer assigned: DELETE /Groups/{scim_id}"
@@ -442,12 +467,12 @@ impl fmt::Display for Op {
     }
 }
 
-fn list(ids: &[SourceId]) -> String {
+fn list<T: std::fmt::Display>(ids: &[T]) -> String {
     const SHOWN: usize = 5;
     let mut s = ids
         .iter()
         .take(SHOWN)
-        .map(SourceId::as_str)
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ");
     if ids.len() > SHOWN {

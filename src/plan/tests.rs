@@ -342,3 +342,27 @@ fn phases_order_deprovisions_last() {
     assert_eq!(phases, sorted);
     assert_eq!(phases.last(), Some(&Phase::Deprovision));
 }
+
+#[test]
+fn members_scim_sync_does_not_manage_leave_a_managed_group_only() {
+    let mut w = World::new()
+        .want_user("u1", "a@x", true, "Eng")
+        .have_user("u1", "a@x", true, "Eng")
+        .want_group("g1", "Team", &["u1"])
+        .have_group("g1", "Team", Origin::Created, &["u1"])
+        .have_group("g2", "Old", Origin::Adopted, &[]);
+    for (g, ids) in [("g1", ["x-1", "x-2"]), ("g2", ["x-3", "x-4"])] {
+        w.observed.foreign.insert(
+            g.into(),
+            ids.iter().map(|i| ScimId::new(*i)).collect::<BTreeSet<_>>(),
+        );
+    }
+    // g2 is no longer assigned: forgotten, its members none of our business.
+    w.check(
+        &[
+            "remove 2 member(s) scim-sync does not manage from group g1 (added in the app): x-1, x-2",
+            "forget group g2, no longer assigned (adopted, so not deleted; no request)",
+        ],
+        &[],
+    );
+}

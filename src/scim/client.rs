@@ -16,7 +16,7 @@
 //! (`400 invalidFilter`) is listed whole instead, so lookups stay correct, at the price of
 //! reading the collection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -499,6 +499,15 @@ impl ScimClient {
     /// `GET /Groups/{id}`; `None` on 404.
     pub async fn get_group(&self, id: &ScimId) -> Result<Option<Value>, Error> {
         self.get_resource(resource_path("Groups", id)).await
+    }
+
+    /// The members the app holds in group `id` (`GET /Groups/{id}`, its `members`); `None`
+    /// when the app no longer has the group.
+    pub async fn group_members(&self, id: &ScimId) -> Result<Option<BTreeSet<ScimId>>, Error> {
+        Ok(self
+            .get_group(id)
+            .await?
+            .map(|g| proto::member_ids(&g).into_iter().collect()))
     }
 
     /// Groups whose `displayName` equals `display_name` (ignoring case), all pages.

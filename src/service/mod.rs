@@ -24,6 +24,7 @@ pub mod lease;
 pub mod limiter;
 mod pim;
 pub mod push_groups;
+mod verify;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -369,6 +370,18 @@ impl Service {
     /// running is skipped and counted, unless `wait`, which waits for it and then runs; an app
     /// whose lease another process holds is skipped. With `wait` the reports come back.
     pub async fn cycles(&self, names: Option<&[AppName]>, reason: Reason, wait: bool) -> Started {
+        self.cycles_with(names, reason, wait, false).await
+    }
+
+    /// [`Service::cycles`], every app read back and repaired (`verify`) or, otherwise, those
+    /// whose last verification is older than their `verify_interval`.
+    pub async fn cycles_with(
+        &self,
+        names: Option<&[AppName]>,
+        reason: Reason,
+        wait: bool,
+        verify: bool,
+    ) -> Started {
         let mut out = Started::default();
         let mut guards: Vec<OwnedMutexGuard<()>> = Vec::new();
         let mut apps = Vec::new();
@@ -413,19 +426,35 @@ impl Service {
         let engine = self.inner.engine.clone();
         let store = engine.store().clone();
         let started = out.started.clone();
+        let mut verifying = Vec::new();
+        let mut plain = Vec::new();
+        for app in apps {
+            if verify || verify::due(&store, &app.cfg, engine.clock().now()).await {
+                verifying.push(app);
+            } else {
+                plain.push(app);
+            }
+        }
         let task = self.inner.tasks.spawn(async move {
-            let run = engine
-                .cycle(
-                    &apps,
-                    CycleOptions {
-                        reason,
-                        dry_run: false,
-                        progress: false,
-                    },
-                )
-                .await;
+            let mut reports = Vec::new();
+            for (apps, verify) in [(plain, false), (verifying, true)] {
+                if apps.is_empty() {
+                    continue;
+                }
+                let opts = CycleOptions {
+                    reason,
+                    dry_run: false,
+                    progress: false,
+                    verify,
+                };
+                let run = engine.cycle(&apps, opts).await;
+                if verify {
+                    verify::done(engine.store(), &run, engine.clock().now()).await;
+                }
+                reports.extend(run.apps.into_iter().map(|c| c.report));
+            }
             drop(guards);
-            run.apps.into_iter().map(|c| c.report).collect::<Vec<_>>()
+            reports
         });
         let watch = async move {
             match task.await {

@@ -108,6 +108,10 @@ async fn cycle(engine: &Engine, app: &App) -> AppCycle {
 }
 
 async fn cycle_with(engine: &Engine, app: &App, dry_run: bool) -> AppCycle {
+    run_cycle(engine, app, dry_run, false).await
+}
+
+async fn run_cycle(engine: &Engine, app: &App, dry_run: bool, verify: bool) -> AppCycle {
     let mut run = engine
         .cycle(
             std::slice::from_ref(app),
@@ -115,6 +119,7 @@ async fn cycle_with(engine: &Engine, app: &App, dry_run: bool) -> AppCycle {
                 reason: Reason::SyncNow,
                 dry_run,
                 progress: false,
+                verify,
             },
         )
         .await;
@@ -693,4 +698,153 @@ async fn an_initial_sync_sends_about_the_request_floor() {
         r.requests
     );
     assert_eq!(w.members("g-c").len(), 50);
+}
+
+/// Sends one request to the sandbox as an administrator editing the app directly would.
+async fn out_of_band(w: &World, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{}/{path}", w.sandbox.base_url()))
+        .bearer_auth(TOKEN);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap().error_for_status().unwrap();
+    resp.json().await.unwrap_or(Value::Null)
+}
+
+/// Drift (SPEC §7.3): changes made in the app behind scim-sync's back are invisible to a
+/// plain cycle (it reads nothing), and a verifying cycle finds and repairs each kind: an
+/// edited attribute restored, a removed member re-added, a deleted managed user created
+/// again and re-added, and a user scim-sync does not manage removed from the managed group
+/// but otherwise left alone. A second verification repairs nothing and sends only reads.
+#[tokio::test]
+async fn a_verifying_cycle_repairs_each_kind_of_drift_and_counts_it() {
+    use reqwest::Method;
+    let w = World::new().await;
+    let engine = w.engine(MemorySource::new(directory()));
+    let app = w.app(&["g-team"], "");
+    cycle(&engine, &app).await;
+    let team = w.group("Team").unwrap()["id"].as_str().unwrap().to_owned();
+    let id = |upn: &str| w.user(upn).unwrap()["id"].as_str().unwrap().to_owned();
+    let (alice, bob, carol) = (
+        id("alice@contoso.example"),
+        id("bob@contoso.example"),
+        id("carol@contoso.example"),
+    );
+
+    // In the app: bob's title edited, carol taken out of Team, alice deleted, and mallory
+    // (whom the directory does not know) created and put into Team.
+    let patch = |ops: Value| {
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}),
+        )
+    };
+    out_of_band(
+        &w,
+        Method::PATCH,
+        &format!("Users/{bob}"),
+        patch(json!([{"op": "replace", "path": "title", "value": "CEO"}])),
+    )
+    .await;
+    out_of_band(
+        &w,
+        Method::PATCH,
+        &format!("Groups/{team}"),
+        patch(json!([{"op": "remove", "path": format!("members[value eq \"{carol}\"]")}])),
+    )
+    .await;
+    out_of_band(&w, Method::DELETE, &format!("Users/{alice}"), None).await;
+    let mallory = out_of_band(
+        &w,
+        Method::POST,
+        "Users",
+        Some(json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": "mallory@contoso.example", "title": "Intruder",
+        })),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    out_of_band(
+        &w,
+        Method::PATCH,
+        &format!("Groups/{team}"),
+        patch(json!([{"op": "add", "path": "members", "value": [{"value": mallory}]}])),
+    )
+    .await;
+    assert_eq!(
+        w.members("Team"),
+        ["bob@contoso.example", "mallory@contoso.example"]
+    );
+
+    // A plain cycle trusts the store: nothing read, nothing repaired.
+    let c = cycle(&engine, &app).await;
+    assert_eq!(
+        (c.report.requests, c.report.drift_repaired),
+        (0, 0),
+        "{}",
+        c.report
+    );
+
+    // A dry run of the verification shows the repairs and changes nothing.
+    let served = w.state().requests();
+    let c = run_cycle(&engine, &app, true, true).await;
+    assert_eq!(c.report.drift_repaired, 5, "{}", c.report);
+    let planned: Vec<String> = c.plan.ops.iter().map(ToString::to_string).collect();
+    assert!(
+        planned
+            .iter()
+            .any(|op| op.contains("does not manage") && op.contains(&mallory)),
+        "{planned:#?}"
+    );
+    assert_eq!(
+        w.members("Team"),
+        ["bob@contoso.example", "mallory@contoso.example"]
+    );
+    assert!(w.user("alice@contoso.example").is_none());
+    assert_eq!(
+        c.report.requests,
+        w.state().requests() - served,
+        "reads only, counted"
+    );
+
+    let served = w.state().requests();
+    let c = run_cycle(&engine, &app, false, true).await;
+    assert_eq!(c.report.outcome, Outcome::Ok, "{}", c.report);
+    // bob edited, carol's membership, alice gone and her membership, mallory: 5 repairs.
+    assert_eq!(c.report.drift_repaired, 5, "{}", c.report);
+    assert_eq!(
+        c.report.requests,
+        w.state().requests() - served,
+        "{}",
+        c.report
+    );
+    assert_eq!(
+        w.members("Team"),
+        [
+            "alice@contoso.example",
+            "bob@contoso.example",
+            "carol@contoso.example"
+        ]
+    );
+    assert_eq!(w.user("bob@contoso.example").unwrap()["title"], "Engineer");
+    // mallory is out of the group but otherwise untouched: not disabled, not deleted.
+    let m = w
+        .user("mallory@contoso.example")
+        .expect("the unmanaged user is left alone");
+    assert_eq!(
+        (m["title"].as_str(), m["active"].as_bool()),
+        (Some("Intruder"), None)
+    );
+
+    // Nothing left to repair: a second verification only reads.
+    let served = w.state().requests();
+    let c = run_cycle(&engine, &app, false, true).await;
+    assert_eq!(c.report.drift_repaired, 0, "{}", c.report);
+    assert!(c.plan.ops.is_empty(), "{:?}", c.plan.ops);
+    assert_eq!(c.report.requests, w.state().requests() - served);
+    assert!(c.report.requests > 0);
+    assert_eq!(cycle(&engine, &app).await.report.requests, 0);
 }

@@ -600,6 +600,7 @@ async fn a_failed_graph_read_changes_nothing_in_the_app() {
         reason: Reason::SyncNow,
         dry_run: false,
         progress: false,
+        verify: false,
     };
     let run = engine.cycle(std::slice::from_ref(&app), opts).await;
     assert!(run.source_error.is_none());

@@ -1377,6 +1377,7 @@ async fn in_a_cycle_a_too_large_answer_fails_that_object_only() {
                 reason: Reason::SyncNow,
                 dry_run: false,
                 progress: false,
+                verify: false,
             },
         )
         .await;

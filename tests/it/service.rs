@@ -1244,3 +1244,101 @@ async fn an_eligible_id_the_source_has_no_user_for_is_refused() {
     );
     svc.shutdown(Duration::from_secs(5)).await;
 }
+
+/// `verify_interval` in service mode, under paused time: the interval starts when the service
+/// first sees the app, the cycle at 40 minutes does not verify (a member removed in the app
+/// stays removed), the cycle at 80 minutes, past the hour, reads the app back and re-adds it.
+#[tokio::test]
+async fn a_verifying_cycle_runs_once_the_verify_interval_has_passed_and_not_before() {
+    let w = Sandboxed::new().await;
+    tokio::time::pause();
+    let held = HeldClock::hold();
+    let clock = TokioClock::shared();
+    let options = Options {
+        ticks: TickSource::Tokio,
+        // A lease that never needs renewing keeps the keeper out of the timeline.
+        lease_ttl: Some(Duration::from_secs(365 * 24 * 3600)),
+        startup_cycle: true,
+        ..Options::default()
+    };
+    let cfg = w.config("verify_interval = \"1h\"");
+    let svc = crate::support::service::start_on(
+        &cfg,
+        Arc::new(w.source.clone()),
+        TOKEN,
+        options,
+        clock.clone(),
+    )
+    .await;
+    w.step_until_members(&held, "Staff", &["u0@contoso.example"], STEP, MINUTE)
+        .await;
+
+    // Someone takes u0 out of Staff in the app.
+    let state = w.sandbox.state();
+    let staff = state
+        .groups()
+        .into_iter()
+        .find(|g| g["displayName"] == "Staff")
+        .unwrap();
+    let u0 = state
+        .users()
+        .into_iter()
+        .find(|u| u["externalId"] == "u0")
+        .unwrap();
+    let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": format!("members[value eq \"{}\"]", u0["id"].as_str().unwrap())}]});
+    reqwest::Client::new()
+        .patch(format!(
+            "{}/Groups/{}",
+            w.sandbox.base_url(),
+            staff["id"].as_str().unwrap()
+        ))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    assert!(w.members("Staff").is_empty());
+    let report = |svc: &Service| {
+        let store = svc.engine().store().clone();
+        async move {
+            store
+                .last_report(&AppName::from("crm"))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+
+    // 40 minutes: a plain cycle, which trusts the store.
+    held.step(Duration::from_secs(40 * 60 + 1)).await;
+    let started = std::time::Instant::now();
+    while report(&svc).await.reason != Reason::Schedule {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no cycle at 40 minutes"
+        );
+        held.step(Duration::from_millis(10)).await;
+    }
+    let r = report(&svc).await;
+    assert_eq!((r.drift_repaired, r.requests), (0, 0), "{r}");
+    assert!(w.members("Staff").is_empty());
+
+    // 80 minutes: more than an hour since the interval began, so this cycle verifies.
+    held.step(Duration::from_secs(40 * 60)).await;
+    let started = std::time::Instant::now();
+    while report(&svc).await.started_at == r.started_at {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no cycle at 80 minutes"
+        );
+        held.step(Duration::from_millis(10)).await;
+    }
+    let r = report(&svc).await;
+    w.await_members_held("Staff", &["u0@contoso.example"], Duration::from_secs(10))
+        .await;
+    assert_eq!(r.drift_repaired, 1, "{r}");
+    svc.shutdown(Duration::from_secs(5)).await;
+}
