@@ -163,6 +163,43 @@ urllib.request.urlopen(urllib.request.Request(base + "/Users/" + uid, json.dumps
 PY
 }
 
+# drift ACTION: out-of-band changes in the disable tenant, directly on the server.
+#   make   u-alice's title edited, the first member of g-all-staff removed, and a user the
+#          directory does not know (userName intruder@example.org) added to g-it-admins
+#   check  prints "<intruder exists> <intruder in g-it-admins>" ("yes no" after a repair)
+#   clean  deletes the intruder
+drift() {
+    python3 - "http://127.0.0.1:$PORT/disable/v2" "$1" <<'PY' || fail "drift $1 failed on the server"
+import json, os, sys, urllib.request
+base, action = sys.argv[1], sys.argv[2]
+h = {"Authorization": "Bearer " + os.environ["INTEROP_SCIM_TOKEN"], "Content-Type": "application/scim+json"}
+def call(path, body=None, method="GET"):
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(urllib.request.Request(base + path, data, h, method=method)) as r:
+        text = r.read()
+    return json.loads(text) if text else None
+def patch(path, ops):
+    call(path, {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}, "PATCH")
+users = call("/Users?startIndex=1&count=1000")["Resources"]
+groups = {g.get("externalId"): g for g in call("/Groups?startIndex=1&count=1000")["Resources"]}
+intruder = next((u for u in users if u.get("userName") == "intruder@example.org"), None)
+admins = groups["g-it-admins"]
+if action == "make":
+    alice = next(u for u in users if u.get("externalId") == "u-alice")
+    patch("/Users/" + alice["id"], [{"op": "replace", "path": "title", "value": "Edited on the server"}])
+    staff = groups["g-all-staff"]
+    first = staff["members"][0]["value"]
+    patch("/Groups/" + staff["id"], [{"op": "remove", "path": f'members[value eq "{first}"]'}])
+    new = call("/Users", {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "intruder@example.org"}, "POST")
+    patch("/Groups/" + admins["id"], [{"op": "add", "path": "members", "value": [{"value": new["id"]}]}])
+elif action == "check":
+    held = intruder is not None and any(m["value"] == intruder["id"] for m in admins.get("members") or [])
+    print(("yes" if intruder else "no") + " " + ("yes" if held else "no"))
+elif action == "clean" and intruder is not None:
+    call("/Users/" + intruder["id"], method="DELETE")
+PY
+}
+
 # no_token FILE…: the bearer token appears in none of the files.
 no_token() {
     if grep -l -F "$TOKEN" "$@" >/dev/null 2>&1; then fail "the bearer token appears in one of: $*"; fi
@@ -262,6 +299,24 @@ scenario() {
     fi
     tamper "Engineer"
     check ""
+
+    say "[$VARIANT] drift made on the server, found and repaired by sync-now --verify"
+    drift make
+    sync drift-plain
+    expect drift-plain requests 0
+    sync drift-verify --verify
+    expect drift-verify outcome ok
+    expect drift-verify failed 0
+    [[ "$(field drift-verify interop-disable drift_repaired)" == 3 ]] \
+        || fail "drift: interop-disable drift_repaired is '$(field drift-verify interop-disable drift_repaired)', expected 3 (a title, a removed member, an unmanaged member)"
+    [[ "$(field drift-verify interop-delete drift_repaired)" == 0 ]] \
+        || fail "drift: interop-delete (untouched) drift_repaired is '$(field drift-verify interop-delete drift_repaired)', expected 0"
+    [[ "$(drift check)" == "yes no" ]] \
+        || fail "drift: the unmanaged user should still exist and be out of g-it-admins, got '$(drift check)'"
+    drift clean
+    check ""
+    sync drift-again --verify
+    expect drift-again drift_repaired 0
 
     say "[$VARIANT] change: disable, remove a member, rename a user, remove a user from every group, …"
     cp directory.json directory.before-change.json
