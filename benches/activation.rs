@@ -48,6 +48,8 @@ use scim_sync::store::Store;
 use scim_sync_testkit::graph_double::{DoubleState, GraphDouble};
 use scim_sync_testkit::synthetic;
 
+// Shared with the other benchmarks, which use the rest of it.
+#[allow(dead_code)]
 mod common;
 use common::{Machine, log_from_env, mb};
 

@@ -52,6 +52,8 @@ use scim_sync::source::{MemorySource, Source};
 use scim_sync::store::{Change, Store};
 use scim_sync_testkit::synthetic::{self, Churn};
 
+// Shared with the other benchmarks, which use the rest of it.
+#[allow(dead_code)]
 mod common;
 use common::{Machine, log_from_env, mb};
 

@@ -68,3 +68,93 @@ pub fn log_from_env() {
             .init();
     }
 }
+
+/// An engine over a memory source holding `dir`, a SQLite store in a temporary folder, and
+/// one app on `state` (the sandbox, served on loopback) with every group of `dir` assigned.
+pub struct SandboxWorld {
+    /// The app's server.
+    pub sandbox: scim_sync::sandbox::SandboxHandle,
+    /// The engine.
+    pub engine: scim_sync::engine::Engine,
+    /// The app.
+    pub app: scim_sync::engine::App,
+    _tmp: tempfile::TempDir,
+}
+
+/// The bearer token of [`SandboxWorld`]'s app.
+pub const SANDBOX_TOKEN: &str = "bench-app-token";
+
+impl SandboxWorld {
+    /// Serves `state` (made with [`SANDBOX_TOKEN`]) and builds the rest.
+    pub async fn new(
+        dir: &scim_sync::model::Directory,
+        state: scim_sync::sandbox::SandboxState,
+        concurrency: usize,
+    ) -> anyhow::Result<SandboxWorld> {
+        use scim_sync::config::{Config, Secret};
+        let sandbox =
+            scim_sync::sandbox::SandboxHandle::start(([127, 0, 0, 1], 0).into(), state).await?;
+        let tmp = tempfile::tempdir()?;
+        let store = scim_sync::store::Store::open(&format!(
+            "sqlite://{}",
+            tmp.path().join("state.db").display()
+        ))
+        .await?;
+        let engine = scim_sync::engine::Engine::new(
+            std::sync::Arc::new(scim_sync::source::MemorySource::new(dir.clone())),
+            store,
+        );
+        let assigned: Vec<&str> = dir.groups.keys().map(|g| g.as_str()).collect();
+        let text = format!(
+            "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"bench\"\n\
+             base_url = \"{}\"\ntoken_env = \"BENCH_TOKEN\"\ngroups = {assigned:?}\n\
+             concurrency = {concurrency}\nmax_deprovisions = 100000\n",
+            sandbox.base_url()
+        );
+        let mut cfg = Config::parse(std::path::Path::new("bench.toml"), &text)?;
+        anyhow::ensure!(!cfg.apps.is_empty(), "the benchmark config has no app");
+        let app = scim_sync::engine::App::new(cfg.apps.remove(0), &Secret::new(SANDBOX_TOKEN))?;
+        Ok(SandboxWorld {
+            sandbox,
+            engine,
+            app,
+            _tmp: tmp,
+        })
+    }
+
+    /// One cycle of the app (verifying when `verify`); its report and wall time. A cycle
+    /// with a failed operation is an error.
+    pub async fn cycle(
+        &self,
+        verify: bool,
+    ) -> anyhow::Result<(scim_sync::engine::AppCycle, std::time::Duration)> {
+        let t = std::time::Instant::now();
+        let opts = scim_sync::engine::CycleOptions {
+            reason: scim_sync::report::Reason::SyncNow,
+            dry_run: false,
+            progress: false,
+            verify,
+        };
+        let mut run = self
+            .engine
+            .cycle(std::slice::from_ref(&self.app), opts)
+            .await;
+        let c = run.apps.pop().ok_or_else(|| anyhow::anyhow!("no report"))?;
+        anyhow::ensure!(
+            c.report.failed == 0 && c.report.error.is_none(),
+            "the cycle failed: {}",
+            c.report
+        );
+        Ok((c, t.elapsed()))
+    }
+}
+
+/// A duration for tables: milliseconds under a second, else seconds.
+pub fn secs(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else {
+        format!("{s:.2} s")
+    }
+}

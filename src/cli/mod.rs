@@ -99,6 +99,12 @@ pub enum Command {
         /// Address to listen on (loopback by default).
         #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
         listen: SocketAddr,
+        /// Answer each request after this long, like an app across a network (e.g. 50ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        latency: Option<std::time::Duration>,
+        /// Add a uniform random part of this to each request's latency (e.g. 10ms).
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        jitter: Option<std::time::Duration>,
     },
 }
 
@@ -162,7 +168,18 @@ pub async fn run(cli: Cli) -> ExitCode {
         }
         Command::Status { json } => inspect::status(&config_path, json).await,
         Command::CheckConfig => inspect::check_config(&config_path).await,
-        Command::Sandbox { listen } => serve::sandbox(listen).await,
+        Command::Sandbox {
+            listen,
+            latency,
+            jitter,
+        } => {
+            serve::sandbox(
+                listen,
+                latency.unwrap_or_default(),
+                jitter.unwrap_or_default(),
+            )
+            .await
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),

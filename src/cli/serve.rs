@@ -95,17 +95,31 @@ pub(super) async fn shutdown_signal() {
     tracing::info!("stop signal received; shutting down");
 }
 
-pub(super) async fn sandbox(listen: SocketAddr) -> Result<u8, Fatal> {
+pub(super) async fn sandbox(
+    listen: SocketAddr,
+    latency: std::time::Duration,
+    jitter: std::time::Duration,
+) -> Result<u8, Fatal> {
     let state = match std::env::var("SCIM_SYNC_SANDBOX_TOKEN") {
         Ok(t) if !t.is_empty() => crate::sandbox::SandboxState::with_token(t),
         _ => crate::sandbox::SandboxState::new(),
-    };
+    }
+    .with_latency(latency, jitter);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Fatal(format!("sandbox --listen {listen}: {e}")))?;
     out!(
-        "sandbox SCIM 2.0 app on http://{}/scim/v2 (in memory; {}). Ctrl-C stops it.",
+        "sandbox SCIM 2.0 app on http://{}/scim/v2 (in memory; {}{}). Ctrl-C stops it.",
         listener.local_addr().map_err(Fatal::from)?,
+        if latency.is_zero() && jitter.is_zero() {
+            String::new()
+        } else {
+            format!(
+                "each answer delayed {} + up to {}; ",
+                crate::clock::show_duration(latency),
+                crate::clock::show_duration(jitter)
+            )
+        },
         if std::env::var("SCIM_SYNC_SANDBOX_TOKEN").is_ok_and(|t| !t.is_empty()) {
             "bearer token from $SCIM_SYNC_SANDBOX_TOKEN required"
         } else {

@@ -21,6 +21,9 @@
 //! - Lists return at most 1000 resources per page (default 100); `count=0` returns only
 //!   `totalResults`.
 //! - `PATCH` answers 200 with the resource for Users and 204 No Content for Groups.
+//! - With [`SandboxState::with_latency`] (`sandbox --latency 50ms [--jitter 10ms]`) every
+//!   request is answered after that delay plus a random part of the jitter (tokio time), so
+//!   benchmarks pay what a real app's round trip costs.
 //! - `PUT` on a Group replaces its members too (no `members` means none).
 
 mod error;
@@ -68,6 +71,9 @@ struct Inner {
     store: Mutex<Store>,
     /// Base URL used when a request carries no `Host` header, and by [`SandboxState::users`].
     base_url: RwLock<String>,
+    /// Every answer waits this long, plus a uniform random part of `jitter` (nanoseconds).
+    latency_ns: AtomicU64,
+    jitter_ns: AtomicU64,
 }
 
 /// Shared state of one sandbox: cheap to clone (an `Arc` inside).
@@ -103,8 +109,19 @@ impl SandboxState {
                 requests: AtomicU64::new(0),
                 store: Mutex::new(Store::default()),
                 base_url: RwLock::new(BASE_PATH.to_owned()),
+                latency_ns: AtomicU64::new(0),
+                jitter_ns: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// This sandbox, answering each request after `latency` plus a uniform random part of
+    /// `jitter`, like an app across a network.
+    pub fn with_latency(self, latency: Duration, jitter: Duration) -> Self {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.inner.latency_ns.store(ns(latency), Ordering::Relaxed);
+        self.inner.jitter_ns.store(ns(jitter), Ordering::Relaxed);
+        self
     }
 
     /// An empty sandbox that accepts any non-empty bearer token.
@@ -246,6 +263,16 @@ pub fn router(state: SandboxState) -> Router {
 /// (405, 413, …) into SCIM error bodies.
 async fn observe(State(st): State<SandboxState>, req: Request, next: Next) -> Response {
     st.inner.requests.fetch_add(1, Ordering::Relaxed);
+    let latency = Duration::from_nanos(st.inner.latency_ns.load(Ordering::Relaxed));
+    let jitter = Duration::from_nanos(st.inner.jitter_ns.load(Ordering::Relaxed));
+    if !latency.is_zero() || !jitter.is_zero() {
+        let extra = if jitter.is_zero() {
+            Duration::ZERO
+        } else {
+            jitter.mul_f64(rand::random::<f64>())
+        };
+        tokio::time::sleep(latency + extra).await;
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let resp = next.run(req).await;

@@ -970,3 +970,30 @@ async fn paged_walk_over_many_users_is_linear() {
     assert_eq!(seen, 100_000);
     eprintln!("walked 100k users in {:?}", t.elapsed());
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_latency_every_answer_waits_the_latency_plus_part_of_the_jitter() {
+    let ms = Duration::from_millis;
+    let state = SandboxState::with_token(TOKEN).with_latency(ms(50), ms(10));
+    let sb = Sandbox {
+        app: router(state.clone()),
+        state,
+    };
+    for _ in 0..20 {
+        let started = tokio::time::Instant::now();
+        let r = sb.get("/scim/v2/Users").await;
+        let took = started.elapsed();
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(took >= ms(50) && took <= ms(60), "{took:?}");
+    }
+    // A refused request pays the same round trip.
+    let started = tokio::time::Instant::now();
+    let r = sb.send(Method::GET, "/scim/v2/Users", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(started.elapsed() >= ms(50));
+    // Without latency, no wait at all.
+    let plain = Sandbox::new();
+    let started = tokio::time::Instant::now();
+    plain.get("/scim/v2/Users").await;
+    assert_eq!(started.elapsed(), Duration::ZERO);
+}
