@@ -208,7 +208,10 @@ impl fmt::Display for CycleReport {
         if !any {
             f.write_str(" · no changes")?;
         }
-        if self.dry_run {
+        if self.dry_run && self.requests > 0 {
+            // A verifying dry run reads the app back, and writes nothing.
+            write!(f, " · {} reads, no write", self.requests)?;
+        } else if self.dry_run {
             f.write_str(" · nothing sent")?;
         } else {
             write!(f, " · {} requests", self.requests)?;

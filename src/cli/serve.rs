@@ -111,14 +111,17 @@ pub(super) async fn sandbox(
     out!(
         "sandbox SCIM 2.0 app on http://{}/scim/v2 (in memory; {}{}). Ctrl-C stops it.",
         listener.local_addr().map_err(Fatal::from)?,
-        if latency.is_zero() && jitter.is_zero() {
-            String::new()
-        } else {
-            format!(
-                "each answer delayed {} + up to {}; ",
+        match (latency.is_zero(), jitter.is_zero()) {
+            (true, true) => String::new(),
+            (_, true) => format!(
+                "each answer delayed {}; ",
+                crate::clock::show_duration(latency)
+            ),
+            _ => format!(
+                "each answer delayed {} plus up to {}; ",
                 crate::clock::show_duration(latency),
                 crate::clock::show_duration(jitter)
-            )
+            ),
         },
         if std::env::var("SCIM_SYNC_SANDBOX_TOKEN").is_ok_and(|t| !t.is_empty()) {
             "bearer token from $SCIM_SYNC_SANDBOX_TOKEN required"
