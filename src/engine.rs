@@ -251,6 +251,11 @@ impl Engine {
         self.source.eligibility(group, user).await
     }
 
+    /// The last snapshot read, if any, without reading the source.
+    pub fn cached_directory(&self) -> Option<Arc<Directory>> {
+        self.cached()
+    }
+
     fn cached(&self) -> Option<Arc<Directory>> {
         locks::read(&self.snapshot, "snapshot").clone()
     }

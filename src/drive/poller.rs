@@ -30,7 +30,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -45,14 +44,18 @@ pub const ORIGIN: &str = "pim-poll";
 /// The poll interval when the config gives none (`pim_poll_interval`).
 pub const DEFAULT_EVERY: Duration = Duration::from_secs(30);
 
-/// Groups whose instances are read at once within a round (as the Graph source reads groups).
-const READS_IN_FLIGHT: usize = 8;
-
 /// What the poller needs of the service: the webhook's intake, the expiry path, and what is
 /// recorded. The service implements it; tests can drive the poller with a fake.
 pub trait Intake: Send + Sync {
-    /// The groups assigned to any app: the ones a round reads.
+    /// The groups assigned to any app.
     fn groups(&self) -> BTreeSet<SourceId>;
+
+    /// The assigned groups a round reads: those with PIM eligibility, as far as the source
+    /// said (a group nobody is eligible for has no activation to find). All assigned
+    /// groups unless the implementation knows better.
+    fn pim_groups(&self) -> BTreeSet<SourceId> {
+        self.groups()
+    }
 
     /// Whether this replica polls now (with several replicas, one at a time does). A
     /// replica that starts polling later reads every group afresh.
@@ -270,8 +273,10 @@ impl Poller {
         }
     }
 
-    /// One round: every assigned group, read [`READS_IN_FLIGHT`] at a time (a round over a
-    /// thousand groups must fit in the interval), decided one group after the other in order.
+    /// One round: every group with PIM eligibility, and every group of an instance already
+    /// seen (so that its end is seen even if the eligibility went), read in one call to the
+    /// feed (the Graph source batches them, 20 a request), decided one group after the other
+    /// in order.
     async fn round(&mut self) {
         if !self.intake.polls() {
             // Another replica polls; what this one saw may be stale when it polls again.
@@ -280,17 +285,12 @@ impl Poller {
             return;
         }
         let started = Instant::now();
-        let groups = self.intake.groups();
+        let mut groups = self.intake.pim_groups();
+        groups.extend(self.seen.values().map(|t| t.group.clone()));
+        let groups: Vec<SourceId> = groups.into_iter().collect();
         let feed = self.feed.clone();
-        let reads = groups.into_iter().map(|group| {
-            let feed = feed.clone();
-            async move {
-                let read = feed.active_instances(&group).await;
-                (group, read)
-            }
-        });
-        let mut reads = futures::stream::iter(reads).buffered(READS_IN_FLIGHT);
-        while let Some((group, read)) = reads.next().await {
+        let reads = feed.active_instances_of(&groups).await;
+        for (group, read) in groups.iter().zip(reads) {
             let group = &group;
             match read {
                 Ok(fetched) => {

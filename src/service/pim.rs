@@ -116,6 +116,18 @@ impl Intake for Service {
             .collect()
     }
 
+    fn pim_groups(&self) -> BTreeSet<SourceId> {
+        let groups = Intake::groups(self);
+        // The last snapshot says who is eligible where; without one, every assigned group.
+        match self.inner.engine.cached_directory() {
+            Some(dir) => groups
+                .into_iter()
+                .filter(|g| dir.groups.get(g).is_some_and(|g| !g.eligible.is_empty()))
+                .collect(),
+            None => groups,
+        }
+    }
+
     fn now(&self) -> DateTime<Utc> {
         self.inner.engine.clock().now()
     }

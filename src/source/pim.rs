@@ -30,6 +30,22 @@ pub trait PimFeed: Send + Sync {
         group: &SourceId,
     ) -> BoxFuture<'_, Result<Vec<PimInstance>, super::Error>>;
 
+    /// [`PimFeed::active_instances`] of each of `groups`, in their order (the Graph source
+    /// reads them in `$batch`es); each group's read succeeds or fails on its own.
+    fn active_instances_of<'a>(
+        &'a self,
+        groups: &'a [SourceId],
+    ) -> BoxFuture<'a, Vec<Result<Vec<PimInstance>, super::Error>>> {
+        use futures::StreamExt;
+        // A few at a time: a round over a thousand groups must fit in the interval.
+        Box::pin(
+            futures::stream::iter(groups)
+                .map(|g| self.active_instances(g))
+                .buffered(8)
+                .collect(),
+        )
+    }
+
     /// The request `instance` was made from (its `assignmentScheduleId` is the request's
     /// `targetScheduleId`), if the source can tell; `None`: not found.
     fn request_of<'a>(

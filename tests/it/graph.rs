@@ -904,7 +904,12 @@ async fn a_delta_snapshot_after_changes_equals_a_full_read_of_the_same_state() {
         (s.requests("groupsDelta"), s.requests("usersDelta")),
         (1, 1)
     );
-    assert_eq!(s.total_requests(), 4, "2 delta + 2 eligibility");
+    assert_eq!(s.requests("eligibility"), 2);
+    assert_eq!(
+        s.total_requests(),
+        3,
+        "2 delta + 1 $batch carrying both eligibility reads"
+    );
 }
 
 #[tokio::test]
@@ -1061,14 +1066,16 @@ async fn exact_delta_rounds_follow_next_link_verbatim_and_resume_from_the_delta_
             .mount(&server)
             .await;
     }
-    Mock::given(method("GET"))
-        .and(path(
-            "/v1.0/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances",
+    Mock::given(method("POST"))
+        .and(path("/v1.0/$batch"))
+        .and(body_string_contains(
+            "/identityGovernance/privilegedAccess/group/eligibilityScheduleInstances?$filter=groupId%20eq%20%27g-1%27",
         ))
-        .and(query_param("$filter", "groupId eq 'g-1'"))
-        .respond_with(ok(json!({"value": []})))
+        .respond_with(ok(json!({"responses": [
+            {"id": "0", "status": 200, "headers": {}, "body": {"value": []}}
+        ]})))
         .expect(2)
-        .named("eligibility, every snapshot")
+        .named("eligibility, every snapshot, batched")
         .mount(&server)
         .await;
 
@@ -1534,5 +1541,98 @@ async fn the_pim_policy_caps_activations_and_the_poller_records_the_request() {
         within,
     )
     .await;
+    svc.shutdown(Duration::from_secs(5)).await;
+}
+
+/// PIM reads are batched (`POST /v1.0/$batch`, 20 a request): 45 groups' assignment
+/// instances in 3 requests; a throttled read (`429` with `Retry-After` inside the batch) is
+/// asked again in a new batch and the others are kept, so every group still gets its answer.
+#[tokio::test]
+async fn pim_reads_go_in_batches_of_twenty_and_a_throttled_one_is_retried_alone() {
+    let mut dir = directory();
+    let names: Vec<String> = (0..45).map(|i| format!("p{i}")).collect();
+    for n in &names {
+        let g = group(n, &["u1"], &["u2"]);
+        dir.groups.insert(g.id.clone(), g);
+    }
+    let d = double_with(dir, 999).await;
+    d.state().set_assignments(vec![json!({
+        "id": "p7_member_u2", "groupId": "p7", "principalId": "u2", "accessId": "member",
+        "assignmentType": "Activated", "memberType": "Direct",
+        "startDateTime": "2026-12-03T09:00:00Z", "endDateTime": "2099-12-03T10:00:00Z",
+    })]);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let src = source(&d, &apps_cfg(&refs, false, "http://127.0.0.1:9/scim/v2"));
+    let groups: Vec<SourceId> = names.iter().map(|n| SourceId::new(n.clone())).collect();
+
+    let before = src.requests();
+    let read = src.assignment_instances_of(&groups).await;
+    assert_eq!(src.requests() - before, 3, "45 reads in 3 batches");
+    assert_eq!(d.state().requests("assignments"), 45);
+    assert!(read.iter().all(Result::is_ok));
+    assert_eq!(read[7].as_ref().unwrap().len(), 1, "p7's activation");
+    assert!(read[8].as_ref().unwrap().is_empty());
+
+    // One read inside a batch is throttled once: one more batch, for it alone.
+    d.state().reset_counts();
+    d.state().throttle(
+        "/v1.0/identityGovernance/privilegedAccess/group/assignmentScheduleInstances",
+        1,
+        0,
+        1,
+    );
+    let before = src.requests();
+    let read = src.assignment_instances_of(&groups).await;
+    assert_eq!(src.requests() - before, 4, "3 batches and one retry");
+    assert_eq!(d.state().requests("assignments"), 46);
+    assert!(read.iter().all(Result::is_ok), "{read:?}");
+    assert_eq!(read[7].as_ref().unwrap().len(), 1);
+}
+
+/// The poller reads only the groups the source lists with PIM eligibility: with g1 (u9
+/// eligible) and g3 (nobody eligible) assigned, each round reads g1 alone, in one batch.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_poller_reads_only_groups_with_pim_eligibility() {
+    use crate::support::service::{Sandboxed, app_toml, config, start};
+    use scim_sync::drive::poller::PimPoll;
+    use scim_sync::service::{Options, TickSource};
+
+    let sb = Sandboxed::new().await;
+    let cfg = config(
+        sb.tmp.path(),
+        &[app_toml("crm", sb.sandbox.base_url(), &["g1", "g3"], "")],
+        "40m",
+    );
+    let d = double_with(directory(), 999).await;
+    let graph = Arc::new(source(&d, &cfg.apps));
+    let options = Options {
+        ticks: TickSource::Tokio,
+        startup_cycle: true,
+        pim: Some(PimPoll {
+            feed: graph.clone(),
+            every: Duration::from_millis(100),
+        }),
+        ..Options::default()
+    };
+    let svc = start(&cfg, graph, crate::support::TOKEN, options).await;
+    sb.await_members(
+        "Group g3",
+        &["u0@contoso.example", "u1@contoso.example"],
+        Duration::from_secs(10),
+    )
+    .await;
+    d.state().reset_counts();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (rounds, reads) = (
+        d.state().requests("batch"),
+        d.state().requests("assignments"),
+    );
+    assert!(rounds >= 3, "{rounds} rounds");
+    // One read per round, g1 only (give or take the round the reset fell into; reading g3
+    // too would double it).
+    assert!(
+        reads <= rounds + 1 && reads + 1 >= rounds,
+        "{reads} reads in {rounds} rounds"
+    );
     svc.shutdown(Duration::from_secs(5)).await;
 }

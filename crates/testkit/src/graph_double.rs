@@ -80,7 +80,12 @@ struct Inner {
     delta: Mutex<DeltaBook>,
     /// Delta rounds started without a `$deltatoken` (not a kind of request of its own).
     from_scratch: AtomicU64,
+    /// Requests served inside a `$batch`: counted by kind, not as HTTP requests.
+    batched: AtomicU64,
 }
+
+/// Marks a request the double serves inside a `$batch`.
+const BATCHED: &str = "x-graph-double-batched";
 
 /// What a delta token stands for: the directory (one kind of it) when it was issued.
 #[derive(Clone)]
@@ -133,6 +138,7 @@ impl DoubleState {
                 policies: Mutex::default(),
                 delta: Mutex::default(),
                 from_scratch: AtomicU64::new(0),
+                batched: AtomicU64::new(0),
             }),
         }
     }
@@ -224,10 +230,11 @@ impl DoubleState {
         lock(&self.inner.by_kind).get(kind).copied().unwrap_or(0)
     }
 
-    /// Requests of every kind, the token endpoint included (`deltaFromScratch` is not a kind:
-    /// those requests count as `groupsDelta` or `usersDelta`).
+    /// HTTP requests received, the token endpoint included: a `$batch` is one, the reads it
+    /// carries count by their kind in [`DoubleState::requests`] only (`deltaFromScratch` is
+    /// not a kind: those requests count as `groupsDelta` or `usersDelta`).
     pub fn total_requests(&self) -> u64 {
-        lock(&self.inner.by_kind).values().sum()
+        lock(&self.inner.by_kind).values().sum::<u64>() - self.inner.batched.load(Ordering::Relaxed)
     }
 
     /// Requests for one URL path.
@@ -238,11 +245,15 @@ impl DoubleState {
     /// Resets the counters.
     pub fn reset_counts(&self) {
         self.inner.from_scratch.store(0, Ordering::Relaxed);
+        self.inner.batched.store(0, Ordering::Relaxed);
         lock(&self.inner.by_kind).clear();
         lock(&self.inner.by_path).clear();
     }
 
-    fn count(&self, kind: &'static str, path: &str) {
+    fn count(&self, kind: &'static str, path: &str, headers: &HeaderMap) {
+        if headers.contains_key(BATCHED) {
+            self.inner.batched.fetch_add(1, Ordering::Relaxed);
+        }
         *lock(&self.inner.by_kind).entry(kind).or_default() += 1;
         *lock(&self.inner.by_path)
             .entry(path.to_owned())
@@ -276,7 +287,7 @@ impl DoubleState {
     /// Counts a Graph request of `kind` for `path`; `None` when its bearer token is one the
     /// double issued, else the `401` to answer.
     fn admit(&self, kind: &'static str, path: &str, headers: &HeaderMap) -> Option<Response> {
-        self.count(kind, path);
+        self.count(kind, path, headers);
         let token = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
@@ -381,7 +392,11 @@ async fn token(
     Path(tenant): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    state.count("token", &format!("/{tenant}/oauth2/v2.0/token"));
+    state.count(
+        "token",
+        &format!("/{tenant}/oauth2/v2.0/token"),
+        &HeaderMap::new(),
+    );
     let refuse = |status: StatusCode, error: &str, description: String| {
         (
             status,
@@ -872,6 +887,72 @@ async fn schedule_requests(
     page(&state, &uri, &q, items)
 }
 
+/// `POST /v1.0/$batch`: each request (at most 20, ids unique) is served by the double's own
+/// routes with the batch's bearer token, and its status, `Retry-After` and body come back in
+/// `responses`, in reverse order (Graph does not promise the order; clients match by `id`).
+async fn batch(State(state): State<DoubleState>, headers: HeaderMap, body: String) -> Response {
+    use tower::ServiceExt;
+    if let Some(r) = state.admit("batch", "/v1.0/$batch", &headers) {
+        return r;
+    }
+    let bad = |m: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(graph_error("BadRequest", m)),
+        )
+            .into_response()
+    };
+    let Ok(body) = serde_json::from_str::<Value>(&body) else {
+        return bad("The batch body is not JSON.");
+    };
+    let Some(requests) = body["requests"].as_array() else {
+        return bad("The batch has no requests.");
+    };
+    if requests.len() > 20 {
+        return bad("The batch has more than 20 requests.");
+    }
+    let ids: BTreeSet<String> = requests
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_lowercase))
+        .collect();
+    if ids.len() != requests.len() {
+        return bad("Every request of a batch needs a unique id.");
+    }
+    let auth = headers.get("authorization").cloned();
+    let mut responses = Vec::new();
+    for r in requests {
+        let url = format!("/v1.0{}", r["url"].as_str().unwrap_or_default());
+        let mut req = axum::http::Request::builder()
+            .method(r["method"].as_str().unwrap_or("GET"))
+            .uri(url);
+        if let Some(a) = &auth {
+            req = req.header("authorization", a.clone());
+        }
+        req = req.header(BATCHED, "1");
+        let Ok(req) = req.body(axum::body::Body::empty()) else {
+            return bad("A batched request is malformed.");
+        };
+        let Ok(resp) = router(state.clone()).oneshot(req).await;
+        let status = resp.status().as_u16();
+        let mut out_headers = serde_json::Map::new();
+        if let Some(v) = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+        {
+            out_headers.insert("Retry-After".into(), json!(v));
+        }
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        responses
+            .push(json!({"id": r["id"], "status": status, "headers": out_headers, "body": body}));
+    }
+    responses.reverse();
+    axum::Json(json!({ "responses": responses })).into_response()
+}
+
 /// `groups/delta` and `users/delta`: a round starts from a `$deltatoken` (or from nothing),
 /// its pages are served through `$skiptoken`, its last page carries the next deltaLink.
 async fn delta(
@@ -1005,6 +1086,7 @@ async fn delta(
 pub fn router(state: DoubleState) -> Router {
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(token))
+        .route("/v1.0/$batch", post(batch))
         .route("/v1.0/groups/delta", get(delta))
         .route("/v1.0/users/delta", get(delta))
         .route("/v1.0/groups/{id}", get(group))

@@ -70,6 +70,11 @@ impl GraphHttp {
         self.max_response.store(bytes.max(1), Ordering::Relaxed);
     }
 
+    /// The retry policy of every request.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
     /// Graph requests sent so far (retries included; token requests excluded).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -87,6 +92,30 @@ impl GraphHttp {
         what: &str,
         missing_ok: bool,
     ) -> Result<Option<Value>, Error> {
+        self.send(reqwest::Method::GET, url, None, what, missing_ok)
+            .await
+    }
+
+    /// POSTs the JSON `body` to `url` (Graph's `$batch`) and returns its JSON answer, with
+    /// the same authentication, retries and bounds as [`GraphHttp::get`].
+    ///
+    /// # Errors
+    /// As [`GraphHttp::get`].
+    pub async fn post(&self, url: &str, body: &Value, what: &str) -> Result<Value, Error> {
+        Ok(self
+            .send(reqwest::Method::POST, url, Some(body), what, false)
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        json: Option<&Value>,
+        what: &str,
+        missing_ok: bool,
+    ) -> Result<Option<Value>, Error> {
         let path = url_path(url);
         let limit = self.max_response.load(Ordering::Relaxed);
         let mut attempt = 0u32;
@@ -95,14 +124,15 @@ impl GraphHttp {
             let token = self.auth.token().await?;
             self.requests.fetch_add(1, Ordering::Relaxed);
             let answer = async {
-                let resp = self
+                let mut req = self
                     .http
-                    .get(url)
+                    .request(method.clone(), url)
                     .bearer_auth(token.expose())
-                    .header(ACCEPT, "application/json")
-                    .send()
-                    .await
-                    .map_err(Failed::Transport)?;
+                    .header(ACCEPT, "application/json");
+                if let Some(json) = json {
+                    req = req.json(json);
+                }
+                let resp = req.send().await.map_err(Failed::Transport)?;
                 let status = resp.status().as_u16();
                 let retry_after = resp
                     .headers()

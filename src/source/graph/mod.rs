@@ -35,6 +35,7 @@
 //! read from is `scim_sync_testkit::graph_double` (`crates/testkit`), not part of the product.
 
 pub mod auth;
+pub mod batch;
 pub mod delta;
 pub mod http;
 pub mod policy;
@@ -581,12 +582,33 @@ impl GraphSource {
     /// `{graph_url}/v1.0/identityGovernance/privilegedAccess/group/{kind}` filtered to one
     /// group: PIM for Groups' eligibility and assignment schedule instances.
     fn pim_url(&self, kind: &str, group: &SourceId) -> String {
-        let filter = format!("groupId eq '{}'", group.as_str().replace('\'', "''"));
-        format!(
-            "{}/v1.0/identityGovernance/privilegedAccess/group/{kind}?$filter={}",
-            self.graph_url,
-            utf8_percent_encode(&filter, QUERY)
-        )
+        format!("{}/v1.0{}", self.graph_url, pim_path(kind, group))
+    }
+
+    /// Each group's `kind` PIM schedule instances (all pages), read in `$batch`es of 20
+    /// ([`batch`]), in the order of `groups`.
+    async fn pim_reads(&self, kind: &str, groups: &[SourceId]) -> Vec<Result<Vec<Value>, Error>> {
+        let what = if kind.starts_with("eligibility") {
+            "PIM eligibility"
+        } else {
+            "PIM assignments"
+        };
+        let reads = groups
+            .iter()
+            .map(|g| (pim_path(kind, g), format!("{what} of group {g}")))
+            .collect();
+        self.http.get_all_batched(&self.graph_url, reads).await
+    }
+
+    /// Each group's PIM eligibility, batched (the snapshots' per-group reads).
+    pub(super) async fn eligibility_of(
+        &self,
+        groups: &[SourceId],
+    ) -> Result<Vec<Vec<Value>>, Error> {
+        self.pim_reads("eligibilityScheduleInstances", groups)
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// The group's PIM assignment schedule instances (all pages), for the poller.
@@ -597,19 +619,53 @@ impl GraphSource {
         let url = self.pim_url("assignmentScheduleInstances", group);
         let what = format!("PIM assignments of group {group}");
         let rows = self.http.get_all(url.clone(), &what).await?;
-        rows.into_iter()
-            .map(|row| {
-                serde_json::from_value::<AssignmentInstance>(row)
-                    .map(PimInstance::from)
-                    .map_err(|e| Error::Answer {
-                        what: what.clone(),
-                        path: http::url_path(&url),
-                        message: e.to_string(),
-                    })
+        instances(rows, &what, &url)
+    }
+
+    /// [`GraphSource::assignment_instances`] of each of `groups`, in `$batch`es of 20.
+    pub async fn assignment_instances_of(
+        &self,
+        groups: &[SourceId],
+    ) -> Vec<Result<Vec<PimInstance>, Error>> {
+        let kind = "assignmentScheduleInstances";
+        self.pim_reads(kind, groups)
+            .await
+            .into_iter()
+            .zip(groups)
+            .map(|(rows, g)| {
+                let what = format!("PIM assignments of group {g}");
+                instances(rows?, &what, &self.pim_url(kind, g))
             })
             .collect()
     }
 }
+
+/// `/identityGovernance/privilegedAccess/group/{kind}` filtered to one group, relative to
+/// `/v1.0`: PIM for Groups' eligibility and assignment schedule instances.
+fn pim_path(kind: &str, group: &SourceId) -> String {
+    let filter = format!("groupId eq '{}'", group.as_str().replace('\'', "''"));
+    format!(
+        "/identityGovernance/privilegedAccess/group/{kind}?$filter={}",
+        utf8_percent_encode(&filter, QUERY)
+    )
+}
+
+/// Assignment schedule instances from Graph's JSON rows (read from `url`).
+fn instances(rows: Vec<Value>, what: &str, url: &str) -> Result<Vec<PimInstance>, Error> {
+    rows.into_iter()
+        .map(|row| {
+            serde_json::from_value::<AssignmentInstance>(row)
+                .map(PimInstance::from)
+                .map_err(|e| Error::Answer {
+                    what: what.to_owned(),
+                    path: http::url_path(url),
+                    message: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+impl GraphSource {}
 
 /// Graph's `privilegedAccessGroupAssignmentScheduleInstance`, the fields the poller uses.
 #[derive(serde::Deserialize)]
@@ -657,6 +713,19 @@ impl PimFeed for GraphSource {
             self.assignment_instances(&group)
                 .await
                 .map_err(crate::source::Error::from)
+        })
+    }
+
+    fn active_instances_of<'a>(
+        &'a self,
+        groups: &'a [SourceId],
+    ) -> BoxFuture<'a, Vec<Result<Vec<PimInstance>, crate::source::Error>>> {
+        Box::pin(async move {
+            self.assignment_instances_of(groups)
+                .await
+                .into_iter()
+                .map(|r| r.map_err(crate::source::Error::from))
+                .collect()
         })
     }
 
