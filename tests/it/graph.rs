@@ -1265,83 +1265,74 @@ fn upns(ids: &[u32]) -> Vec<String> {
         .collect()
 }
 
+/// Waits (up to 10 s) until the app's "Group g1" holds exactly the users `u{ids}`.
+async fn await_g1(sb: &crate::support::service::Sandboxed, ids: &[u32]) {
+    let want = upns(ids);
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    sb.await_members("Group g1", &want, Duration::from_secs(10))
+        .await;
+}
+
+/// Waits (up to 10 s) until the double has served `n` requests of `kind`.
+async fn await_requests(d: &GraphDouble, kind: &str, n: u64) {
+    let started = Instant::now();
+    while d.state().requests(kind) < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "fewer than {n} {kind}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Adds `user` to (or removes it from) `group` in the double's tenant.
+fn edit_group(d: &GraphDouble, group: &str, user: &str, add: bool) {
+    d.state().update(|dir| {
+        let g = dir.groups.get_mut(&SourceId::from(group)).unwrap();
+        if add {
+            g.members.push(user.into());
+        } else {
+            g.members.retain(|m| m.as_str() != user);
+        }
+    });
+}
+
 /// Push groups over Graph: a member added to g1 in Entra reaches the app through the scoped
 /// `groups/delta` watch, one removed (`@removed`) leaves it, a change in g2 (not a push
 /// group) waits for the cycle, and a failing watch read pushes nothing until Graph answers.
 #[tokio::test(flavor = "multi_thread")]
 async fn push_group_changes_in_graph_reach_the_app_through_the_scoped_delta_watch() {
-    use crate::support::service::Sandboxed;
-
-    let sb = Sandboxed::new().await;
+    let sb = crate::support::service::Sandboxed::new().await;
     let d = double_with(directory(), 999).await;
     let (svc, _graph) = push_group_service(&sb, &d).await;
-    let within = Duration::from_secs(10);
-    let g1 = |ids: &[u32]| upns(ids);
-    let want = g1(&[0, 1, 2, 3, 4, 5, 6]);
-    sb.await_members(
-        "Group g1",
-        &want.iter().map(String::as_str).collect::<Vec<_>>(),
-        within,
-    )
-    .await;
+    await_g1(&sb, &[0, 1, 2, 3, 4, 5, 6]).await;
     // The baseline round ran: the watch reads g1 only, scoped.
-    let started = Instant::now();
-    while d.state().requests("groupsDeltaScoped") < 2 {
-        assert!(started.elapsed() < within, "no scoped delta round");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_requests(&d, "groupsDeltaScoped", 2).await;
 
-    d.state().update(|dir| {
-        let g = dir.groups.get_mut(&SourceId::from("g1")).unwrap();
-        g.members.push("u7".into());
-        g.members.retain(|m| m.as_str() != "u0");
-    });
-    let want = g1(&[1, 2, 3, 4, 5, 6, 7]);
-    sb.await_members(
-        "Group g1",
-        &want.iter().map(String::as_str).collect::<Vec<_>>(),
-        within,
-    )
-    .await;
+    edit_group(&d, "g1", "u7", true);
+    edit_group(&d, "g1", "u0", false);
+    await_g1(&sb, &[1, 2, 3, 4, 5, 6, 7]).await;
 
     // g2 is not a push group: its change waits for the next cycle (40 minutes away).
     let g2_before = sb.members("Group g2");
-    d.state().update(|dir| {
-        dir.groups
-            .get_mut(&SourceId::from("g2"))
-            .unwrap()
-            .members
-            .push("u1".into());
-    });
+    edit_group(&d, "g2", "u1", true);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(sb.members("Group g2"), g2_before);
 
     // Graph fails every scoped read: nothing is pushed, the link stays; once it answers,
     // the change made meanwhile arrives.
     d.state().fail_always("/v1.0/groups/delta", 1, 503);
-    d.state().update(|dir| {
-        dir.groups
-            .get_mut(&SourceId::from("g1"))
-            .unwrap()
-            .members
-            .push("u8".into());
-    });
+    edit_group(&d, "g1", "u8", true);
     let failing_from = d.state().requests("groupsDeltaScoped");
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(d.state().requests("groupsDeltaScoped") > failing_from + 2);
     assert_eq!(
         sb.members("Group g1"),
-        g1(&[1, 2, 3, 4, 5, 6, 7]),
+        upns(&[1, 2, 3, 4, 5, 6, 7]),
         "a failed watch read pushes nothing"
     );
     d.state().clear_faults();
-    let want = g1(&[1, 2, 3, 4, 5, 6, 7, 8]);
-    sb.await_members(
-        "Group g1",
-        &want.iter().map(String::as_str).collect::<Vec<_>>(),
-        within,
-    )
-    .await;
+    await_g1(&sb, &[1, 2, 3, 4, 5, 6, 7, 8]).await;
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -1349,49 +1340,23 @@ async fn push_group_changes_in_graph_reach_the_app_through_the_scoped_delta_watc
 /// round from scratch), and a change made while it was down arrives.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_push_group_watch_resumes_from_its_kept_link_after_a_restart() {
-    use crate::support::service::Sandboxed;
-
-    let sb = Sandboxed::new().await;
+    let sb = crate::support::service::Sandboxed::new().await;
     let d = double_with(directory(), 999).await;
-    let within = Duration::from_secs(10);
     let (svc, _) = push_group_service(&sb, &d).await;
-    let started = Instant::now();
-    while d.state().requests("groupsDeltaScoped") < 3 {
-        assert!(started.elapsed() < within, "no scoped delta rounds");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_requests(&d, "groupsDeltaScoped", 3).await;
     svc.shutdown(Duration::from_secs(5)).await;
     let from_scratch = d.state().requests("deltaFromScratch");
     let scoped = d.state().requests("groupsDeltaScoped");
 
     let (svc, _) = push_group_service(&sb, &d).await;
-    let started = Instant::now();
-    while d.state().requests("groupsDeltaScoped") < scoped + 3 {
-        assert!(
-            started.elapsed() < within,
-            "no scoped delta rounds after the restart"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_requests(&d, "groupsDeltaScoped", scoped + 3).await;
     assert_eq!(
         d.state().requests("deltaFromScratch"),
         from_scratch,
         "the tenant's and the push groups' rounds resume from their kept links"
     );
-    d.state().update(|dir| {
-        dir.groups
-            .get_mut(&SourceId::from("g1"))
-            .unwrap()
-            .members
-            .push("u9".into());
-    });
-    let want = upns(&[0, 1, 2, 3, 4, 5, 6, 9]);
-    sb.await_members(
-        "Group g1",
-        &want.iter().map(String::as_str).collect::<Vec<_>>(),
-        within,
-    )
-    .await;
+    edit_group(&d, "g1", "u9", true);
+    await_g1(&sb, &[0, 1, 2, 3, 4, 5, 6, 9]).await;
     svc.shutdown(Duration::from_secs(5)).await;
 }
 
