@@ -356,7 +356,7 @@ impl Engine {
             // the same plan repairs the difference. The reads count in `requests`.
             let reads_from = app.client.requests_sent();
             let observed = if opts.verify {
-                match apply::verify::read_back(&app.client, &observed, app.cfg.concurrency).await {
+                match apply::verify::read_back(&app.client, observed, app.cfg.concurrency).await {
                     Ok(drift) => {
                         report.drift_repaired = drift.found;
                         drift.observed

@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 
-use crate::model::{Observed, ScimId, SourceId};
+use crate::model::{Attrs, Observed, ScimId, SourceId};
 use crate::scim::{Error, ScimClient, proto};
 
 /// What the read-back found.
@@ -37,22 +37,23 @@ pub struct Drift {
 /// The first read that finally failed (the cycle then changes nothing).
 pub async fn read_back(
     client: &ScimClient,
-    stored: &Observed,
+    stored: Observed,
     concurrency: usize,
 ) -> Result<Drift, Error> {
-    let users = read_users(client, stored, concurrency).await?;
+    let mut held = read_users(client, &stored, concurrency).await?;
     let mut drift = Drift::default();
     let mut observed = Observed::default();
-    for (id, have) in &stored.users {
-        match users.get(have.scim_id.as_str()) {
+    let mut managed: HashMap<ScimId, SourceId> = HashMap::new();
+    for (id, mut user) in stored.users {
+        managed.insert(user.scim_id.clone(), id.clone());
+        match held.remove(&user.scim_id) {
             None => {
-                tracing::warn!(app = %client.app(), user = %id, scim_id = %have.scim_id, "drift: the app no longer has the user; creating it again");
+                tracing::warn!(app = %client.app(), user = %id, scim_id = %user.scim_id, "drift: the app no longer has the user; creating it again");
                 drift.found += 1;
             }
-            Some(resource) => {
-                let attrs = proto::flatten_user(resource, have.attrs.keys().map(|k| &**k));
-                if attrs != have.attrs {
-                    let edited: Vec<&str> = have
+            Some(attrs) => {
+                if attrs != user.attrs {
+                    let edited: Vec<&str> = user
                         .attrs
                         .iter()
                         .filter(|(k, v)| attrs.get(*k) != Some(*v))
@@ -61,51 +62,46 @@ pub async fn read_back(
                     tracing::warn!(app = %client.app(), user = %id, attributes = ?edited, "drift: the user was edited in the app; restoring it");
                     drift.found += 1;
                 }
-                let mut user = have.clone();
                 user.attrs = attrs;
-                observed.users.insert(id.clone(), user);
+                observed.users.insert(id, user);
             }
         }
     }
-    let by_scim: HashMap<&str, &SourceId> = observed
-        .users
-        .iter()
-        .map(|(id, u)| (u.scim_id.as_str(), id))
-        .collect();
     let todo: Vec<(SourceId, ScimId)> = stored
         .groups
         .iter()
         .map(|(id, g)| (id.clone(), g.scim_id.clone()))
         .collect();
-    let groups: Vec<(SourceId, Option<BTreeSet<ScimId>>)> = futures::stream::iter(todo)
+    let mut reads = futures::stream::iter(todo)
         .map(|(id, scim_id)| async move { client.group_members(&scim_id).await.map(|m| (id, m)) })
-        .buffer_unordered(concurrency.max(1))
-        .try_collect()
-        .await?;
-    for (id, members) in groups {
-        let have = &stored.groups[&id];
+        .buffer_unordered(concurrency.max(1));
+    let mut groups = stored.groups;
+    while let Some(read) = reads.next().await {
+        let (id, members) = read?;
+        let Some(mut group) = groups.remove(&id) else {
+            continue;
+        };
         let Some(members) = members else {
-            tracing::warn!(app = %client.app(), group = %id, scim_id = %have.scim_id, "drift: the app no longer has the group; creating it again");
+            tracing::warn!(app = %client.app(), group = %id, scim_id = %group.scim_id, "drift: the app no longer has the group; creating it again");
             drift.found += 1;
             continue;
         };
-        let mut group = have.clone();
-        group.members.clear();
+        let before = std::mem::take(&mut group.members);
         let mut foreign = BTreeSet::new();
         for m in members {
-            match by_scim.get(m.as_str()) {
-                Some(user) => {
-                    group.members.insert((*user).clone());
+            match managed.get(&m) {
+                // A managed user the app still has is a member; one it no longer has is
+                // created again and added back.
+                Some(user) if observed.users.contains_key(user) => {
+                    group.members.insert(user.clone());
                 }
-                None if stored.users.values().any(|u| u.scim_id == m) => {
-                    // A managed user the app no longer has: it is created again and added.
-                }
+                Some(_) => {}
                 None => {
                     foreign.insert(m);
                 }
             }
         }
-        let changed = group.members.symmetric_difference(&have.members).count() as u64;
+        let changed = group.members.symmetric_difference(&before).count() as u64;
         if changed > 0 {
             tracing::warn!(app = %client.app(), group = %id, changed, "drift: the group's members were changed in the app; repairing them");
         }
@@ -122,39 +118,55 @@ pub async fn read_back(
     Ok(drift)
 }
 
-/// The app's managed users by SCIM id (those it still has): one listing when that costs
-/// fewer requests than a read each, else a read each.
+/// The mapped attributes (the paths the store recorded) of each managed user the app still
+/// has, by SCIM id: one listing, page by page, when that costs fewer requests than a read
+/// each, else a read each. Only the attributes are kept, never the app's whole JSON.
 async fn read_users(
     client: &ScimClient,
     stored: &Observed,
     concurrency: usize,
-) -> Result<HashMap<String, Value>, Error> {
+) -> Result<HashMap<ScimId, Attrs>, Error> {
+    let by_id: HashMap<&str, &Attrs> = stored
+        .users
+        .values()
+        .map(|u| (u.scim_id.as_str(), &u.attrs))
+        .collect();
+    let flatten = |resource: &Value, kept: &Attrs| -> Attrs {
+        let flat = proto::flatten_user(resource, kept.keys().map(|k| &**k));
+        // The store's keys, shared, rather than new ones per user.
+        kept.keys()
+            .filter_map(|k| flat.get(&**k).map(|v| (k.clone(), v.clone())))
+            .collect()
+    };
     let n = stored.users.len() as u64;
     if n > 1
         && let Some(cost) = client.user_listing_cost().await?
         && cost < n
     {
-        let wanted: BTreeSet<&str> = stored.users.values().map(|u| u.scim_id.as_str()).collect();
-        return Ok(client
-            .list_users()
-            .await?
-            .into_iter()
-            .filter_map(|u| {
-                let id = u.get("id").and_then(Value::as_str)?.to_owned();
-                wanted.contains(id.as_str()).then_some((id, u))
+        let mut out = HashMap::new();
+        client
+            .each_user(|u| {
+                if let Some(id) = u.get("id").and_then(Value::as_str)
+                    && let Some(kept) = by_id.get(id)
+                {
+                    out.insert(ScimId::new(id), flatten(&u, kept));
+                }
             })
-            .collect());
+            .await?;
+        return Ok(out);
     }
     let todo: Vec<ScimId> = stored.users.values().map(|u| u.scim_id.clone()).collect();
-    let read: Vec<Option<(String, Value)>> = futures::stream::iter(todo)
-        .map(|id| async move {
-            client
-                .get_user(&id)
-                .await
-                .map(|r| r.map(|r| (id.as_str().to_owned(), r)))
-        })
+    let read: Vec<Option<(ScimId, Value)>> = futures::stream::iter(todo)
+        .map(|id| async move { client.get_user(&id).await.map(|r| r.map(|r| (id, r))) })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
-    Ok(read.into_iter().flatten().collect())
+    Ok(read
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, r)| {
+            let kept = by_id.get(id.as_str())?;
+            Some((id.clone(), flatten(&r, kept)))
+        })
+        .collect())
 }

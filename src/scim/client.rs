@@ -669,8 +669,25 @@ impl ScimClient {
     /// on an empty page (or one without `Resources`), on a short page when `totalResults` is
     /// missing, and on a page that brings no new id (an app ignoring `startIndex`).
     async fn list(&self, path: &str, filter: Option<&str>) -> Result<Vec<Value>, Error> {
-        let filter = filter.map(|f| format!("filter={}&", utf8_percent_encode(f, STRICT)));
         let mut out = Vec::new();
+        self.list_each(path, filter, |r| out.push(r)).await?;
+        Ok(out)
+    }
+
+    /// Every user in the app, handed to `each` page by page (no page is kept after it):
+    /// for reading many users without holding them all as JSON.
+    pub async fn each_user(&self, each: impl FnMut(Value)) -> Result<(), Error> {
+        self.list_each("/Users", None, each).await
+    }
+
+    /// [`ScimClient::list`], each resource handed to `each` as its page arrives.
+    async fn list_each(
+        &self,
+        path: &str,
+        filter: Option<&str>,
+        mut each: impl FnMut(Value),
+    ) -> Result<(), Error> {
+        let filter = filter.map(|f| format!("filter={}&", utf8_percent_encode(f, STRICT)));
         let mut seen: HashSet<String> = HashSet::new();
         let mut start: u64 = 1;
         for _ in 0..MAX_PAGES {
@@ -683,7 +700,7 @@ impl ScimClient {
             let page = proto::ListPage::from_value(&self.json_body(&req, &resp)?);
             let received = page.resources.len() as u64;
             if received == 0 {
-                return Ok(out);
+                return Ok(());
             }
             let mut new = 0usize;
             for resource in page.resources {
@@ -693,25 +710,25 @@ impl ScimClient {
                     _ => true,
                 };
                 if fresh {
-                    out.push(resource);
+                    each(resource);
                     new += 1;
                 }
             }
             if new == 0 {
                 warn!(app = %self.inner.app, path, start, "app repeated a page (it ignores startIndex); stopping the listing");
-                return Ok(out);
+                return Ok(());
             }
             let done = match page.total_results {
                 Some(total) => start - 1 + received >= total,
                 None => received < PAGE_SIZE,
             };
             if done {
-                return Ok(out);
+                return Ok(());
             }
             start += received;
         }
         warn!(app = %self.inner.app, path, "listing stopped after {MAX_PAGES} pages");
-        Ok(out)
+        Ok(())
     }
 
     /// The one resource a create would duplicate, if it exists.
