@@ -18,8 +18,8 @@ pub(super) async fn status(config: &std::path::Path, json: bool) -> Result<u8, F
     Ok(exit::OK)
 }
 
-/// `scim-sync check-config`.
-pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> {
+/// `scim-sync check-config [--probe]`.
+pub(super) async fn check_config(config: &std::path::Path, probe: bool) -> Result<u8, Fatal> {
     let cfg = Config::load(config)?;
     let mut problems = Vec::new();
     let (source, pim) = match source_and_poll(&cfg, None) {
@@ -138,6 +138,9 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
                 out!("    attribute {scim} <- {src} (override)");
             }
         }
+        if probe {
+            probe_app(app, &mut problems).await;
+        }
     }
     if problems.is_empty() {
         out!("ok");
@@ -147,5 +150,75 @@ pub(super) async fn check_config(config: &std::path::Path) -> Result<u8, Fatal> 
             eprintln!("scim-sync: {p}");
         }
         Ok(exit::FATAL)
+    }
+}
+
+/// `check-config --probe` for one app: what it declares, read with GETs only, and the mapped
+/// attributes it does not declare.
+async fn probe_app(app: &crate::config::AppConfig, problems: &mut Vec<String>) {
+    let Ok(token) = app.token() else {
+        out!("    probe: skipped (no token)");
+        return;
+    };
+    let client = match crate::engine::App::new(app.clone(), &token) {
+        Ok(a) => a.client,
+        Err(e) => {
+            problems.push(format!("apps[{}]: {e}", app.name));
+            return;
+        }
+    };
+    let d = match client.discover().await {
+        Ok(d) => d,
+        Err(e) => {
+            out!("    probe: FAILED");
+            problems.push(format!("apps[{}]: probe: {e}", app.name));
+            return;
+        }
+    };
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let mut caps = Vec::new();
+    if let Some((on, max)) = d.filter {
+        caps.push(match max {
+            Some(m) => format!("filter {} (maxResults {m})", yes(on)),
+            None => format!("filter {}", yes(on)),
+        });
+    }
+    if let Some(on) = d.patch {
+        caps.push(format!("patch {}", yes(on)));
+    }
+    if let Some((on, max)) = d.bulk {
+        caps.push(match max {
+            Some(m) if on => format!("bulk yes (maxOperations {m})"),
+            _ => format!("bulk {}", yes(on)),
+        });
+    }
+    if !caps.is_empty() {
+        out!("    probe: {}", caps.join(", "));
+    }
+    if let Some(types) = &d.resource_types {
+        let ext = d
+            .user_extensions
+            .as_ref()
+            .map(|e| e.iter().cloned().collect::<Vec<_>>().join(", "))
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| "none".into());
+        out!(
+            "    probe: resource types {}; User extensions: {ext}",
+            types.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    if let Some(schemas) = &d.schemas {
+        out!("    probe: {} schema(s) served", schemas.len());
+    }
+    for note in &d.notes {
+        out!("    probe: {note} (taken as RFC core + enterprise)");
+    }
+    let mapping = crate::model::attr_path::user_mapping(&app.attributes);
+    let undeclared = d.undeclared(mapping.iter().map(|(scim, _)| &**scim));
+    if undeclared.is_empty() {
+        out!("    probe: every mapped attribute is declared");
+    }
+    for u in undeclared {
+        out!("    probe: not declared by the app (it may drop or refuse it): {u}");
     }
 }

@@ -93,7 +93,12 @@ pub enum Command {
         json: bool,
     },
     /// Load and validate the config and the source file; print the resolved apps.
-    CheckConfig,
+    CheckConfig {
+        /// Also contact each app with read-only requests (`/ServiceProviderConfig`,
+        /// `/ResourceTypes`, `/Schemas`) and print what it declares.
+        #[arg(long)]
+        probe: bool,
+    },
     /// Serve the built-in in-memory SCIM 2.0 app for trying configs.
     Sandbox {
         /// Address to listen on (loopback by default).
@@ -167,7 +172,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             client::activate(&config_path, group, user, expires_at, audit).await
         }
         Command::Status { json } => inspect::status(&config_path, json).await,
-        Command::CheckConfig => inspect::check_config(&config_path).await,
+        Command::CheckConfig { probe } => inspect::check_config(&config_path, probe).await,
         Command::Sandbox {
             listen,
             latency,

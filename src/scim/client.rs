@@ -610,7 +610,7 @@ impl ScimClient {
 
     // ---------------------------------------------------------------- protocol helpers
 
-    async fn get_resource(&self, path: String) -> Result<Option<Value>, Error> {
+    pub(super) async fn get_resource(&self, path: String) -> Result<Option<Value>, Error> {
         let req = Req::new(Method::GET, path);
         match self.send(&req, Retry::All).await {
             Ok(resp) => self.json_body(&req, &resp).map(Some),

@@ -10,6 +10,7 @@
 //!   `detail`, never the token.
 
 pub mod client;
+pub mod discovery;
 pub mod error;
 pub mod proto;
 

@@ -441,3 +441,39 @@ async fn sync_now_interrupted_stops_sending_keeps_what_the_app_confirmed_and_exi
         "{status}"
     );
 }
+
+/// `check-config --probe` reads what each app declares, with three GETs and nothing else,
+/// and says which mapped attributes the app does not declare (none for the sandbox).
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_probe_reads_what_the_app_declares_with_gets_only() {
+    let sandbox = SandboxHandle::start(([127, 0, 0, 1], 0).into(), SandboxState::with_token(TOKEN))
+        .await
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = write_config(tmp.path(), sandbox.base_url(), "");
+    let mut c = bin();
+    c.arg("--config")
+        .arg(&path)
+        .args(["check-config", "--probe"])
+        .env("CLI_TEST_TOKEN", TOKEN);
+    let o = tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(
+        out.contains("probe: filter yes (maxResults 1000), patch yes, bulk no"),
+        "{out}"
+    );
+    assert!(
+        out.contains("User extensions: urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"),
+        "{out}"
+    );
+    assert!(
+        out.contains("probe: every mapped attribute is declared"),
+        "{out}"
+    );
+    assert_eq!(sandbox.state().requests(), 3, "three GETs");
+    assert_eq!(sandbox.state().user_count(), 0);
+    assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
+}
