@@ -209,11 +209,11 @@ impl Engine {
     /// # Errors
     /// The source's error when it has to be read and cannot be.
     pub async fn directory(&self) -> Result<Arc<Directory>, crate::source::Error> {
-        if let Some(d) = self.cached() {
+        if let Some(d) = self.cached_directory() {
             return Ok(d);
         }
         let _one = self.reading.lock().await;
-        if let Some(d) = self.cached() {
+        if let Some(d) = self.cached_directory() {
             return Ok(d);
         }
         self.read_source().await
@@ -229,7 +229,7 @@ impl Engine {
         let asked = self.reads.started.load(Ordering::SeqCst);
         let _one = self.reading.lock().await;
         if self.reads.succeeded.load(Ordering::SeqCst) > asked
-            && let Some(d) = self.cached()
+            && let Some(d) = self.cached_directory()
         {
             return Ok(d);
         }
@@ -253,10 +253,6 @@ impl Engine {
 
     /// The last snapshot read, if any, without reading the source.
     pub fn cached_directory(&self) -> Option<Arc<Directory>> {
-        self.cached()
-    }
-
-    fn cached(&self) -> Option<Arc<Directory>> {
         locks::read(&self.snapshot, "snapshot").clone()
     }
 

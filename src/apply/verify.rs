@@ -131,13 +131,9 @@ async fn read_users(
         .values()
         .map(|u| (u.scim_id.as_str(), &u.attrs))
         .collect();
-    let flatten = |resource: &Value, kept: &Attrs| -> Attrs {
-        let flat = proto::flatten_user(resource, kept.keys().map(|k| &**k));
-        // The store's keys, shared, rather than new ones per user.
-        kept.keys()
-            .filter_map(|k| flat.get(&**k).map(|v| (k.clone(), v.clone())))
-            .collect()
-    };
+    // Keyed by the store's own (shared) paths, not a new copy per user.
+    let flatten =
+        |resource: &Value, kept: &Attrs| proto::flatten_user(resource, kept.keys().cloned());
     let n = stored.users.len() as u64;
     if n > 1
         && let Some(cost) = client.user_listing_cost().await?

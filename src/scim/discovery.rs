@@ -137,13 +137,9 @@ impl Discovery {
             {
                 continue;
             }
-            let (schema, attr) = match path.strip_prefix("urn:") {
-                Some(_) => match path.rsplit_once(':') {
-                    Some((schema, attr)) => (schema, attr),
-                    None => continue,
-                },
-                None => (USER_SCHEMA, path),
-            };
+            // The mapping's own path grammar: extension, attribute, sub-attribute.
+            let parsed = super::proto::AttrPath::parse(path);
+            let schema = parsed.ext.as_deref().unwrap_or(USER_SCHEMA);
             if schema != USER_SCHEMA
                 && self
                     .user_extensions
@@ -159,17 +155,11 @@ impl Discovery {
                 out.push(format!("{path} (schema {schema} is not served)"));
                 continue;
             };
-            let lower = attr.to_lowercase();
-            let name = lower.split(['.', '[']).next().unwrap_or_default();
-            let sub = lower.rsplit_once("].").map(|(_, s)| s).or_else(|| {
-                (!lower.contains('['))
-                    .then(|| lower.split_once('.').map(|(_, s)| s))
-                    .flatten()
-            });
+            let name = parsed.attr.to_lowercase();
             let has_subs = declared.iter().any(|a| a.starts_with(&format!("{name}.")));
-            if !declared.contains(name) {
+            if !declared.contains(&name) {
                 out.push(format!("{path} (not in {schema})"));
-            } else if let Some(sub) = sub
+            } else if let Some(sub) = parsed.sub().map(str::to_lowercase)
                 && has_subs
                 && !declared.contains(&format!("{name}.{sub}"))
             {

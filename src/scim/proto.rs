@@ -19,7 +19,7 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::model::{Attrs, ScimId};
+use crate::model::{AttrKey, Attrs, ScimId};
 
 /// Core User schema URN.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -37,11 +37,11 @@ pub const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 
 /// One parsed attribute path.
 #[derive(Clone, Debug, PartialEq)]
-struct AttrPath {
+pub(super) struct AttrPath {
     /// Extension schema URN (`urn:…:User`) when the path lives in an extension object.
-    ext: Option<String>,
+    pub(super) ext: Option<String>,
     /// Top-level attribute name (inside the extension object when `ext` is set).
-    attr: String,
+    pub(super) attr: String,
     kind: PathKind,
 }
 
@@ -58,7 +58,7 @@ enum PathKind {
 
 impl AttrPath {
     /// Parses a mapping path; falls back to a simple attribute named by the whole key.
-    fn parse(path: &str) -> Self {
+    pub(super) fn parse(path: &str) -> Self {
         parse_path(path).unwrap_or_else(|| AttrPath {
             ext: None,
             attr: path.to_owned(),
@@ -71,6 +71,15 @@ impl AttrPath {
         match &self.ext {
             Some(urn) => format!("{urn}:{}", self.attr),
             None => self.attr.clone(),
+        }
+    }
+
+    /// The sub-attribute the path names (`givenName` for `name.givenName`, `value` for
+    /// `emails[type eq "work"].value`), if any.
+    pub(super) fn sub(&self) -> Option<&str> {
+        match &self.kind {
+            PathKind::Simple => None,
+            PathKind::Sub(sub) | PathKind::Multi { sub, .. } => Some(sub),
         }
     }
 
@@ -288,10 +297,15 @@ fn set_path(obj: &mut Map<String, Value>, path: &AttrPath, value: Value) {
 /// Tolerates what real apps send: attribute names in another case, `active`/`primary` as
 /// `"True"`/`"False"` strings, multi-valued elements whose `type` differs in case or is
 /// missing on a single element. Missing and null values give no key.
-pub fn flatten_user<'p>(resource: &Value, paths: impl IntoIterator<Item = &'p str>) -> Attrs {
+/// The keys of the result are `paths` themselves: pass the store's shared [`AttrKey`]s to
+/// keep one copy of each path however many users are read.
+pub fn flatten_user<K>(resource: &Value, paths: impl IntoIterator<Item = K>) -> Attrs
+where
+    K: AsRef<str> + Into<AttrKey>,
+{
     let mut out = Attrs::new();
     for key in paths {
-        let path = AttrPath::parse(key);
+        let path = AttrPath::parse(key.as_ref());
         if let Some(v) = read_path(resource, &path)
             && !v.is_null()
         {

@@ -165,30 +165,25 @@ impl Service {
                 return false;
             }
         };
-        if let Some(age) = written.and_then(|w| w.elapsed().ok())
-            && self.seen_differs(&dir)
+        let changes = self.seen_update(&dir);
+        if !changes.is_empty()
+            && let Some(age) = written.and_then(|w| w.elapsed().ok())
         {
             crate::metrics::detection_latency(ORIGIN, age.as_secs_f64());
         }
-        self.act_on(&dir).await;
+        self.act(changes).await;
         shows(&dir, expected)
-    }
-
-    /// Whether `dir`'s push-group members differ from the last snapshot seen.
-    fn seen_differs(&self, dir: &Directory) -> bool {
-        let seen = crate::locks::lock(&self.inner.push_seen, "push groups");
-        seen.as_ref().is_some_and(|seen| {
-            seen.iter().any(|(group, before)| {
-                dir.groups.get(group).is_some_and(|g| {
-                    g.members.iter().collect::<BTreeSet<_>>() != before.iter().collect()
-                })
-            })
-        })
     }
 
     /// Pushes what `dir` changed in the push groups since the last snapshot seen.
     async fn act_on(&self, dir: &Directory) {
-        for (group, user, added) in self.seen_update(dir) {
+        self.act(self.seen_update(dir)).await;
+    }
+
+    /// Pushes each (group, user, added) change: an addition as an activation, a removal
+    /// through the expiry path.
+    async fn act(&self, changes: Vec<(SourceId, SourceId, bool)>) {
+        for (group, user, added) in changes {
             if added {
                 self.push_member(group, user).await;
             } else {
