@@ -529,6 +529,7 @@ fn demo_app(base_url: &str) -> AppConfig {
         max_response: crate::config::DEFAULT_MAX_RESPONSE,
         attributes: BTreeMap::new(),
         verify_interval: None,
+        profile: crate::model::Profile::Generic,
     }
 }
 

@@ -56,6 +56,7 @@ impl App {
             concurrency: cfg.concurrency,
             retry: RetryPolicy::default(),
             max_response: cfg.max_response,
+            profile: cfg.profile,
         })?;
         Ok(App { cfg, client })
     }

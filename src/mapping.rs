@@ -100,7 +100,13 @@ pub fn desired_for_app(
         let Some(user) = dir.users.get(uid) else {
             continue;
         };
-        let mapped = map_user(uid, &user.attrs, &mapping).and_then(|attrs| {
+        let mapped = map_user(
+            uid,
+            &user.attrs,
+            &mapping,
+            app.profile.required_user_paths(),
+        )
+        .and_then(|attrs| {
             let key = attrs
                 .get("userName")
                 .and_then(Value::as_str)
@@ -179,12 +185,13 @@ pub fn desired_for_membership(
         user: user.clone(),
         reason: "the user is not in the source".into(),
     })?;
-    let attrs = map_user(user, &u.attrs, &user_mapping(&app.attributes)).map_err(|reason| {
-        Error::Unmappable {
+    let mapping = user_mapping(&app.attributes);
+    let required = app.profile.required_user_paths();
+    let attrs =
+        map_user(user, &u.attrs, &mapping, required).map_err(|reason| Error::Unmappable {
             user: user.clone(),
             reason,
-        }
-    })?;
+        })?;
     let mut desired = Desired::default();
     desired.users.insert(
         user.clone(),
@@ -227,11 +234,13 @@ fn transitive_users(dir: &Directory, root: &SourceId) -> BTreeSet<SourceId> {
     users
 }
 
-/// Maps one user's source attributes to SCIM attribute paths.
+/// Maps one user's source attributes to SCIM attribute paths; `required` are the paths the
+/// app's profile needs a value for (a user without one is not sent).
 fn map_user(
     id: &SourceId,
     src: &serde_json::Map<String, Value>,
     mapping: &[(AttrKey, String)],
+    required: &[&str],
 ) -> Result<Attrs, String> {
     let mut attrs = Attrs::new();
     for (scim, source_attr) in mapping {
@@ -246,17 +255,27 @@ fn map_user(
         };
         attrs.insert(scim.clone(), value);
     }
+    let source_of = |path: &str| {
+        mapping
+            .iter()
+            .find(|(s, _)| &**s == path)
+            .map_or("", |(_, a)| a.as_str())
+            .to_owned()
+    };
     match attrs.get("userName") {
         Some(Value::String(_)) => {}
         _ => {
-            let src_attr = mapping
-                .iter()
-                .find(|(s, _)| &**s == "userName")
-                .map_or("userPrincipalName", |(_, a)| a.as_str());
             return Err(format!(
-                "no value for userName (source attribute {src_attr:?})"
+                "no value for userName (source attribute {:?})",
+                source_of("userName")
             ));
         }
+    }
+    if let Some(missing) = required.iter().find(|p| !attrs.contains_key(**p)) {
+        return Err(format!(
+            "no value for {missing} (source attribute {:?}), which the app's profile requires",
+            source_of(missing)
+        ));
     }
     let active = match attrs.get("active") {
         None => true,

@@ -2,8 +2,8 @@
 //! its defaults) and validated ([`AppConfig`]).
 //!
 //! Each app is checked key by key, in a fixed order (name, `base_url`, `groups`, `push_groups`,
-//! `concurrency`, `timeout`, `max_response`, `[apps.attributes]`, `matching`, `push_limit`,
-//! `overflow`, `verify_interval`), so the first
+//! `concurrency`, `timeout`, `max_response`, `[apps.attributes]`, `profile`, `matching`,
+//! `push_limit`, `overflow`, `verify_interval`), so the first
 //! error reported for a file never changes. Attribute paths are checked with the grammar of
 //! [`crate::model::attr_path`]; this module must not depend on `mapping`, nor read an app's
 //! token while validating (only [`AppConfig::token`] does, when a command needs it).
@@ -18,7 +18,7 @@ use toml::Spanned;
 use super::size::RawSize;
 use super::{ConfigText, Dur, Error, Secret, read_secret};
 use crate::model::attr_path::{REQUIRED_USER_PATHS, check_scim_path, mapped_paths};
-use crate::model::{AppName, Deprovision, SourceId};
+use crate::model::{AppName, Deprovision, Profile, SourceId};
 
 /// `max_response` when the app does not set it: 32 MiB (the same bound as
 /// `http::DEFAULT_MAX_RESPONSE`, which this module may not import; a test checks they agree).
@@ -86,6 +86,8 @@ pub struct AppConfig {
     /// Service mode: a cycle reads the app back and repairs drift at most this often
     /// (`verify_interval`); `None`: never (`"0s"`).
     pub verify_interval: Option<Duration>,
+    /// What kind of SCIM app it is (`profile`).
+    pub profile: Profile,
 }
 
 impl AppConfig {
@@ -135,6 +137,8 @@ pub(super) struct RawApp {
     attributes: Spanned<BTreeMap<String, String>>,
     #[serde(default = "default_verify_interval")]
     verify_interval: Dur,
+    #[serde(default = "default_profile")]
+    profile: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -173,6 +177,9 @@ fn default_concurrency() -> Spanned<usize> {
 }
 fn default_attributes() -> Spanned<BTreeMap<String, String>> {
     Spanned::new(0..0, BTreeMap::new())
+}
+fn default_profile() -> Spanned<String> {
+    Spanned::new(0..0, "generic".into())
 }
 fn default_verify_interval() -> Dur {
     Dur(Duration::from_secs(24 * 3600))
@@ -217,8 +224,10 @@ fn validate_app(
     let concurrency = concurrency(cfg, &name, app.concurrency)?;
     let timeout = timeout(cfg, &name, app.timeout)?;
     let max_response = max_response(cfg, &name, app.max_response)?;
+    let attributes_span = app.attributes.span();
     let attributes = attributes(cfg, &name, app.attributes)?;
-    let matching = matching(cfg, &name, app.matching, &attributes)?;
+    let profile = profile(cfg, &name, app.profile, &attributes, attributes_span)?;
+    let matching = matching(cfg, &name, app.matching, &attributes, profile)?;
     let push_limit = push_limit(cfg, &name, app.push_limit)?;
     let overflow = overflow(cfg, &name, app.overflow)?;
     let verify_interval = verify_interval(cfg, &name, app.verify_interval)?;
@@ -239,6 +248,7 @@ fn validate_app(
         max_response,
         attributes,
         verify_interval,
+        profile,
     })
 }
 
@@ -420,12 +430,74 @@ fn attributes(
     Ok(attributes)
 }
 
-/// `matching`: a single-valued SCIM path the app maps (after its overrides).
+/// `profile`: a known kind of app, whose mapping (defaults and overrides) maps only what the
+/// app stores, every attribute it requires, and one value of each attribute it takes one of.
+fn profile(
+    cfg: &ConfigText<'_>,
+    name: &str,
+    raw: Spanned<String>,
+    attributes: &BTreeMap<String, String>,
+    attributes_span: std::ops::Range<usize>,
+) -> Result<Profile, Error> {
+    let span = raw.span();
+    let Some(profile) = Profile::parse(raw.get_ref()) else {
+        return Err(cfg.invalid_at(
+            span,
+            key(name, "profile"),
+            format!(
+                "{:?} is not a profile: use {}",
+                raw.get_ref(),
+                Profile::VALUES
+            ),
+        ));
+    };
+    let at_fault = |path: &str, message: String| {
+        cfg.invalid_at(
+            attributes_span.clone(),
+            key(name, &format!("attributes.{path:?}")),
+            message,
+        )
+    };
+    let mapped = mapped_paths(attributes);
+    let mut single: BTreeMap<&str, &str> = BTreeMap::new();
+    for path in &mapped {
+        if let Some(why) = profile.refuses(path) {
+            return Err(at_fault(
+                path,
+                format!("{why}; map another attribute, or drop this one with \"\""),
+            ));
+        }
+        if let Some(attr) = profile.single_valued(path)
+            && let Some(first) = single.insert(attr, path)
+        {
+            return Err(at_fault(
+                path,
+                format!(
+                    "profile {profile} takes one value of {attr}, and {first:?} is mapped too; drop one with \"\""
+                ),
+            ));
+        }
+    }
+
+    for required in profile.required_user_paths() {
+        if !mapped.iter().any(|p| p == required) {
+            return Err(at_fault(
+                required,
+                format!("profile {profile} requires this attribute; it cannot be dropped"),
+            ));
+        }
+    }
+    Ok(profile)
+}
+
+/// `matching`: a single-valued SCIM path the app maps (after its overrides), and one the
+/// profile can look users up by.
 fn matching(
     cfg: &ConfigText<'_>,
     name: &str,
     raw: Spanned<String>,
     attributes: &BTreeMap<String, String>,
+    profile: Profile,
 ) -> Result<String, Error> {
     let span = raw.span();
     let matching = raw.into_inner();
@@ -436,6 +508,15 @@ fn matching(
             key(name, "matching"),
             format!(
                 "{matching:?} must be a single-valued SCIM attribute of the mapping (e.g. userName, externalId)"
+            ),
+        ));
+    }
+    if !profile.can_match_on(&matching) {
+        return Err(cfg.invalid_at(
+            span,
+            key(name, "matching"),
+            format!(
+                "profile {profile} looks users up by userName or externalId only, not {matching:?}"
             ),
         ));
     }

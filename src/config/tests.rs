@@ -421,3 +421,30 @@ fn verify_interval_is_a_day_unless_set_and_0s_turns_it_off() {
         "{e}"
     );
 }
+
+#[test]
+fn the_aws_profile_refuses_a_mapping_identity_center_cannot_store() {
+    use crate::model::Profile;
+    assert_eq!(parse(GOOD).unwrap().apps[0].profile, Profile::Generic);
+    let aws = |extra: &str| parse(&format!("{GOOD}profile = \"aws-identity-center\"\n{extra}"));
+    assert_eq!(aws("").unwrap().apps[0].profile, Profile::AwsIdentityCenter);
+    let err = |extra: &str| aws(extra).unwrap_err().to_string();
+    let e = parse(&format!("{GOOD}profile = \"aws\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("apps[crm].profile: \"aws\" is not a profile"),
+        "{e}"
+    );
+    let e = err("matching = \"emails[type eq \\\"work\\\"].value\"\n");
+    assert!(e.contains("apps[crm].matching"), "{e}");
+    let e = err("[apps.attributes]\n\"ims[type eq \\\"x\\\"].value\" = \"im\"\n");
+    assert!(
+        e.contains("does not store the user attribute \"ims\""),
+        "{e}"
+    );
+    let e = err("[apps.attributes]\n\"emails[type eq \\\"home\\\"].value\" = \"otherMail\"\n");
+    assert!(e.contains("takes one value of emails"), "{e}");
+    let e = err("[apps.attributes]\n\"name.givenName\" = \"\"\n");
+    assert!(e.contains("requires this attribute"), "{e}");
+}

@@ -4,7 +4,8 @@
 //! Nothing here does IO or knows a wire format. The source modules turn Graph or file JSON
 //! into a [`Directory`]; `mapping` turns a directory into [`Desired`] state per app; the store
 //! loads [`Observed`] state; `plan` compares the two. [`attr_path`] holds the grammar of the
-//! SCIM attribute paths that key [`Attrs`], and the default mapping table that names them.
+//! SCIM attribute paths that key [`Attrs`], and the default mapping table that names them;
+//! [`profile`] what kind of app an app is and what it stores.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,6 +14,9 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub mod attr_path;
+pub mod profile;
+
+pub use profile::Profile;
 
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident) => {

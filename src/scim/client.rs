@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 use super::error::{Error, retryable_status};
 use super::proto;
 use crate::http::{BodyError, RetryPolicy, STRICT, parse_retry_after, read_body};
-use crate::model::{AppName, Attrs, ScimId};
+use crate::model::{AppName, Attrs, Profile, ScimId};
 
 const SCIM_JSON: &str = "application/scim+json";
 const ACCEPT_VALUE: &str = "application/scim+json, application/json";
@@ -64,6 +64,8 @@ pub struct ClientOptions {
     /// Largest response body read, in bytes (`[[apps]] max_response`, default
     /// [`crate::http::DEFAULT_MAX_RESPONSE`]); a larger answer is [`Error::TooLarge`].
     pub max_response: u64,
+    /// What kind of app it is: how it pages listings and how group members are read.
+    pub profile: Profile,
 }
 
 impl fmt::Debug for ClientOptions {
@@ -76,6 +78,7 @@ impl fmt::Debug for ClientOptions {
             .field("concurrency", &self.concurrency)
             .field("retry", &self.retry)
             .field("max_response", &self.max_response)
+            .field("profile", &self.profile)
             .finish()
     }
 }
@@ -145,6 +148,7 @@ struct Inner {
     timeout: Duration,
     retry: RetryPolicy,
     max_response: u64,
+    profile: Profile,
     http: reqwest::Client,
     permits: Semaphore,
     sent: AtomicU64,
@@ -302,6 +306,7 @@ impl ScimClient {
                 timeout: opts.timeout,
                 retry,
                 max_response: opts.max_response,
+                profile: opts.profile,
                 http,
                 permits: Semaphore::new(opts.concurrency.max(1)),
                 sent: AtomicU64::new(0),
@@ -421,6 +426,10 @@ impl ScimClient {
     /// page, in pages of the listing's size), counting that first request; `None` when the
     /// app does not say how many it holds.
     pub async fn user_listing_cost(&self) -> Result<Option<u64>, Error> {
+        if self.inner.profile == Profile::AwsIdentityCenter {
+            // Without a cursor, its totalResults counts the page, not the collection.
+            return Ok(None);
+        }
         let req = Req::new(Method::GET, "/Users".to_owned()).query("startIndex=1&count=1".into());
         let resp = self.send(&req, Retry::All).await?;
         let page = proto::ListPage::from_value(&self.json_body(&req, &resp)?);
@@ -501,13 +510,33 @@ impl ScimClient {
         self.get_resource(resource_path("Groups", id)).await
     }
 
-    /// The members the app holds in group `id` (`GET /Groups/{id}`, its `members`); `None`
-    /// when the app no longer has the group.
+    /// The members the app holds in group `id`; `None` when the app no longer has the group.
+    ///
+    /// `GET /Groups/{id}` and its `members`, or, for AWS IAM Identity Center (whose groups
+    /// always answer `"members": []`), the group's `GET` then the users listed with
+    /// `filter=groups.value eq "{id}"`.
     pub async fn group_members(&self, id: &ScimId) -> Result<Option<BTreeSet<ScimId>>, Error> {
-        Ok(self
-            .get_group(id)
-            .await?
-            .map(|g| proto::member_ids(&g).into_iter().collect()))
+        let Some(group) = self.get_group(id).await? else {
+            return Ok(None);
+        };
+        match self.inner.profile {
+            Profile::Generic => Ok(Some(proto::member_ids(&group).into_iter().collect())),
+            Profile::AwsIdentityCenter => self.members_listed(id).await.map(Some),
+        }
+    }
+
+    /// The users whose `groups` hold group `id` (`GET /Users?filter=groups.value eq "{id}"`,
+    /// every page): how an app that never returns `members` tells a group's members.
+    async fn members_listed(&self, id: &ScimId) -> Result<BTreeSet<ScimId>, Error> {
+        let mut members = BTreeSet::new();
+        let filter = proto::eq_filter("groups.value", id.as_str());
+        self.list_each("/Users", Some(&filter), |user| {
+            if let Some(id) = proto::text_at(&user, "id") {
+                members.insert(ScimId::new(id));
+            }
+        })
+        .await?;
+        Ok(members)
     }
 
     /// Groups whose `displayName` equals `display_name` (ignoring case), all pages.
@@ -537,7 +566,7 @@ impl ScimClient {
             external_id,
         };
         if let Some(found) = self.lookup(&lookup).await? {
-            return self.adopt_group(&found);
+            return self.adopt_group(&found).await;
         }
         let req = Req::new(Method::POST, "/Groups".to_owned())
             .body(proto::group_resource(display_name, external_id));
@@ -547,7 +576,7 @@ impl ScimClient {
                 adopted: false,
                 members: Vec::new(),
             }),
-            Created::Found(found) => self.adopt_group(&found),
+            Created::Found(found) => self.adopt_group(&found).await,
         }
     }
 
@@ -688,6 +717,11 @@ impl ScimClient {
         mut each: impl FnMut(Value),
     ) -> Result<(), Error> {
         let filter = filter.map(|f| format!("filter={}&", utf8_percent_encode(f, STRICT)));
+        if self.inner.profile == Profile::AwsIdentityCenter {
+            return self
+                .list_each_by_cursor(path, filter.as_deref().unwrap_or_default(), each)
+                .await;
+        }
         let mut seen: HashSet<String> = HashSet::new();
         let mut start: u64 = 1;
         for _ in 0..MAX_PAGES {
@@ -726,6 +760,35 @@ impl ScimClient {
                 return Ok(());
             }
             start += received;
+        }
+        warn!(app = %self.inner.app, path, "listing stopped after {MAX_PAGES} pages");
+        Ok(())
+    }
+
+    /// A listing paged with `cursor` / `nextCursor` (AWS IAM Identity Center, which ignores
+    /// `startIndex` and, without a cursor, answers one page whose `totalResults` is the number
+    /// returned). The first request sends an empty `cursor`, which asks for the paginated
+    /// format; the listing ends on a page without `nextCursor`, or with the one it was sent.
+    async fn list_each_by_cursor(
+        &self,
+        path: &str,
+        filter: &str,
+        mut each: impl FnMut(Value),
+    ) -> Result<(), Error> {
+        let mut cursor = String::new();
+        for _ in 0..MAX_PAGES {
+            let query = format!(
+                "{filter}count={PAGE_SIZE}&cursor={}",
+                utf8_percent_encode(&cursor, STRICT)
+            );
+            let req = Req::new(Method::GET, path.to_owned()).query(query);
+            let resp = self.send(&req, Retry::All).await?;
+            let page = proto::ListPage::from_value(&self.json_body(&req, &resp)?);
+            page.resources.into_iter().for_each(&mut each);
+            match page.next_cursor {
+                Some(next) if !next.is_empty() && next != cursor => cursor = next,
+                _ => return Ok(()),
+            }
         }
         warn!(app = %self.inner.app, path, "listing stopped after {MAX_PAGES} pages");
         Ok(())
@@ -805,11 +868,18 @@ impl ScimClient {
         })
     }
 
-    fn adopt_group(&self, found: &Value) -> Result<EnsuredGroup, Error> {
+    /// The found group, with the members it holds (read through the users for an app whose
+    /// groups never list `members`), so that adoption after a lost store sends only what differs.
+    async fn adopt_group(&self, found: &Value) -> Result<EnsuredGroup, Error> {
+        let id = self.found_id(found, "/Groups")?;
+        let members = match self.inner.profile {
+            Profile::Generic => proto::member_ids(found),
+            Profile::AwsIdentityCenter => self.members_listed(&id).await?.into_iter().collect(),
+        };
         Ok(EnsuredGroup {
-            id: self.found_id(found, "/Groups")?,
+            id,
             adopted: true,
-            members: proto::member_ids(found),
+            members,
         })
     }
 
@@ -1252,6 +1322,7 @@ mod tests {
             concurrency: 1,
             retry: RetryPolicy::default(),
             max_response: crate::http::DEFAULT_MAX_RESPONSE,
+            profile: Profile::Generic,
         });
         let Ok(c) = made else {
             return assert!(made.is_ok());
@@ -1278,6 +1349,7 @@ mod tests {
             concurrency: 0,
             retry: RetryPolicy::default(),
             max_response: crate::http::DEFAULT_MAX_RESPONSE,
+            profile: Profile::Generic,
         };
         let msg = |o| ScimClient::new(o).err().map(|e| e.to_string());
         assert_eq!(

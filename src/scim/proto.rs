@@ -517,6 +517,8 @@ pub struct ListPage {
     pub total_results: Option<u64>,
     /// `Resources` (empty when the app left it out).
     pub resources: Vec<Value>,
+    /// `nextCursor`, for apps that page with cursors (AWS IAM Identity Center).
+    pub next_cursor: Option<String>,
 }
 
 impl ListPage {
@@ -531,9 +533,13 @@ impl ListPage {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
+        let next_cursor = get_ci(body, "nextCursor")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         ListPage {
             total_results,
             resources,
+            next_cursor,
         }
     }
 }

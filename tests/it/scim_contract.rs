@@ -1254,6 +1254,7 @@ async fn a_chunked_answer_is_refused_once_it_passes_max_response() {
         concurrency: 1,
         retry: crate::support::fast_retry(),
         max_response: 64 * 1024,
+        profile: scim_sync::model::Profile::Generic,
     })
     .unwrap();
     let e = err(c.find_users("userName", "alice@contoso.example").await);

@@ -41,6 +41,7 @@ pub fn options(server: &MockServer) -> ClientOptions {
         concurrency: 4,
         retry: fast_retry(),
         max_response: scim_sync::http::DEFAULT_MAX_RESPONSE,
+        profile: scim_sync::model::Profile::Generic,
     }
 }
 
