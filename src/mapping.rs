@@ -15,9 +15,6 @@ use crate::model::{
     AttrKey, Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId, Unmapped,
 };
 
-/// The enterprise extension schema URN.
-pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-
 /// Why an app's desired state could not be computed. The cycle stops before any write.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
@@ -260,7 +257,6 @@ fn map_user(
             .iter()
             .find(|(s, _)| &**s == path)
             .map_or("", |(_, a)| a.as_str())
-            .to_owned()
     };
     match attrs.get("userName") {
         Some(Value::String(_)) => {}
@@ -291,6 +287,7 @@ fn map_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::attr_path::ENTERPRISE;
     use crate::model::{SourceGroup, SourceUser};
     use serde_json::json;
 

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 
 use super::AttrKey;
 
+/// The enterprise User extension's schema URN (RFC 7643 §4.3), the prefix of its mapping paths.
+pub const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
 /// The default user mapping of SPEC §3: (SCIM attribute path, source attribute).
 pub const DEFAULT_USER_MAPPING: &[(&str, &str)] = &[
     ("externalId", "id"),

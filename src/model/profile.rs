@@ -9,8 +9,7 @@
 
 use std::fmt;
 
-/// The enterprise User extension's schema URN.
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+use super::attr_path::ENTERPRISE;
 
 /// `[[apps]] profile`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -78,17 +77,13 @@ impl Profile {
     /// The values `profile` accepts, for error messages.
     pub const VALUES: &'static str = "\"generic\" or \"aws-identity-center\"";
 
-    /// Mapping paths every user must carry a value for, beyond userName and active; a user
+    /// Mapping paths every user must carry a value for, beyond `userName` and `active`
+    /// ([`super::attr_path::REQUIRED_USER_PATHS`]); a user
     /// without one is reported as unmapped with the reason and never sent.
     pub fn required_user_paths(self) -> &'static [&'static str] {
         match self {
             Profile::Generic => &[],
-            Profile::AwsIdentityCenter => &[
-                "userName",
-                "displayName",
-                "name.givenName",
-                "name.familyName",
-            ],
+            Profile::AwsIdentityCenter => &["displayName", "name.givenName", "name.familyName"],
         }
     }
 
