@@ -26,7 +26,7 @@ use crate::clock::{self, SharedClock};
 use crate::config::{AppConfig, Secret};
 use crate::locks;
 use crate::mapping;
-use crate::model::{Desired, DesiredGroup, DesiredUser, Directory, Observed, SourceId};
+use crate::model::{Desired, DesiredGroup, DesiredUser, Directory, Learnt, Observed, SourceId};
 use crate::plan::{self, Op, Plan, Policy, UserEffect};
 use crate::report::{CycleReport, ObjectError, Outcome, Reason};
 use crate::scim::{self, ClientOptions, RetryPolicy, ScimClient};
@@ -340,20 +340,33 @@ impl Engine {
 
             crate::metrics::cycle_started(name);
             let clock = std::time::Instant::now();
+            // Discovery (first contact, or a changed configuration) and a verification's
+            // read-back count in `requests`.
+            let reads_from = app.client.requests_sent();
+            let learnt = match self.learn(app, opts.dry_run).await {
+                Ok(l) => l,
+                Err(e) => {
+                    report.requests = app.client.requests_sent() - reads_from;
+                    let report = fail(report, e.to_string());
+                    return self.finish(report, Plan::default(), opts, clock).await;
+                }
+            };
+            let keep = keep(&app.cfg);
             // Observed first, activations second: a push confirmed in between is then backed by
             // an activation this cycle knows, so the cycle cannot plan to remove it.
-            let observed = match self.store.load_observed(name).await {
+            let mut observed = match self.store.load_observed(name).await {
                 Ok(o) => o,
                 Err(e) => {
                     let report = fail(report, e.to_string());
                     return self.finish(report, Plan::default(), opts, clock).await;
                 }
             };
+            learnt.withhold(&keep, observed.users.values_mut().map(|u| &mut u.attrs));
             // Verifying: what the app really holds replaces what the store remembers, and
-            // the same plan repairs the difference. The reads count in `requests`.
-            let reads_from = app.client.requests_sent();
+            // the same plan repairs the difference.
             let observed = if opts.verify {
-                match apply::verify::read_back(&app.client, observed, app.cfg.concurrency).await {
+                let rewritten: Vec<&str> = learnt.rewritten.keys().map(String::as_str).collect();
+                match apply::verify::read_back(&app.client, observed, &rewritten, app.cfg.concurrency).await {
                     Ok(drift) => {
                         report.drift_repaired = drift.found;
                         drift.observed
@@ -380,13 +393,14 @@ impl Engine {
                 .iter()
                 .map(|a| (a.activation.group.clone(), a.activation.user.clone()))
                 .collect();
-            let desired = match mapping::desired_for_app(dir, &app.cfg, &backed) {
+            let mut desired = match mapping::desired_for_app(dir, &app.cfg, &backed) {
                 Ok(d) => d,
                 Err(e) => {
                     let report = fail(report, e.to_string());
                     return self.finish(report, Plan::default(), opts, clock).await;
                 }
             };
+            learnt.withhold(&keep, desired.desired.users.values_mut().map(|u| &mut u.attrs));
             if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
                 tracing::warn!(app = %name, error = %e, "could not read what earlier runs learnt about the app");
             }
@@ -448,7 +462,8 @@ impl Engine {
                     matching: &app.cfg.matching,
                     concurrency: app.cfg.concurrency,
                     cancel: &self.cancel,
-            fence: self.fence.as_deref(),
+                    fence: self.fence.as_deref(),
+                    learnt: Some(&learnt),
                 };
                 if let Err(e) =
                     apply::apply(&target, &plan, &observed, &self.store, &mut report, &bar).await
@@ -539,8 +554,7 @@ impl Engine {
             .await;
             match prepared {
                 Ok((desired, observed)) => {
-                    self.apply_scoped(app, &desired, &observed, &mut report)
-                        .await
+                    self.apply_scoped(app, desired, observed, &mut report).await
                 }
                 Err(e) => report.error = Some(e),
             }
@@ -610,8 +624,7 @@ impl Engine {
             }
             let mut report =
                 CycleReport::new(name.as_str(), Reason::Activation, self.stamp(), false);
-            self.apply_scoped(app, &desired, &observed, &mut report)
-                .await;
+            self.apply_scoped(app, desired, observed, &mut report).await;
             if self.holds(app, group, user).await {
                 Revoked::Failed(
                     report
@@ -647,14 +660,28 @@ impl Engine {
     async fn apply_scoped(
         &self,
         app: &App,
-        desired: &Desired,
-        observed: &Observed,
+        mut desired: Desired,
+        mut observed: Observed,
         report: &mut CycleReport,
     ) {
         let name = &app.cfg.name;
+        // What the app does not keep is withheld here as in a cycle; what its answers show is
+        // recorded once a cycle has learnt the app.
+        let learnt = match self.store.learnt(name).await {
+            Ok(l) => l,
+            Err(e) => {
+                report.error = Some(e.to_string());
+                return;
+            }
+        };
+        if let Some(learnt) = &learnt {
+            let keep = keep(&app.cfg);
+            learnt.withhold(&keep, desired.users.values_mut().map(|u| &mut u.attrs));
+            learnt.withhold(&keep, observed.users.values_mut().map(|u| &mut u.attrs));
+        }
         let plan = plan::plan(
-            desired,
-            observed,
+            &desired,
+            &observed,
             &[],
             Policy {
                 deprovision: app.cfg.deprovision,
@@ -672,11 +699,12 @@ impl Engine {
             concurrency: 1,
             cancel: &self.cancel,
             fence: self.fence.as_deref(),
+            learnt: learnt.as_ref(),
         };
         if let Err(e) = apply::apply(
             &target,
             &plan,
-            observed,
+            &observed,
             &self.store,
             report,
             &ProgressBar::hidden(),
@@ -686,6 +714,26 @@ impl Engine {
             report.error = Some(e.to_string());
         }
         report.requests = app.client.requests_sent() - before;
+    }
+
+    /// What is known of the app's schema, learnt now when it was never learnt or the app's
+    /// configuration changed since ([`apply::learnt::learn`]).
+    async fn learn(&self, app: &App, dry_run: bool) -> Result<Learnt, apply::learnt::LearnError> {
+        let mapped = crate::model::attr_path::mapped_paths(&app.cfg.attributes);
+        let config = Learnt::config_key(
+            &app.cfg.base_url,
+            app.cfg.profile,
+            mapped.iter().map(String::as_str),
+        );
+        apply::learnt::learn(
+            &self.store,
+            &app.client,
+            config,
+            mapped.iter().map(String::as_str),
+            self.stamp(),
+            dry_run,
+        )
+        .await
     }
 
     async fn holds(&self, app: &App, group: &SourceId, user: &SourceId) -> bool {
@@ -703,6 +751,14 @@ impl Engine {
 }
 
 /// The outcome a finished report deserves.
+/// The mapped paths sent whatever the app declares or keeps: the matching attribute and the
+/// ones the app's profile requires.
+fn keep(cfg: &AppConfig) -> Vec<&str> {
+    let mut keep = vec![cfg.matching.as_str()];
+    keep.extend_from_slice(cfg.profile.required_user_paths());
+    keep
+}
+
 fn outcome(r: &CycleReport) -> Outcome {
     if r.error.is_some() && r.changes() == 0 {
         Outcome::Failed

@@ -209,7 +209,7 @@ impl fmt::Display for CycleReport {
             f.write_str(" · no changes")?;
         }
         if self.dry_run && self.requests > 0 {
-            // A verifying dry run reads the app back, and writes nothing.
+            // A dry run may read (discovery, a verification), and writes nothing.
             write!(f, " · {} reads, no write", self.requests)?;
         } else if self.dry_run {
             f.write_str(" · nothing sent")?;

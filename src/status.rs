@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AppConfig;
+use crate::model::Learnt;
 use crate::report::{CycleReport, Outcome};
 use crate::store::{self, AppActivation, FailingObject, PushState, Store};
 
@@ -39,6 +40,10 @@ pub struct AppStatus {
     pub managed_groups: i64,
     /// Who writes to the app now (its lease), or `null` when nobody holds it.
     pub lease: Option<LeaseStatus>,
+    /// What was learnt of the app's schema (its capabilities, the mapped attributes it does
+    /// not declare or keep, which are not sent), or `null` before its first cycle.
+    #[serde(default)]
+    pub schema: Option<Learnt>,
 }
 
 /// The holder of an app's lease, as `status` shows it.
@@ -92,6 +97,7 @@ pub async fn collect(
             managed_users: users,
             managed_groups: groups,
             lease,
+            schema: store.learnt(&app.name).await?,
         });
     }
     Ok(Status { apps: out })

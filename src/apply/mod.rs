@@ -10,9 +10,15 @@
 //! that says the whole app is unusable (401, 403, unreachable after retries) stops the cycle
 //! after the running operations, since every further request would fail the same way.
 //!
-//! [`verify`] reads back what the app holds of the managed objects, for drift.
+//! [`verify`] reads back what the app holds of the managed objects, for drift; [`learnt`] is
+//! what is learnt about the app and kept in the store (protocol facts, its schema, what it
+//! keeps of what it is sent).
 
+pub mod learnt;
 pub mod verify;
+
+pub use learnt::restore_app_facts;
+use learnt::{AppFacts, save_app_facts};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Utc;
@@ -22,77 +28,13 @@ use indicatif::ProgressBar;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::model::{AppName, Attrs, Deprovision, Observed, ObservedUser, Origin, ScimId, SourceId};
+use crate::model::{
+    AppName, Attrs, Deprovision, Learnt, Observed, ObservedUser, Origin, ScimId, SourceId,
+};
 use crate::plan::{Op, Phase, Plan, UserEffect, changed_paths};
 use crate::report::{CycleReport, ObjectError};
-use crate::scim::{self, RemovalForm, ScimClient, UserIndex};
+use crate::scim::{self, ScimClient, UserIndex};
 use crate::store::{self, Change, Store};
-
-/// Store flag holding the member-removal form an app accepts.
-const REMOVAL_FORM_FLAG: &str = "removal_form";
-/// Store flag recording that an app does not evaluate filters.
-const FILTERS_FLAG: &str = "filters";
-
-/// What scim-sync has learnt about an app's protocol support, kept in the store so that the
-/// next process does not have to learn it again with failing requests.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct AppFacts {
-    removal_form: RemovalForm,
-    filters_supported: bool,
-}
-
-impl AppFacts {
-    fn of(client: &ScimClient) -> Self {
-        AppFacts {
-            removal_form: client.removal_form(),
-            filters_supported: client.filters_supported(),
-        }
-    }
-}
-
-/// Hands the facts learnt by earlier runs to the app's client.
-///
-/// # Errors
-/// [`store::Error`] when the store cannot be read.
-pub async fn restore_app_facts(
-    store: &Store,
-    app: &AppName,
-    client: &ScimClient,
-) -> Result<(), store::Error> {
-    if store.flag(app, REMOVAL_FORM_FLAG).await?.as_deref() == Some("value-list") {
-        client.set_removal_form(RemovalForm::ValueList);
-    }
-    if store.flag(app, FILTERS_FLAG).await?.as_deref() == Some("unsupported") {
-        client.set_filters_supported(false);
-    }
-    Ok(())
-}
-
-async fn save_app_facts(
-    store: &Store,
-    app: &AppName,
-    before: AppFacts,
-    after: AppFacts,
-) -> Result<(), store::Error> {
-    if after.removal_form != before.removal_form {
-        let value = match after.removal_form {
-            RemovalForm::Filter => "filter",
-            RemovalForm::ValueList => "value-list",
-        };
-        tracing::info!(app = %app, form = value, "app rejects the RFC member-removal filter; using the value-list form from now on");
-        store.set_flag(app, REMOVAL_FORM_FLAG, value).await?;
-    }
-    if after.filters_supported != before.filters_supported {
-        let value = if after.filters_supported {
-            "supported"
-        } else {
-            "unsupported"
-        };
-        tracing::info!(app = %app, "app does not evaluate filters; lookups list and match locally from now on");
-        store.set_flag(app, FILTERS_FLAG, value).await?;
-    }
-    Ok(())
-}
 
 /// What apply needs to know about the app besides the plan.
 pub struct Target<'a> {
@@ -109,6 +51,9 @@ pub struct Target<'a> {
     pub cancel: &'a CancellationToken,
     /// The app's lease, when this process must hold it to write (SPEC §7.1 fencing).
     pub fence: Option<&'a dyn Fence>,
+    /// What is known of the app's schema; what the app's answers show it does not keep is
+    /// added to it (`None`: nothing is recorded).
+    pub learnt: Option<&'a Learnt>,
 }
 
 /// The lease a writer holds on an app. A writer that lost it (another replica took the app
@@ -143,6 +88,8 @@ struct Done {
     counts: Counts,
     error: Option<ObjectError>,
     app_down: Option<String>,
+    /// What the app's answer showed it did not keep as sent (read-back).
+    kept: Vec<(String, learnt::Kept)>,
 }
 
 #[derive(Default)]
@@ -187,6 +134,8 @@ pub async fn apply(
     // Many creates: one listing of the app's users answers their lookups, when it costs
     // fewer requests than a lookup each.
     let index = user_index(target, plan).await;
+    // What the app's answers showed it does not keep as sent, first evidence per path.
+    let mut found: BTreeMap<String, learnt::Kept> = BTreeMap::new();
 
     for phase in [
         Phase::Users,
@@ -255,6 +204,9 @@ pub async fn apply(
                 ids.present.insert(g, members.into_iter().collect());
             }
             add_counts(report, &done.counts);
+            for (path, k) in done.kept.drain(..) {
+                found.entry(path).or_insert(k);
+            }
             if let Some(e) = done.error {
                 tracing::warn!(app = %target.app, object = %e.object, op = %e.op, error = %e.error, "operation failed");
                 record_failure(report, &mut changes, e);
@@ -290,6 +242,11 @@ pub async fn apply(
     }
 
     save_app_facts(store, target.app, facts_before, AppFacts::of(target.client)).await?;
+    if let Some(learnt) = target.learnt
+        && !found.is_empty()
+    {
+        learnt::record(store, target.app, learnt, found).await?;
+    }
     Ok(())
 }
 
@@ -502,6 +459,27 @@ fn gone(mut done: Done, e: &scim::Error, drop: Change) -> Done {
     done
 }
 
+/// The `userName` of a user's attributes, for messages.
+fn user_name(attrs: &Attrs) -> &str {
+    attrs
+        .get("userName")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// What an update's answer (`echoed`, over the `changed` paths) shows the app did not keep.
+fn kept(attrs: &Attrs, changed: &[String], echoed: Option<&Attrs>) -> Vec<(String, learnt::Kept)> {
+    let Some(echoed) = echoed else {
+        return Vec::new();
+    };
+    let sent: Attrs = attrs
+        .iter()
+        .filter(|(k, _)| changed.iter().any(|c| c == &***k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    learnt::read_back(user_name(attrs), &sent, echoed)
+}
+
 async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -> Done {
     match op {
         Op::CreateUser { source_id, attrs } => {
@@ -525,21 +503,32 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -
             if ensured.adopted {
                 done.counts.users_adopted += 1;
                 let changed = changed_paths(attrs, &ensured.current);
-                if !changed.is_empty()
-                    && let Err(e) = t.client.patch_user(&ensured.id, attrs, &changed).await
-                {
-                    // Adopted but not aligned: record what it holds, so next cycle patches it.
-                    confirmed = ensured.current.clone();
-                    let mut d = failed_user(source_id, attrs, "update adopted user", &e);
-                    d.user_id = done.user_id.take();
-                    d.changes
-                        .push(put_user(source_id, &ensured.id, Origin::Adopted, confirmed));
-                    return d;
+                if !changed.is_empty() {
+                    match t.client.patch_user(&ensured.id, attrs, &changed).await {
+                        Ok(echoed) => done.kept = kept(attrs, &changed, echoed.as_ref()),
+                        Err(e) => {
+                            // Adopted but not aligned: record what it holds, so next cycle
+                            // patches it.
+                            confirmed = ensured.current.clone();
+                            let mut d = failed_user(source_id, attrs, "update adopted user", &e);
+                            d.user_id = done.user_id.take();
+                            d.changes.push(put_user(
+                                source_id,
+                                &ensured.id,
+                                Origin::Adopted,
+                                confirmed,
+                            ));
+                            return d;
+                        }
+                    }
                 }
                 done.changes
                     .push(put_user(source_id, &ensured.id, Origin::Adopted, confirmed));
             } else {
                 done.counts.users_created += 1;
+                if let Some(echoed) = &ensured.echoed {
+                    done.kept = learnt::read_back(user_name(attrs), attrs, echoed);
+                }
                 done.changes
                     .push(put_user(source_id, &ensured.id, Origin::Created, confirmed));
             }
@@ -555,11 +544,17 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -
         } => {
             let object = user_object(source_id);
             let verb = effect.verb();
-            if let Err(e) = t.client.patch_user(scim_id, attrs, changed).await {
-                let done = failed_user(source_id, attrs, verb, &e);
-                return gone(done, &e, Change::DropUser(source_id.clone()));
-            }
-            let mut done = Done::default();
+            let echoed = match t.client.patch_user(scim_id, attrs, changed).await {
+                Ok(echoed) => echoed,
+                Err(e) => {
+                    let done = failed_user(source_id, attrs, verb, &e);
+                    return gone(done, &e, Change::DropUser(source_id.clone()));
+                }
+            };
+            let mut done = Done {
+                kept: kept(attrs, changed, echoed.as_ref()),
+                ..Done::default()
+            };
             match effect {
                 UserEffect::Disable => done.counts.users_disabled += 1,
                 UserEffect::Update | UserEffect::Enable => done.counts.users_updated += 1,

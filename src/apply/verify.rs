@@ -32,12 +32,15 @@ pub struct Drift {
 }
 
 /// Reads back every object of `stored` from the app, `concurrency` requests at a time.
+/// The `rewritten` paths (the app keeps them in its own form, [`crate::model::Learnt`]) are
+/// not compared: the form scim-sync sent stays the observed one.
 ///
 /// # Errors
 /// The first read that finally failed (the cycle then changes nothing).
 pub async fn read_back(
     client: &ScimClient,
     stored: Observed,
+    rewritten: &[&str],
     concurrency: usize,
 ) -> Result<Drift, Error> {
     let mut held = read_users(client, &stored, concurrency).await?;
@@ -51,7 +54,14 @@ pub async fn read_back(
                 tracing::warn!(app = %client.app(), user = %id, scim_id = %user.scim_id, "drift: the app no longer has the user; creating it again");
                 drift.found += 1;
             }
-            Some(attrs) => {
+            Some(mut attrs) => {
+                for path in rewritten {
+                    if let Some((k, sent)) = user.attrs.get_key_value(*path)
+                        && attrs.contains_key(*path)
+                    {
+                        attrs.insert(k.clone(), sent.clone());
+                    }
+                }
                 if attrs != user.attrs {
                     let edited: Vec<&str> = user
                         .attrs

@@ -175,25 +175,9 @@ async fn probe_app(app: &crate::config::AppConfig, problems: &mut Vec<String>) {
             return;
         }
     };
-    let yes = |b: bool| if b { "yes" } else { "no" };
-    let mut caps = Vec::new();
-    if let Some((on, max)) = d.filter {
-        caps.push(match max {
-            Some(m) => format!("filter {} (maxResults {m})", yes(on)),
-            None => format!("filter {}", yes(on)),
-        });
-    }
-    if let Some(on) = d.patch {
-        caps.push(format!("patch {}", yes(on)));
-    }
-    if let Some((on, max)) = d.bulk {
-        caps.push(match max {
-            Some(m) if on => format!("bulk yes (maxOperations {m})"),
-            _ => format!("bulk {}", yes(on)),
-        });
-    }
+    let caps = d.capabilities().summary();
     if !caps.is_empty() {
-        out!("    probe: {}", caps.join(", "));
+        out!("    probe: {caps}");
     }
     if let Some(types) = &d.resource_types {
         let ext = d

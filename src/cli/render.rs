@@ -135,6 +135,30 @@ pub(super) fn status(state: &str, status: &Status) {
                 out!("  {r}");
             }
         }
+        if let Some(l) = &a.schema {
+            let caps = l.capabilities.summary();
+            out!(
+                "  schema learnt {}{}",
+                l.discovered_at,
+                if caps.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {caps}")
+                }
+            );
+            for note in &l.notes {
+                out!("  schema: {note} (taken as RFC core + enterprise)");
+            }
+            for (path, why) in &l.undeclared {
+                out!("  not sent (the app does not declare it): {path}: {why}");
+            }
+            for (path, why) in &l.dropped {
+                out!("  not sent (the app does not keep it): {path}: {why}");
+            }
+            for (path, why) in &l.rewritten {
+                out!("  kept by the app in its own form: {path}: {why}");
+            }
+        }
         for f in &a.failing_objects {
             out!(
                 "  failing since {}: {} {} ({} attempts): {}",

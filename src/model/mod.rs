@@ -5,7 +5,8 @@
 //! into a [`Directory`]; `mapping` turns a directory into [`Desired`] state per app; the store
 //! loads [`Observed`] state; `plan` compares the two. [`attr_path`] holds the grammar of the
 //! SCIM attribute paths that key [`Attrs`], and the default mapping table that names them;
-//! [`profile`] what kind of app an app is and what it stores.
+//! [`profile`] what kind of app an app is and what it stores; [`learnt`] what scim-sync has
+//! learnt about an app's schema.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,8 +15,10 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub mod attr_path;
+pub mod learnt;
 pub mod profile;
 
+pub use learnt::{Capabilities, Learnt};
 pub use profile::Profile;
 
 macro_rules! id_newtype {

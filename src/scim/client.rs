@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 use super::error::{Error, retryable_status};
 use super::proto;
 use crate::http::{BodyError, RetryPolicy, STRICT, parse_retry_after, read_body};
-use crate::model::{AppName, Attrs, Profile, ScimId};
+use crate::model::{AppName, AttrKey, Attrs, Profile, ScimId};
 
 const SCIM_JSON: &str = "application/scim+json";
 const ACCEPT_VALUE: &str = "application/scim+json, application/json";
@@ -120,6 +120,9 @@ pub struct Ensured {
     /// Adopted: the found resource flattened over the desired paths (so the caller can PATCH
     /// the differences); created: the desired attributes.
     pub current: Attrs,
+    /// Created: the app's answer flattened over the paths sent, to see what it kept (read-back);
+    /// `None` when adopted, or when the answer is not a representation of the user.
+    pub echoed: Option<Attrs>,
 }
 
 /// A group that exists in the app after [`ScimClient::ensure_group`].
@@ -156,6 +159,9 @@ struct Inner {
     /// Learnt from a `501` to a filtered listing: the app does not implement `filter`, so
     /// lookups list the collection and match locally.
     no_filter: AtomicBool,
+    /// Resources asked for per page: [`PAGE_SIZE`], or less when the app's
+    /// `filter.maxResults` says so.
+    page_size: AtomicU64,
 }
 
 impl fmt::Debug for ScimClient {
@@ -247,7 +253,8 @@ enum Lookup<'a> {
 
 /// Outcome of the create protocol.
 enum Created {
-    New(ScimId),
+    /// Created: its id, and the app's answer when it was a JSON object.
+    New(ScimId, Option<Value>),
     Found(Value),
 }
 
@@ -312,6 +319,7 @@ impl ScimClient {
                 sent: AtomicU64::new(0),
                 removal: AtomicU8::new(RemovalForm::Filter.to_u8()),
                 no_filter: AtomicBool::new(false),
+                page_size: AtomicU64::new(PAGE_SIZE),
             }),
         })
     }
@@ -346,6 +354,19 @@ impl ScimClient {
     /// Sets how members are removed (the engine restores the persisted form per app).
     pub fn set_removal_form(&self, form: RemovalForm) {
         self.inner.removal.store(form.to_u8(), Ordering::Relaxed);
+    }
+
+    /// Resources asked for per page of a listing.
+    pub fn page_size(&self) -> u64 {
+        self.inner.page_size.load(Ordering::Relaxed)
+    }
+
+    /// Asks for at most `max` resources per page (the app's `filter.maxResults`), never more
+    /// than the client's own page size.
+    pub fn set_max_results(&self, max: u64) {
+        self.inner
+            .page_size
+            .store(max.clamp(1, PAGE_SIZE), Ordering::Relaxed);
     }
 
     // ---------------------------------------------------------------- users
@@ -435,7 +456,7 @@ impl ScimClient {
         let page = proto::ListPage::from_value(&self.json_body(&req, &resp)?);
         Ok(page
             .total_results
-            .map(|total| 1 + total.div_ceil(PAGE_SIZE).max(1)))
+            .map(|total| 1 + total.div_ceil(self.page_size()).max(1)))
     }
 
     /// Lists every user of the app and indexes them by `matching`, for
@@ -474,28 +495,38 @@ impl ScimClient {
     async fn create_user(&self, attrs: &Attrs, lookup: &Lookup<'_>) -> Result<Ensured, Error> {
         let req = Req::new(Method::POST, "/Users".to_owned()).body(proto::user_resource(attrs));
         match self.create(&req, lookup).await? {
-            Created::New(id) => Ok(Ensured {
+            Created::New(id, answer) => Ok(Ensured {
                 id,
                 adopted: false,
                 current: attrs.clone(),
+                echoed: answer.as_ref().and_then(|a| echo(a, attrs.keys())),
             }),
             Created::Found(found) => self.adopt_user(&found, attrs),
         }
     }
 
     /// Sends one PATCH bringing the user's `changed` paths to `desired` (see
-    /// [`proto::user_patch_ops`]). Nothing is sent when no operation results.
+    /// [`proto::user_patch_ops`]). Nothing is sent when no operation results. Returns the
+    /// app's answer flattened over the changed paths it was sent values for, when it answered
+    /// with the user (read-back), else `None`.
     pub async fn patch_user(
         &self,
         id: &ScimId,
         desired: &Attrs,
         changed: &[String],
-    ) -> Result<(), Error> {
+    ) -> Result<Option<Attrs>, Error> {
         let ops = proto::user_patch_ops(desired, changed);
         if ops.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
-        self.patch(resource_path("Users", id), ops).await
+        let req = Req::new(Method::PATCH, resource_path("Users", id)).body(proto::patch_body(ops));
+        let resp = self.send(&req, Retry::All).await?;
+        // 200 with the resource, or 204 with nothing to compare.
+        let answer: Option<Value> = serde_json::from_slice(&resp.body).ok();
+        let sent = desired
+            .keys()
+            .filter(|k| changed.iter().any(|c| c == &***k));
+        Ok(answer.as_ref().and_then(|a| echo(a, sent)))
     }
 
     /// `DELETE /Users/{id}`; a 404 means already gone and succeeds.
@@ -571,7 +602,7 @@ impl ScimClient {
         let req = Req::new(Method::POST, "/Groups".to_owned())
             .body(proto::group_resource(display_name, external_id));
         match self.create(&req, &lookup).await? {
-            Created::New(id) => Ok(EnsuredGroup {
+            Created::New(id, _) => Ok(EnsuredGroup {
                 id,
                 adopted: false,
                 members: Vec::new(),
@@ -724,9 +755,10 @@ impl ScimClient {
         }
         let mut seen: HashSet<String> = HashSet::new();
         let mut start: u64 = 1;
+        let page_size = self.page_size();
         for _ in 0..MAX_PAGES {
             let query = format!(
-                "{}startIndex={start}&count={PAGE_SIZE}",
+                "{}startIndex={start}&count={page_size}",
                 filter.as_deref().unwrap_or_default()
             );
             let req = Req::new(Method::GET, path.to_owned()).query(query);
@@ -754,7 +786,7 @@ impl ScimClient {
             }
             let done = match page.total_results {
                 Some(total) => start - 1 + received >= total,
-                None => received < PAGE_SIZE,
+                None => received < page_size,
             };
             if done {
                 return Ok(());
@@ -776,9 +808,10 @@ impl ScimClient {
         mut each: impl FnMut(Value),
     ) -> Result<(), Error> {
         let mut cursor = String::new();
+        let page_size = self.page_size();
         for _ in 0..MAX_PAGES {
             let query = format!(
-                "{filter}count={PAGE_SIZE}&cursor={}",
+                "{filter}count={page_size}&cursor={}",
                 utf8_percent_encode(&cursor, STRICT)
             );
             let req = Req::new(Method::GET, path.to_owned()).query(query);
@@ -864,7 +897,8 @@ impl ScimClient {
         Ok(Ensured {
             id: self.found_id(found, "/Users")?,
             adopted: true,
-            current: proto::flatten_user(found, attrs.keys().map(|k| &**k)),
+            current: proto::flatten_user(found, attrs.keys().cloned()),
+            echoed: None,
         })
     }
 
@@ -891,7 +925,11 @@ impl ScimClient {
         let mut attempt = 0;
         loop {
             let err = match self.send(req, Retry::RateLimitOnly).await {
-                Ok(resp) => return self.created_id(req, &resp).map(Created::New),
+                Ok(resp) => {
+                    let answer: Option<Value> = serde_json::from_slice(&resp.body).ok();
+                    let id = self.created_id(req, &resp, answer.as_ref())?;
+                    return Ok(Created::New(id, answer));
+                }
                 Err(e) => e,
             };
             if err.status() == Some(409) {
@@ -918,9 +956,8 @@ impl ScimClient {
         }
     }
 
-    fn created_id(&self, req: &Req, resp: &Resp) -> Result<ScimId, Error> {
-        let body: Option<Value> = serde_json::from_slice(&resp.body).ok();
-        let from_body = body.as_ref().and_then(|b| match b.get("id") {
+    fn created_id(&self, req: &Req, resp: &Resp, body: Option<&Value>) -> Result<ScimId, Error> {
+        let from_body = body.and_then(|b| match b.get("id") {
             Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
@@ -1216,6 +1253,14 @@ impl ScimClient {
 }
 
 /// `/{collection}/{id}` with the id escaped as one path segment.
+/// What the app kept of the `paths` it was sent: its answer flattened over them, when the
+/// answer is a representation of the user (it carries `userName`; a minimal answer says
+/// nothing about the rest).
+fn echo<'a>(answer: &Value, paths: impl Iterator<Item = &'a AttrKey>) -> Option<Attrs> {
+    proto::text_at(answer, "userName")?;
+    Some(proto::flatten_user(answer, paths.cloned()))
+}
+
 fn resource_path(collection: &str, id: &ScimId) -> String {
     format!("/{collection}/{}", utf8_percent_encode(id.as_str(), STRICT))
 }

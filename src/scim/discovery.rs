@@ -1,16 +1,18 @@
 //! What an app says it supports (RFC 7643 §5–7): `/ServiceProviderConfig`, `/ResourceTypes`
-//! and `/Schemas`, read with GETs only, for `check-config --probe`.
+//! and `/Schemas`, read with GETs only, for `check-config --probe` and for a cycle's first
+//! contact with an app (`apply::learnt` keeps what was learnt as a [`Learnt`]).
 //!
 //! An endpoint the app does not serve (`404`, `501`, or an answer that is no JSON object) is
 //! noted, not an error: such an app is taken as RFC core plus the enterprise extension, so
-//! nothing is reported as undeclared for it. What is read here is shown; it does not yet
-//! change what a cycle sends (issue 13).
+//! nothing is reported as undeclared for it. The capabilities shape the client's requests
+//! ([`ScimClient::follow`]): a listing's page size, and lookups without filters.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
 use super::{Error, ScimClient};
+use crate::model::{Capabilities, Learnt};
 
 /// The core User schema.
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -94,11 +96,30 @@ impl ScimClient {
                     }
                     schemas.insert(id.to_owned(), attrs);
                 }
-                d.schemas = Some(schemas);
+                // Without the core User schema the answer describes nothing to judge the
+                // mapping by (an app answering every GET alike): taken as not served.
+                if schemas.contains_key(USER_SCHEMA) {
+                    d.schemas = Some(schemas);
+                } else {
+                    d.notes
+                        .push(format!("/Schemas does not describe {USER_SCHEMA}"));
+                }
             }
             None => d.notes.push("/Schemas is not served".into()),
         }
         Ok(d)
+    }
+
+    /// Shapes this client's requests by what the app declared: pages no larger than its
+    /// `filter.maxResults`; no filtered lookups when it says `filter.supported: false` (they
+    /// list and match locally instead).
+    pub fn follow(&self, caps: &Capabilities) {
+        if caps.filter == Some(false) {
+            self.set_filters_supported(false);
+        }
+        if let Some(max) = caps.max_results {
+            self.set_max_results(max);
+        }
     }
 
     /// A discovery document, or `None` when the app does not serve it.
@@ -121,10 +142,51 @@ fn resources(v: &Value) -> Vec<Value> {
 }
 
 impl Discovery {
+    /// What `/ServiceProviderConfig` said, in the store's vocabulary.
+    pub fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            filter: self.filter.map(|(on, _)| on),
+            max_results: self.filter.and_then(|(_, max)| max),
+            patch: self.patch,
+            bulk: self.bulk.map(|(on, _)| on),
+            bulk_max_operations: self.bulk.and_then(|(_, max)| max),
+        }
+    }
+
+    /// What was learnt for `mapped` paths under `config` (see [`Learnt::config_key`]), at
+    /// `now`: capabilities, notes and the undeclared paths with why; nothing read back yet.
+    pub fn learnt<'a>(
+        &self,
+        config: String,
+        mapped: impl IntoIterator<Item = &'a str>,
+        now: String,
+    ) -> Learnt {
+        Learnt {
+            config,
+            discovered_at: now,
+            capabilities: self.capabilities(),
+            notes: self.notes.clone(),
+            undeclared: self.undeclared_with_reasons(mapped).into_iter().collect(),
+            ..Learnt::default()
+        }
+    }
+
     /// The mapped SCIM paths (`userName`, `name.givenName`, `emails[type eq "work"].value`,
-    /// `urn:…:enterprise:2.0:User:department`) the app does not declare, with why. Nothing
-    /// when the app serves no `/Schemas` (it is taken as RFC core plus enterprise).
+    /// `urn:…:enterprise:2.0:User:department`) the app does not declare, each with why, as
+    /// `path (why)` lines. Nothing when the app serves no `/Schemas` (it is taken as RFC core
+    /// plus enterprise).
     pub fn undeclared<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        self.undeclared_with_reasons(paths)
+            .into_iter()
+            .map(|(path, why)| format!("{path} ({why})"))
+            .collect()
+    }
+
+    /// [`Discovery::undeclared`] as (path, why) pairs.
+    pub fn undeclared_with_reasons<'a>(
+        &self,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(String, String)> {
         let Some(schemas) = &self.schemas else {
             return Vec::new();
         };
@@ -140,30 +202,31 @@ impl Discovery {
             // The mapping's own path grammar: extension, attribute, sub-attribute.
             let parsed = super::proto::AttrPath::parse(path);
             let schema = parsed.ext.as_deref().unwrap_or(USER_SCHEMA);
-            if schema != USER_SCHEMA
+            let why = if schema != USER_SCHEMA
                 && self
                     .user_extensions
                     .as_ref()
                     .is_some_and(|e| !e.contains(schema))
             {
-                out.push(format!(
-                    "{path} (the User resource type declares no {schema})"
-                ));
-                continue;
-            }
-            let Some(declared) = schemas.get(schema) else {
-                out.push(format!("{path} (schema {schema} is not served)"));
-                continue;
+                Some(format!("the User resource type declares no {schema}"))
+            } else if let Some(declared) = schemas.get(schema) {
+                let name = parsed.attr.to_lowercase();
+                let has_subs = declared.iter().any(|a| a.starts_with(&format!("{name}.")));
+                if !declared.contains(&name) {
+                    Some(format!("not in {schema}"))
+                } else if let Some(sub) = parsed.sub().map(str::to_lowercase)
+                    && has_subs
+                    && !declared.contains(&format!("{name}.{sub}"))
+                {
+                    Some(format!("{name} has no sub-attribute {sub}"))
+                } else {
+                    None
+                }
+            } else {
+                Some(format!("schema {schema} is not served"))
             };
-            let name = parsed.attr.to_lowercase();
-            let has_subs = declared.iter().any(|a| a.starts_with(&format!("{name}.")));
-            if !declared.contains(&name) {
-                out.push(format!("{path} (not in {schema})"));
-            } else if let Some(sub) = parsed.sub().map(str::to_lowercase)
-                && has_subs
-                && !declared.contains(&format!("{name}.{sub}"))
-            {
-                out.push(format!("{path} ({name} has no sub-attribute {sub})"));
+            if let Some(why) = why {
+                out.push((path.to_owned(), why));
             }
         }
         out

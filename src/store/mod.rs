@@ -22,7 +22,8 @@ use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::model::{
-    AppName, AttrKey, Attrs, Observed, ObservedGroup, ObservedUser, Origin, ScimId, SourceId,
+    AppName, AttrKey, Attrs, Learnt, Observed, ObservedGroup, ObservedUser, Origin, ScimId,
+    SourceId,
 };
 use crate::report::CycleReport;
 
@@ -65,6 +66,8 @@ pub use source_state::SourceState;
 
 /// Cycle reports kept per app.
 const REPORTS_KEPT: i64 = 200;
+/// The app flag holding what was learnt about the app's schema ([`Learnt`], JSON).
+const LEARNT_FLAG: &str = "learnt";
 
 /// A store failure. Names the database and what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -462,6 +465,26 @@ impl Store {
         })
         .map_err(db("write flag"))?;
         Ok(())
+    }
+
+    /// What was learnt about `app`'s schema ([`Learnt`]), if anything.
+    ///
+    /// # Errors
+    /// [`Error::Db`]; a record this version cannot read is `None` (it is learnt again).
+    pub async fn learnt(&self, app: &AppName) -> Result<Option<Learnt>, Error> {
+        Ok(self
+            .flag(app, LEARNT_FLAG)
+            .await?
+            .and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    /// Records what was learnt about `app`'s schema, replacing what was.
+    ///
+    /// # Errors
+    /// [`Error::Db`].
+    pub async fn save_learnt(&self, app: &AppName, learnt: &Learnt) -> Result<(), Error> {
+        let json = serde_json::to_string(learnt).unwrap_or_default();
+        self.set_flag(app, LEARNT_FLAG, &json).await
     }
 
     /// Saves a cycle report, keeping the newest ones per app.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use scim_sync::sandbox::{SandboxHandle, SandboxState};
 
@@ -183,10 +183,14 @@ async fn sync_now_dry_run_then_real_then_nothing() {
     );
     assert!(out.contains("create group \"Engineering\""), "{out}");
     assert!(
-        out.contains("(dry run: would be)") && out.contains("nothing sent"),
+        out.contains("(dry run: would be)") && out.contains("3 reads, no write"),
         "{out}"
     );
-    assert_eq!(sandbox.state().requests(), 0, "dry run sent nothing");
+    assert_eq!(
+        sandbox.state().requests(),
+        3,
+        "a dry run reads the app's three discovery documents, and sends nothing else"
+    );
     assert!(!out.contains(TOKEN) && !err.contains(TOKEN));
 
     let o = run(&["sync-now", "--json"]).await;
@@ -197,7 +201,12 @@ async fn sync_now_dry_run_then_real_then_nothing() {
     assert_eq!(r["app"], "crm");
     assert_eq!(r["outcome"], "ok");
     assert_eq!(r["users_created"], 14);
-    assert_eq!(r["requests"].as_u64(), Some(sandbox.state().requests()));
+    assert_eq!(
+        r["requests"].as_u64(),
+        Some(sandbox.state().requests() - 3),
+        "every request but the dry run's is counted (a dry run keeps nothing learnt, so the \
+         real run reads the discovery documents again)"
+    );
 
     let o = run(&["sync-now", "--json"]).await;
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -209,6 +218,8 @@ async fn sync_now_dry_run_then_real_then_nothing() {
     assert_eq!(a["name"], "crm");
     assert_eq!(a["last_cycle"]["requests"], 0);
     assert_eq!(a["quarantined"], false);
+    assert_eq!(a["schema"]["capabilities"]["patch"], true, "{a}");
+    assert_eq!(a["schema"]["undeclared"], json!({}), "{a}");
     assert!(a["failing_objects"].as_array().unwrap().is_empty());
     sandbox.shutdown().await;
 }

@@ -497,7 +497,12 @@ async fn dry_run_sends_no_write_and_prints_every_operation() {
         (3, 1, 3)
     );
     assert_eq!(c.plan.ops.len(), 5);
-    assert_eq!(w.state().requests(), 0);
+    assert_eq!(
+        w.state().requests(),
+        3,
+        "a dry run reads the app's three discovery documents, and sends nothing else"
+    );
+    assert_eq!(c.report.requests, 3, "{}", c.report);
     assert!(
         w.store.last_report(&"e2e".into()).await.unwrap().is_none(),
         "a dry run is not a cycle"
@@ -652,8 +657,10 @@ async fn a_lost_state_store_adopts_everything_with_lookups_only() {
         "{r}"
     );
     assert_eq!(
-        r.requests, 4,
-        "the users' lookups answered by one sizing request and one listing (cheaper than 4 \
+        r.requests,
+        3 + 4,
+        "the new store knows nothing of the app: its three discovery documents, then the \
+         users' lookups answered by one sizing request and one listing (cheaper than 4 \
          lookups), one lookup per group, no write: {r}"
     );
     assert_eq!(w.state().users(), users, "nothing changed in the app");
