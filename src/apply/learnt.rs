@@ -106,6 +106,9 @@ pub async fn learn<'a>(
                 tracing::warn!(app = %app, attribute = %path, reason = %why,
                     "the app does not declare a mapped attribute; it is not sent");
             }
+            if found.capabilities.patch == Some(false) {
+                tracing::warn!(app = %app, "the app declares no PATCH support; updates, disables and membership changes are sent as PATCH and may fail");
+            }
             for note in &found.notes {
                 tracing::info!(app = %app, "{note}; taken as RFC core + enterprise");
             }

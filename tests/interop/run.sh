@@ -264,13 +264,21 @@ scenario() {
     no_token wrong-token.json wrong-token.err
     rm -rf state   # forget the failed attempt (and its backoff): the real runs start clean
 
-    say "[$VARIANT] sync-now --dry-run: prints the plan, sends nothing"
+    say "[$VARIANT] sync-now --dry-run: prints the plan, reads the discovery documents, writes nothing"
     local logged
     logged="$(wc -l <server.log)"
     set +e; "$BIN" --config scim-sync.toml sync-now --dry-run >dry-run.out 2>&1; RC=$?; set -e
     [[ "$RC" == 0 ]] || { cat dry-run.out; fail "dry run exited $RC"; }
     grep -q "POST /Users" dry-run.out || fail "the dry run does not show the user creates"
-    [[ "$(wc -l <server.log)" == "$logged" ]] || fail "the dry run sent requests (see $RUN/server.log)"
+    local sent
+    sent="$(tail -n +"$((logged + 1))" server.log | grep -E '"[A-Z]+ /' || true)"
+    if grep -qE '"(POST|PUT|PATCH|DELETE) ' <<<"$sent"; then
+        fail "the dry run sent a write (see $RUN/server.log)"
+    fi
+    if grep -vE '"GET [^ ]*/(ServiceProviderConfig|ResourceTypes|Schemas) ' <<<"$sent" | grep -q .; then
+        fail "the dry run read more than the discovery documents (see $RUN/server.log)"
+    fi
+    echo "  dry run: $(grep -c . <<<"$sent") discovery reads, no write"
     no_token dry-run.out
 
     say "[$VARIANT] sync-now: initial cycle"
