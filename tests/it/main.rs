@@ -20,6 +20,8 @@ mod poller;
 mod graph;
 // Push groups: the directory file watched, an edit pushed at once.
 mod push_groups;
+// What scim-sync learns of an app: declared capabilities, attributes it rewrites.
+mod schema;
 // profile = "aws-identity-center" against the AWS IAM Identity Center double.
 mod aws;
 // Real replicas on one store: SIGKILL, SIGSTOP, SIGTERM, one limiter, fencing.
