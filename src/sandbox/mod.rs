@@ -25,6 +25,8 @@
 //!   request is answered after that delay plus a random part of the jitter (tokio time), so
 //!   benchmarks pay what a real app's round trip costs.
 //! - `PUT` on a Group replaces its members too (no `members` means none).
+//! - `/ResourceTypes/{id}` and `/Schemas/{id}` serve one document of those lists (where
+//!   its `meta.location` points).
 
 mod error;
 mod filter;
@@ -249,7 +251,9 @@ pub fn router(state: SandboxState) -> Router {
         )
         .route("/ServiceProviderConfig", get(service_provider_config))
         .route("/ResourceTypes", get(resource_types))
-        .route("/Schemas", get(schemas));
+        .route("/ResourceTypes/{id}", get(resource_type))
+        .route("/Schemas", get(schemas))
+        .route("/Schemas/{id}", get(schema_by_id));
     Router::new()
         .nest(BASE_PATH, api)
         .fallback(unknown_route)
@@ -581,13 +585,35 @@ async fn service_provider_config(State(st): State<SandboxState>, headers: Header
     scim_response(StatusCode::OK, &body)
 }
 async fn resource_types(State(st): State<SandboxState>, headers: HeaderMap) -> Response {
-    scim_response(
-        StatusCode::OK,
-        &schema::resource_types(&base_url(&st, &headers)),
-    )
+    let body = schema::resource_types(&base_url(&st, &headers), true);
+    scim_response(StatusCode::OK, &body)
+}
+async fn resource_type(
+    State(st): State<SandboxState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let list = schema::resource_types(&base_url(&st, &headers), true);
+    respond(discovery_item(list, &id, "resource type"))
 }
 async fn schemas(State(st): State<SandboxState>, headers: HeaderMap) -> Response {
-    scim_response(StatusCode::OK, &schema::schemas(&base_url(&st, &headers)))
+    let body = schema::schemas(&base_url(&st, &headers), true);
+    scim_response(StatusCode::OK, &body)
+}
+async fn schema_by_id(
+    State(st): State<SandboxState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let list = schema::schemas(&base_url(&st, &headers), true);
+    respond(discovery_item(list, &id, "schema"))
+}
+
+/// One resource of a discovery list by id (what its `meta.location` points at), else 404.
+fn discovery_item(list: Value, id: &str, what: &str) -> Result<Response, ScimError> {
+    let item = schema::list_item(list, id)
+        .ok_or_else(|| ScimError::not_found(format!("{what} {id} not found")))?;
+    Ok(scim_response(StatusCode::OK, &item))
 }
 
 /// Serves the sandbox on `listener` until `shutdown` completes.

@@ -311,8 +311,13 @@ fn list(resources: Vec<Value>) -> Value {
     })
 }
 
-/// `GET /ResourceTypes`.
-pub(crate) fn resource_types(base: &str) -> Value {
+/// `GET /ResourceTypes`; `enterprise`: whether Users declare the enterprise extension.
+pub(crate) fn resource_types(base: &str, enterprise: bool) -> Value {
+    let user_extensions = if enterprise {
+        json!([{"schema": ENTERPRISE_USER_SCHEMA, "required": false}])
+    } else {
+        json!([])
+    };
     list(vec![
         json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
@@ -321,7 +326,7 @@ pub(crate) fn resource_types(base: &str) -> Value {
             "endpoint": "/Users",
             "description": "User Account",
             "schema": USER_SCHEMA,
-            "schemaExtensions": [{"schema": ENTERPRISE_USER_SCHEMA, "required": false}],
+            "schemaExtensions": user_extensions,
             "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")}
         }),
         json!({
@@ -398,17 +403,36 @@ fn schema_json(base: &str, id: &str, name: &str, defs: &[AttrDef], unique: &[&st
     })
 }
 
-/// `GET /Schemas`.
-pub(crate) fn schemas(base: &str) -> Value {
-    list(vec![
+/// `GET /Schemas`; `enterprise`: whether the enterprise User extension is listed.
+pub(crate) fn schemas(base: &str, enterprise: bool) -> Value {
+    let mut all = vec![
         schema_json(base, USER_SCHEMA, "User", USER_ATTRS, &["userName"]),
         schema_json(base, GROUP_SCHEMA, "Group", GROUP_ATTRS, &["displayName"]),
-        schema_json(
+    ];
+    if enterprise {
+        all.push(schema_json(
             base,
             ENTERPRISE_USER_SCHEMA,
             "EnterpriseUser",
             ENTERPRISE_ATTRS,
             &[],
-        ),
-    ])
+        ));
+    }
+    list(all)
+}
+
+/// The resource of a discovery list whose `id` is `id` (case-insensitively: schema ids are
+/// URNs), as `GET /ResourceTypes/{id}` and `GET /Schemas/{id}` return it.
+pub(crate) fn list_item(list: Value, id: &str) -> Option<Value> {
+    let Value::Object(mut list) = list else {
+        return None;
+    };
+    let Some(Value::Array(resources)) = list.remove("Resources") else {
+        return None;
+    };
+    resources.into_iter().find(|r| {
+        r.get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|have| have.eq_ignore_ascii_case(id))
+    })
 }

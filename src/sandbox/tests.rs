@@ -894,6 +894,38 @@ async fn serves_discovery_documents() {
 }
 
 #[tokio::test]
+async fn serves_each_discovery_document_at_its_meta_location() {
+    let sb = Sandbox::new();
+    for list in ["/scim/v2/ResourceTypes", "/scim/v2/Schemas"] {
+        let r = sb.get(list).await;
+        for item in r.body["Resources"].as_array().unwrap() {
+            let location = item["meta"]["location"].as_str().unwrap();
+            let path = location.strip_prefix("http://sandbox.test").unwrap();
+            let got = sb.get(path).await;
+            assert_eq!(got.status, StatusCode::OK, "{path}: {}", got.body);
+            assert_eq!(&got.body, item, "{path}");
+        }
+    }
+    // The generic app declares the enterprise extension, so a sandbox without it differs.
+    let r = sb.get("/scim/v2/ResourceTypes/User").await;
+    assert_eq!(
+        r.body["schemaExtensions"],
+        json!([{"schema": ENTERPRISE_USER_SCHEMA, "required": false}])
+    );
+    let r = sb
+        .get(&format!("/scim/v2/Schemas/{ENTERPRISE_USER_SCHEMA}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["id"], json!(ENTERPRISE_USER_SCHEMA));
+    for unknown in [
+        "/scim/v2/ResourceTypes/Device",
+        "/scim/v2/Schemas/urn:example:nope",
+    ] {
+        assert_error(&sb.get(unknown).await, StatusCode::NOT_FOUND, None);
+    }
+}
+
+#[tokio::test]
 async fn handle_serves_over_tcp_and_shuts_down() {
     let handle = SandboxHandle::start(
         "127.0.0.1:0".parse().unwrap(),
