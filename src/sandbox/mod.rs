@@ -8,8 +8,8 @@
 //! [`SandboxHandle`]), the HTTP layer (routes, bearer authentication, request counting,
 //! logging, JSON bodies) and the discovery endpoints. Submodules own the rest:
 //! `store` (resources and indexes), `filter` (filter and path parsing), `patch` (PATCH
-//! semantics), `schema` (attribute knowledge and discovery documents), `error` (SCIM
-//! error bodies).
+//! semantics), `schema` (attribute knowledge and discovery documents), `quirks` (what an
+//! imitated non-generic app refuses or drops), `error` (SCIM error bodies).
 //!
 //! Behaviour a caller should know:
 //! - Routes live under `/scim/v2`; every route, including unknown ones, needs
@@ -24,6 +24,12 @@
 //! - With [`SandboxState::with_latency`] (`sandbox --latency 50ms [--jitter 10ms]`) every
 //!   request is answered after that delay plus a random part of the jitter (tokio time), so
 //!   benchmarks pay what a real app's round trip costs.
+//! - With [`SandboxState::without_enterprise`] (`sandbox --no-enterprise`) the app does not
+//!   support the enterprise User extension: the User resource type's `schemaExtensions` is
+//!   empty, `/Schemas` does not list it (`/Schemas/<its URN>` is 404), and a `POST`/`PUT` of
+//!   a User carrying it (a top-level key, any case, or its URN in `schemas`) or a `PATCH`
+//!   whose operation's path names it or whose value carries it is refused with 400
+//!   `invalidValue` ("Extra inputs are not permitted: urn:…"), storing nothing.
 //! - `PUT` on a Group replaces its members too (no `members` means none).
 //! - `/ResourceTypes/{id}` and `/Schemas/{id}` serve one document of those lists (where
 //!   its `meta.location` points).
@@ -31,6 +37,7 @@
 mod error;
 mod filter;
 mod patch;
+mod quirks;
 mod schema;
 mod store;
 #[cfg(test)]
@@ -126,6 +133,15 @@ impl SandboxState {
         self
     }
 
+    /// This sandbox, imitating an app that does not support the enterprise User extension
+    /// (`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`), like a third-party
+    /// Django SCIM server: discovery does not declare it, and a User write carrying it is
+    /// refused with 400 `invalidValue` (see the module documentation).
+    pub fn without_enterprise(self) -> Self {
+        self.store().quirks.without_enterprise = true;
+        self
+    }
+
     /// An empty sandbox that accepts any non-empty bearer token.
     pub fn new() -> Self {
         Self::build(None)
@@ -174,6 +190,11 @@ impl SandboxState {
             .store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether discovery declares the enterprise User extension.
+    fn enterprise(&self) -> bool {
+        self.store().quirks.enterprise()
     }
 
     fn base_url(&self) -> String {
@@ -585,7 +606,7 @@ async fn service_provider_config(State(st): State<SandboxState>, headers: Header
     scim_response(StatusCode::OK, &body)
 }
 async fn resource_types(State(st): State<SandboxState>, headers: HeaderMap) -> Response {
-    let body = schema::resource_types(&base_url(&st, &headers), true);
+    let body = schema::resource_types(&base_url(&st, &headers), st.enterprise());
     scim_response(StatusCode::OK, &body)
 }
 async fn resource_type(
@@ -593,11 +614,11 @@ async fn resource_type(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let list = schema::resource_types(&base_url(&st, &headers), true);
+    let list = schema::resource_types(&base_url(&st, &headers), st.enterprise());
     respond(discovery_item(list, &id, "resource type"))
 }
 async fn schemas(State(st): State<SandboxState>, headers: HeaderMap) -> Response {
-    let body = schema::schemas(&base_url(&st, &headers), true);
+    let body = schema::schemas(&base_url(&st, &headers), st.enterprise());
     scim_response(StatusCode::OK, &body)
 }
 async fn schema_by_id(
@@ -605,7 +626,7 @@ async fn schema_by_id(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let list = schema::schemas(&base_url(&st, &headers), true);
+    let list = schema::schemas(&base_url(&st, &headers), st.enterprise());
     respond(discovery_item(list, &id, "schema"))
 }
 

@@ -193,6 +193,30 @@ pub(crate) fn is_enterprise(urn: &str) -> bool {
     urn.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA)
 }
 
+/// Whether `key` names the enterprise User extension or one of its attributes
+/// (`urn:…:enterprise:2.0:User`, `urn:…:enterprise:2.0:User:department`), case-insensitively.
+pub(crate) fn names_enterprise(key: &str) -> bool {
+    let n = ENTERPRISE_USER_SCHEMA.len();
+    key.get(..n).is_some_and(is_enterprise) && matches!(key.as_bytes().get(n), None | Some(b':'))
+}
+
+/// Whether a User body (or a PATCH value) carries the enterprise extension: a key naming it
+/// or one of its attributes, its URN in `schemas`, or either inside a core-schema-qualified
+/// object.
+pub(crate) fn carries_enterprise(body: &Map<String, Value>) -> bool {
+    body.iter().any(|(key, value)| {
+        if key.eq_ignore_ascii_case("schemas") {
+            value
+                .as_array()
+                .is_some_and(|urns| urns.iter().filter_map(Value::as_str).any(is_enterprise))
+        } else if key.eq_ignore_ascii_case(USER_SCHEMA) {
+            value.as_object().is_some_and(carries_enterprise)
+        } else {
+            names_enterprise(key)
+        }
+    })
+}
+
 /// Looks a key up in an object case-insensitively (attribute names are case-insensitive).
 pub(crate) fn get_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).or_else(|| {

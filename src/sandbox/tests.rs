@@ -32,6 +32,14 @@ impl Sandbox {
         }
     }
 
+    /// A sandbox serving `state` (one made with [`SandboxState::with_token`]`(TOKEN)`).
+    fn of(state: SandboxState) -> Self {
+        Self {
+            app: router(state.clone()),
+            state,
+        }
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -1028,4 +1036,120 @@ async fn with_latency_every_answer_waits_the_latency_plus_part_of_the_jitter() {
     let started = tokio::time::Instant::now();
     plain.get("/scim/v2/Users").await;
     assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn without_enterprise_declares_no_extension() {
+    let sb = Sandbox::of(SandboxState::with_token(TOKEN).without_enterprise());
+    let r = sb.get("/scim/v2/ResourceTypes").await;
+    let user = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == json!("User"))
+        .unwrap();
+    assert_eq!(user["schemaExtensions"], json!([]));
+    let r = sb.get("/scim/v2/ResourceTypes/User").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["schemaExtensions"], json!([]));
+
+    let r = sb.get("/scim/v2/Schemas").await;
+    let ids: Vec<&str> = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [schema::USER_SCHEMA, schema::GROUP_SCHEMA]);
+    assert_eq!(r.body["totalResults"], json!(2));
+    let r = sb
+        .get(&format!("/scim/v2/Schemas/{ENTERPRISE_USER_SCHEMA}"))
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, None);
+    let r = sb
+        .get(&format!("/scim/v2/Schemas/{}", schema::USER_SCHEMA))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// The refusal of an app without the enterprise extension.
+fn assert_enterprise_refused(r: &Reply) {
+    assert_error(r, StatusCode::BAD_REQUEST, Some("invalidValue"));
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "Extra inputs are not permitted: {ENTERPRISE_USER_SCHEMA}"
+        )),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn without_enterprise_refuses_writes_carrying_it_and_stores_nothing() {
+    let sb = Sandbox::of(SandboxState::with_token(TOKEN).without_enterprise());
+    let plain = json!({"schemas": [schema::USER_SCHEMA], "userName": "ann", "title": "T"});
+    let with = |key: &str, value: Value| {
+        let mut body = plain.clone();
+        body[key] = value;
+        body
+    };
+    let refused = [
+        with(ENTERPRISE_USER_SCHEMA, json!({"department": "R&D"})),
+        with(
+            &ENTERPRISE_USER_SCHEMA.to_lowercase(),
+            json!({"department": "R&D"}),
+        ),
+        with(
+            &format!("{ENTERPRISE_USER_SCHEMA}:department"),
+            json!("R&D"),
+        ),
+        with(
+            "schemas",
+            json!([schema::USER_SCHEMA, ENTERPRISE_USER_SCHEMA]),
+        ),
+    ];
+    for body in &refused {
+        let r = sb.post("/scim/v2/Users", body.clone()).await;
+        assert_enterprise_refused(&r);
+        assert_eq!(sb.state.user_count(), 0, "{body}");
+    }
+    let r = sb.post("/scim/v2/Users", plain.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let uri = format!("/scim/v2/Users/{}", r.body["id"].as_str().unwrap());
+    let stored = sb.get(&uri).await.body;
+
+    for body in &refused {
+        let r = sb.put(&uri, body.clone()).await;
+        assert_enterprise_refused(&r);
+    }
+    let patches = [
+        json!([{"op": "add", "path": format!("{ENTERPRISE_USER_SCHEMA}:department"), "value": "R&D"}]),
+        json!([{"op": "replace", "path": ENTERPRISE_USER_SCHEMA, "value": {"department": "R&D"}}]),
+        json!([{"op": "remove", "path": format!("{ENTERPRISE_USER_SCHEMA}:manager")}]),
+        json!([
+            {"op": "replace", "path": "title", "value": "changed"},
+            {"op": "replace", "value": {ENTERPRISE_USER_SCHEMA: {"employeeNumber": "7"}}},
+        ]),
+        json!([{"op": "replace", "value": {schema::USER_SCHEMA: {
+            ENTERPRISE_USER_SCHEMA.to_uppercase(): {"employeeNumber": "7"}
+        }}}]),
+    ];
+    for ops in patches {
+        let r = sb.patch(&uri, ops).await;
+        assert_enterprise_refused(&r);
+    }
+    assert_eq!(sb.get(&uri).await.body, stored, "refusals change nothing");
+    assert_eq!(stored["title"], json!("T"));
+
+    // Writes without the extension still work.
+    let r = sb
+        .patch(
+            &uri,
+            json!([{"op": "replace", "path": "title", "value": "T2"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["title"], json!("T2"));
+    let r = sb.put(&uri, plain).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
