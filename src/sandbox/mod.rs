@@ -30,6 +30,11 @@
 //!   a User carrying it (a top-level key, any case, or its URN in `schemas`) or a `PATCH`
 //!   whose operation's path names it or whose value carries it is refused with 400
 //!   `invalidValue` ("Extra inputs are not permitted: urn:…"), storing nothing.
+//! - With [`SandboxState::dropping`] (`sandbox --drop-attribute displayName`, repeatable)
+//!   the app declares those core User attributes in `/Schemas` but silently does not store
+//!   them: `POST`, `PUT` and `PATCH` of a User discard them (any case) without error, and
+//!   every answer (201, 200, GET, lists) shows the user as stored, without them. `userName`,
+//!   `id`, `active` and `schemas` cannot be dropped ([`droppable_attribute`] says why).
 //! - `PUT` on a Group replaces its members too (no `members` means none).
 //! - `/ResourceTypes/{id}` and `/Schemas/{id}` serve one document of those lists (where
 //!   its `meta.location` points).
@@ -61,6 +66,7 @@ use axum::routing::get;
 use serde_json::Value;
 
 use error::ScimError;
+pub use quirks::droppable_attribute;
 use schema::Kind;
 use store::{DEFAULT_COUNT, MAX_RESULTS, Store, View};
 
@@ -139,6 +145,33 @@ impl SandboxState {
     /// refused with 400 `invalidValue` (see the module documentation).
     pub fn without_enterprise(self) -> Self {
         self.store().quirks.without_enterprise = true;
+        self
+    }
+
+    /// This sandbox, imitating an app that declares these core User attributes in
+    /// `/Schemas` but silently does not store them (like a server that drops
+    /// `displayName`): on `POST`, `PUT` and `PATCH` of a User they are discarded without
+    /// error (names match case-insensitively), so every answer shows the user without them.
+    /// Calls add up.
+    ///
+    /// Names [`droppable_attribute`] refuses (`userName`, `id`, `active`, `schemas`, the
+    /// read-only `meta` and `groups`, and anything that is not a core User attribute) are
+    /// ignored, with a warning in the log: a sandbox that could not find, match or
+    /// (de)activate its users would test nothing.
+    pub fn dropping<I>(self, attrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        {
+            let mut store = self.store();
+            for name in attrs {
+                let name = name.as_ref();
+                if let Err(why) = store.quirks.drop_attribute(name) {
+                    tracing::warn!(attribute = name, "sandbox: not dropped: {why}");
+                }
+            }
+        }
         self
     }
 

@@ -396,6 +396,7 @@ impl Store {
             Kind::User => {
                 self.quirks.admit_user_body(&raw)?;
                 let mut attrs = canonicalize(raw, kind.attrs(), Some(kind));
+                self.quirks.discard_dropped(&mut attrs);
                 let key = validate_user(&mut attrs)?;
                 if self.user_by_name.contains_key(&key) {
                     return Err(ScimError::uniqueness("userName is already taken"));
@@ -519,8 +520,10 @@ impl Store {
         }
     }
 
-    /// Stores new attributes for an existing user after the uniqueness check.
+    /// Stores new attributes for an existing user (without those the app drops) after the
+    /// uniqueness check.
     fn commit_user(&mut self, id: &str, mut attrs: Map<String, Value>) -> Result<(), ScimError> {
+        self.quirks.discard_dropped(&mut attrs);
         let key = validate_user(&mut attrs)?;
         if self.user_by_name.get(&key).is_some_and(|other| other != id) {
             return Err(ScimError::uniqueness("userName is already taken"));

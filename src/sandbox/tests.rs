@@ -1153,3 +1153,152 @@ async fn without_enterprise_refuses_writes_carrying_it_and_stores_nothing() {
     let r = sb.put(&uri, plain).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
+
+#[tokio::test]
+async fn dropping_discards_the_attribute_on_every_write_and_still_declares_it() {
+    let sb = Sandbox::of(SandboxState::with_token(TOKEN).dropping(["displayName"]));
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({
+                "userName": "dee",
+                "displayName": "Dee D",
+                "title": "Boss",
+                "name": {"givenName": "Dee"},
+                "emails": [{"value": "dee@example.com", "type": "work"}],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body.get("displayName").is_none(), "{}", r.body);
+    assert_eq!(r.body["title"], json!("Boss"));
+    assert_eq!(r.body["name"]["givenName"], json!("Dee"));
+    assert_eq!(r.body["emails"][0]["value"], json!("dee@example.com"));
+    let uri = format!("/scim/v2/Users/{}", r.body["id"].as_str().unwrap());
+    assert_eq!(sb.get(&uri).await.body, r.body, "GET shows it as stored");
+    let list = sb.get("/scim/v2/Users").await.body;
+    assert!(list["Resources"][0].get("displayName").is_none());
+    assert!(sb.find_users(r#"displayName eq "Dee D""#).await.is_empty());
+    assert!(sb.state.users()[0].get("displayName").is_none());
+
+    let r = sb
+        .patch(
+            &uri,
+            json!([{"op": "replace", "path": "displayName", "value": "Dee 2"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.get("displayName").is_none(), "{}", r.body);
+    let r = sb
+        .patch(
+            &uri,
+            json!([{"op": "add", "value": {"DisplayName": "Dee 3", "nickName": "D"}}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.get("displayName").is_none(), "{}", r.body);
+    assert!(r.body.get("DisplayName").is_none(), "{}", r.body);
+    assert_eq!(r.body["nickName"], json!("D"));
+    assert_eq!(r.body["title"], json!("Boss"));
+
+    let r = sb
+        .put(
+            &uri,
+            json!({"userName": "dee", "DISPLAYNAME": "Dee 4", "title": "Chief"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.get("displayName").is_none(), "{}", r.body);
+    assert!(r.body.get("DISPLAYNAME").is_none(), "{}", r.body);
+    assert_eq!(r.body["title"], json!("Chief"));
+    assert_eq!(sb.get(&uri).await.body, r.body);
+
+    // Declared as usual; groups keep their displayName.
+    let r = sb
+        .get(&format!("/scim/v2/Schemas/{}", schema::USER_SCHEMA))
+        .await;
+    assert!(
+        r.body["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == json!("displayName"))
+    );
+    let gid = sb.group("Keeps its name", &[]).await;
+    let g = sb.get(&format!("/scim/v2/Groups/{gid}")).await.body;
+    assert_eq!(g["displayName"], json!("Keeps its name"));
+}
+
+#[tokio::test]
+async fn default_sandbox_stores_display_name() {
+    let sb = Sandbox::new();
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({"userName": "eve", "displayName": "Eve E"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["displayName"], json!("Eve E"));
+}
+
+#[test]
+fn only_writable_core_user_attributes_can_be_dropped() {
+    assert_eq!(droppable_attribute("DISPLAYNAME"), Ok("displayName"));
+    assert_eq!(droppable_attribute("nickname"), Ok("nickName"));
+    for kept in [
+        "userName", "id", "Active", "schemas", "meta", "groups", "shoeSize", "",
+    ] {
+        let why = droppable_attribute(kept).unwrap_err();
+        assert!(why.to_lowercase().contains(&kept.to_lowercase()), "{why}");
+    }
+}
+
+#[tokio::test]
+async fn dropping_ignores_attributes_that_are_always_stored() {
+    let sb = Sandbox::of(SandboxState::with_token(TOKEN).dropping(["userName", "active", "title"]));
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({"userName": "fay", "active": false, "title": "T"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["userName"], json!("fay"));
+    assert_eq!(r.body["active"], json!(false));
+    assert!(r.body.get("title").is_none(), "{}", r.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quirks_combine_with_each_other_and_with_token_and_latency() {
+    let ms = Duration::from_millis;
+    let state = SandboxState::with_token(TOKEN)
+        .with_latency(ms(50), Duration::ZERO)
+        .without_enterprise()
+        .dropping(["title"])
+        .dropping(["nickName"]);
+    let sb = Sandbox::of(state);
+    let r = sb
+        .send(Method::GET, "/scim/v2/Users", None, Some("wrong"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let started = tokio::time::Instant::now();
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({"userName": "gil", "title": "T", ENTERPRISE_USER_SCHEMA: {"department": "D"}}),
+        )
+        .await;
+    assert!(started.elapsed() >= ms(50));
+    assert_enterprise_refused(&r);
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({"userName": "gil", "title": "T", "nickName": "G", "displayName": "Gil"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body.get("title").is_none(), "{}", r.body);
+    assert!(r.body.get("nickName").is_none(), "{}", r.body);
+    assert_eq!(r.body["displayName"], json!("Gil"));
+}
