@@ -110,6 +110,14 @@ pub enum Command {
         /// Add a uniform random part of this to each request's latency (e.g. 10ms).
         #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
         jitter: Option<std::time::Duration>,
+        /// Behave like an app without the enterprise User extension: not declared, and a
+        /// User write carrying it gets 400.
+        #[arg(long)]
+        no_enterprise: bool,
+        /// Declare this core User attribute but silently not store it, e.g. displayName
+        /// (repeatable; not userName, id, active or schemas).
+        #[arg(long = "drop-attribute", value_name = "NAME", value_parser = parse_drop_attribute)]
+        drop_attributes: Vec<String>,
     },
 }
 
@@ -177,11 +185,15 @@ pub async fn run(cli: Cli) -> ExitCode {
             listen,
             latency,
             jitter,
+            no_enterprise,
+            drop_attributes,
         } => {
             serve::sandbox(
                 listen,
                 latency.unwrap_or_default(),
                 jitter.unwrap_or_default(),
+                no_enterprise,
+                &drop_attributes,
             )
             .await
         }
@@ -193,6 +205,11 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::from(exit::FATAL)
         }
     }
+}
+
+/// `--drop-attribute`: a core User attribute the sandbox can drop, in its canonical spelling.
+fn parse_drop_attribute(s: &str) -> Result<String, String> {
+    crate::sandbox::droppable_attribute(s).map(str::to_owned)
 }
 
 fn parse_rfc3339(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {

@@ -99,12 +99,18 @@ pub(super) async fn sandbox(
     listen: SocketAddr,
     latency: std::time::Duration,
     jitter: std::time::Duration,
+    no_enterprise: bool,
+    drop_attributes: &[String],
 ) -> Result<u8, Fatal> {
-    let state = match std::env::var("SCIM_SYNC_SANDBOX_TOKEN") {
+    let mut state = match std::env::var("SCIM_SYNC_SANDBOX_TOKEN") {
         Ok(t) if !t.is_empty() => crate::sandbox::SandboxState::with_token(t),
         _ => crate::sandbox::SandboxState::new(),
     }
-    .with_latency(latency, jitter);
+    .with_latency(latency, jitter)
+    .dropping(drop_attributes);
+    if no_enterprise {
+        state = state.without_enterprise();
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Fatal(format!("sandbox --listen {listen}: {e}")))?;
@@ -129,6 +135,19 @@ pub(super) async fn sandbox(
             "any bearer token accepted"
         }
     );
+    let mut quirks = Vec::new();
+    if no_enterprise {
+        quirks.push("no enterprise User extension (a User write carrying it gets 400)".to_owned());
+    }
+    if !drop_attributes.is_empty() {
+        quirks.push(format!(
+            "declared but not stored: {}",
+            drop_attributes.join(", ")
+        ));
+    }
+    if !quirks.is_empty() {
+        out!("like a non-generic app: {}.", quirks.join("; "));
+    }
     crate::sandbox::serve(listener, state, async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -8,8 +8,8 @@
 //! [`SandboxHandle`]), the HTTP layer (routes, bearer authentication, request counting,
 //! logging, JSON bodies) and the discovery endpoints. Submodules own the rest:
 //! `store` (resources and indexes), `filter` (filter and path parsing), `patch` (PATCH
-//! semantics), `schema` (attribute knowledge and discovery documents), `error` (SCIM
-//! error bodies).
+//! semantics), `schema` (attribute knowledge and discovery documents), `quirks` (what an
+//! imitated non-generic app refuses or drops), `error` (SCIM error bodies).
 //!
 //! Behaviour a caller should know:
 //! - Routes live under `/scim/v2`; every route, including unknown ones, needs
@@ -24,11 +24,25 @@
 //! - With [`SandboxState::with_latency`] (`sandbox --latency 50ms [--jitter 10ms]`) every
 //!   request is answered after that delay plus a random part of the jitter (tokio time), so
 //!   benchmarks pay what a real app's round trip costs.
+//! - With [`SandboxState::without_enterprise`] (`sandbox --no-enterprise`) the app does not
+//!   support the enterprise User extension: the User resource type's `schemaExtensions` is
+//!   empty, `/Schemas` does not list it (`/Schemas/<its URN>` is 404), and a `POST`/`PUT` of
+//!   a User carrying it (a top-level key, any case, or its URN in `schemas`) or a `PATCH`
+//!   whose operation's path names it or whose value carries it is refused with 400
+//!   `invalidValue` ("Extra inputs are not permitted: urn:…"), storing nothing.
+//! - With [`SandboxState::dropping`] (`sandbox --drop-attribute displayName`, repeatable)
+//!   the app declares those core User attributes in `/Schemas` but silently does not store
+//!   them: `POST`, `PUT` and `PATCH` of a User discard them (any case) without error, and
+//!   every answer (201, 200, GET, lists) shows the user as stored, without them. `userName`,
+//!   `id`, `active` and `schemas` cannot be dropped ([`droppable_attribute`] says why).
 //! - `PUT` on a Group replaces its members too (no `members` means none).
+//! - `/ResourceTypes/{id}` and `/Schemas/{id}` serve one document of those lists (where
+//!   its `meta.location` points).
 
 mod error;
 mod filter;
 mod patch;
+mod quirks;
 mod schema;
 mod store;
 #[cfg(test)]
@@ -52,6 +66,7 @@ use axum::routing::get;
 use serde_json::Value;
 
 use error::ScimError;
+pub use quirks::droppable_attribute;
 use schema::Kind;
 use store::{DEFAULT_COUNT, MAX_RESULTS, Store, View};
 
@@ -124,6 +139,42 @@ impl SandboxState {
         self
     }
 
+    /// This sandbox, imitating an app that does not support the enterprise User extension
+    /// (`urn:ietf:params:scim:schemas:extension:enterprise:2.0:User`), like a third-party
+    /// Django SCIM server: discovery does not declare it, and a User write carrying it is
+    /// refused with 400 `invalidValue` (see the module documentation).
+    pub fn without_enterprise(self) -> Self {
+        self.store().quirks.without_enterprise = true;
+        self
+    }
+
+    /// This sandbox, imitating an app that declares these core User attributes in
+    /// `/Schemas` but silently does not store them (like a server that drops
+    /// `displayName`): on `POST`, `PUT` and `PATCH` of a User they are discarded without
+    /// error (names match case-insensitively), so every answer shows the user without them.
+    /// Calls add up.
+    ///
+    /// Names [`droppable_attribute`] refuses (`userName`, `id`, `active`, `schemas`, the
+    /// read-only `meta` and `groups`, and anything that is not a core User attribute) are
+    /// ignored, with a warning in the log: a sandbox that could not find, match or
+    /// (de)activate its users would test nothing.
+    pub fn dropping<I>(self, attrs: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        {
+            let mut store = self.store();
+            for name in attrs {
+                let name = name.as_ref();
+                if let Err(why) = store.quirks.drop_attribute(name) {
+                    tracing::warn!(attribute = name, "sandbox: not dropped: {why}");
+                }
+            }
+        }
+        self
+    }
+
     /// An empty sandbox that accepts any non-empty bearer token.
     pub fn new() -> Self {
         Self::build(None)
@@ -172,6 +223,11 @@ impl SandboxState {
             .store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether discovery declares the enterprise User extension.
+    fn enterprise(&self) -> bool {
+        self.store().quirks.enterprise()
     }
 
     fn base_url(&self) -> String {
@@ -249,7 +305,9 @@ pub fn router(state: SandboxState) -> Router {
         )
         .route("/ServiceProviderConfig", get(service_provider_config))
         .route("/ResourceTypes", get(resource_types))
-        .route("/Schemas", get(schemas));
+        .route("/ResourceTypes/{id}", get(resource_type))
+        .route("/Schemas", get(schemas))
+        .route("/Schemas/{id}", get(schema_by_id));
     Router::new()
         .nest(BASE_PATH, api)
         .fallback(unknown_route)
@@ -581,13 +639,35 @@ async fn service_provider_config(State(st): State<SandboxState>, headers: Header
     scim_response(StatusCode::OK, &body)
 }
 async fn resource_types(State(st): State<SandboxState>, headers: HeaderMap) -> Response {
-    scim_response(
-        StatusCode::OK,
-        &schema::resource_types(&base_url(&st, &headers)),
-    )
+    let body = schema::resource_types(&base_url(&st, &headers), st.enterprise());
+    scim_response(StatusCode::OK, &body)
+}
+async fn resource_type(
+    State(st): State<SandboxState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let list = schema::resource_types(&base_url(&st, &headers), st.enterprise());
+    respond(discovery_item(list, &id, "resource type"))
 }
 async fn schemas(State(st): State<SandboxState>, headers: HeaderMap) -> Response {
-    scim_response(StatusCode::OK, &schema::schemas(&base_url(&st, &headers)))
+    let body = schema::schemas(&base_url(&st, &headers), st.enterprise());
+    scim_response(StatusCode::OK, &body)
+}
+async fn schema_by_id(
+    State(st): State<SandboxState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let list = schema::schemas(&base_url(&st, &headers), st.enterprise());
+    respond(discovery_item(list, &id, "schema"))
+}
+
+/// One resource of a discovery list by id (what its `meta.location` points at), else 404.
+fn discovery_item(list: Value, id: &str, what: &str) -> Result<Response, ScimError> {
+    let item = schema::list_item(list, id)
+        .ok_or_else(|| ScimError::not_found(format!("{what} {id} not found")))?;
+    Ok(scim_response(StatusCode::OK, &item))
 }
 
 /// Serves the sandbox on `listener` until `shutdown` completes.

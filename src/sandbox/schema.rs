@@ -193,6 +193,30 @@ pub(crate) fn is_enterprise(urn: &str) -> bool {
     urn.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA)
 }
 
+/// Whether `key` names the enterprise User extension or one of its attributes
+/// (`urn:…:enterprise:2.0:User`, `urn:…:enterprise:2.0:User:department`), case-insensitively.
+pub(crate) fn names_enterprise(key: &str) -> bool {
+    let n = ENTERPRISE_USER_SCHEMA.len();
+    key.get(..n).is_some_and(is_enterprise) && matches!(key.as_bytes().get(n), None | Some(b':'))
+}
+
+/// Whether a User body (or a PATCH value) carries the enterprise extension: a key naming it
+/// or one of its attributes, its URN in `schemas`, or either inside a core-schema-qualified
+/// object.
+pub(crate) fn carries_enterprise(body: &Map<String, Value>) -> bool {
+    body.iter().any(|(key, value)| {
+        if key.eq_ignore_ascii_case("schemas") {
+            value
+                .as_array()
+                .is_some_and(|urns| urns.iter().filter_map(Value::as_str).any(is_enterprise))
+        } else if key.eq_ignore_ascii_case(USER_SCHEMA) {
+            value.as_object().is_some_and(carries_enterprise)
+        } else {
+            names_enterprise(key)
+        }
+    })
+}
+
 /// Looks a key up in an object case-insensitively (attribute names are case-insensitive).
 pub(crate) fn get_ci<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     map.get(key).or_else(|| {
@@ -311,8 +335,13 @@ fn list(resources: Vec<Value>) -> Value {
     })
 }
 
-/// `GET /ResourceTypes`.
-pub(crate) fn resource_types(base: &str) -> Value {
+/// `GET /ResourceTypes`; `enterprise`: whether Users declare the enterprise extension.
+pub(crate) fn resource_types(base: &str, enterprise: bool) -> Value {
+    let user_extensions = if enterprise {
+        json!([{"schema": ENTERPRISE_USER_SCHEMA, "required": false}])
+    } else {
+        json!([])
+    };
     list(vec![
         json!({
             "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
@@ -321,7 +350,7 @@ pub(crate) fn resource_types(base: &str) -> Value {
             "endpoint": "/Users",
             "description": "User Account",
             "schema": USER_SCHEMA,
-            "schemaExtensions": [{"schema": ENTERPRISE_USER_SCHEMA, "required": false}],
+            "schemaExtensions": user_extensions,
             "meta": {"resourceType": "ResourceType", "location": format!("{base}/ResourceTypes/User")}
         }),
         json!({
@@ -398,17 +427,36 @@ fn schema_json(base: &str, id: &str, name: &str, defs: &[AttrDef], unique: &[&st
     })
 }
 
-/// `GET /Schemas`.
-pub(crate) fn schemas(base: &str) -> Value {
-    list(vec![
+/// `GET /Schemas`; `enterprise`: whether the enterprise User extension is listed.
+pub(crate) fn schemas(base: &str, enterprise: bool) -> Value {
+    let mut all = vec![
         schema_json(base, USER_SCHEMA, "User", USER_ATTRS, &["userName"]),
         schema_json(base, GROUP_SCHEMA, "Group", GROUP_ATTRS, &["displayName"]),
-        schema_json(
+    ];
+    if enterprise {
+        all.push(schema_json(
             base,
             ENTERPRISE_USER_SCHEMA,
             "EnterpriseUser",
             ENTERPRISE_ATTRS,
             &[],
-        ),
-    ])
+        ));
+    }
+    list(all)
+}
+
+/// The resource of a discovery list whose `id` is `id` (case-insensitively: schema ids are
+/// URNs), as `GET /ResourceTypes/{id}` and `GET /Schemas/{id}` return it.
+pub(crate) fn list_item(list: Value, id: &str) -> Option<Value> {
+    let Value::Object(mut list) = list else {
+        return None;
+    };
+    let Some(Value::Array(resources)) = list.remove("Resources") else {
+        return None;
+    };
+    resources.into_iter().find(|r| {
+        r.get("id")
+            .and_then(Value::as_str)
+            .is_some_and(|have| have.eq_ignore_ascii_case(id))
+    })
 }

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 use super::error::ScimError;
 use super::filter::{AttrPath, Comparison, parse_filter};
 use super::patch::{self, GroupStep, MemberOp, Operation};
+use super::quirks::Quirks;
 use super::schema::{
     ENTERPRISE_USER_SCHEMA, Kind, LIST_RESPONSE_SCHEMA, canonicalize, get_ci, key_ci,
 };
@@ -155,6 +156,8 @@ enum Key {
 /// All Users and Groups of one sandbox.
 #[derive(Debug, Default)]
 pub(crate) struct Store {
+    /// How this app departs from the generic one on User writes (default: it does not).
+    pub(crate) quirks: Quirks,
     next_seq: u64,
     users: HashMap<String, Rec>,
     user_order: Order,
@@ -391,7 +394,9 @@ impl Store {
         let mut raw = object(body)?;
         match kind {
             Kind::User => {
+                self.quirks.admit_user_body(&raw)?;
                 let mut attrs = canonicalize(raw, kind.attrs(), Some(kind));
+                self.quirks.discard_dropped(&mut attrs);
                 let key = validate_user(&mut attrs)?;
                 if self.user_by_name.contains_key(&key) {
                     return Err(ScimError::uniqueness("userName is already taken"));
@@ -515,8 +520,10 @@ impl Store {
         }
     }
 
-    /// Stores new attributes for an existing user after the uniqueness check.
+    /// Stores new attributes for an existing user (without those the app drops) after the
+    /// uniqueness check.
     fn commit_user(&mut self, id: &str, mut attrs: Map<String, Value>) -> Result<(), ScimError> {
+        self.quirks.discard_dropped(&mut attrs);
         let key = validate_user(&mut attrs)?;
         if self.user_by_name.get(&key).is_some_and(|other| other != id) {
             return Err(ScimError::uniqueness("userName is already taken"));
@@ -564,7 +571,10 @@ impl Store {
         }
         let mut raw = object(body)?;
         match kind {
-            Kind::User => self.commit_user(id, canonicalize(raw, kind.attrs(), Some(kind))),
+            Kind::User => {
+                self.quirks.admit_user_body(&raw)?;
+                self.commit_user(id, canonicalize(raw, kind.attrs(), Some(kind)))
+            }
             Kind::Group => {
                 let members = self.take_members(&mut raw)?;
                 self.commit_group(id, canonicalize(raw, kind.attrs(), Some(kind)))?;
@@ -590,6 +600,7 @@ impl Store {
         let mut attrs = rec.attrs.clone();
         match kind {
             Kind::User => {
+                self.quirks.admit_user_patch(&ops)?;
                 for op in &ops {
                     patch::apply(&mut attrs, kind, op.op, op.path.as_ref(), op.value.as_ref())?;
                 }

@@ -32,6 +32,14 @@ impl Sandbox {
         }
     }
 
+    /// A sandbox serving `state` (one made with [`SandboxState::with_token`]`(TOKEN)`).
+    fn of(state: SandboxState) -> Self {
+        Self {
+            app: router(state.clone()),
+            state,
+        }
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -894,6 +902,38 @@ async fn serves_discovery_documents() {
 }
 
 #[tokio::test]
+async fn serves_each_discovery_document_at_its_meta_location() {
+    let sb = Sandbox::new();
+    for list in ["/scim/v2/ResourceTypes", "/scim/v2/Schemas"] {
+        let r = sb.get(list).await;
+        for item in r.body["Resources"].as_array().unwrap() {
+            let location = item["meta"]["location"].as_str().unwrap();
+            let path = location.strip_prefix("http://sandbox.test").unwrap();
+            let got = sb.get(path).await;
+            assert_eq!(got.status, StatusCode::OK, "{path}: {}", got.body);
+            assert_eq!(&got.body, item, "{path}");
+        }
+    }
+    // The generic app declares the enterprise extension, so a sandbox without it differs.
+    let r = sb.get("/scim/v2/ResourceTypes/User").await;
+    assert_eq!(
+        r.body["schemaExtensions"],
+        json!([{"schema": ENTERPRISE_USER_SCHEMA, "required": false}])
+    );
+    let r = sb
+        .get(&format!("/scim/v2/Schemas/{ENTERPRISE_USER_SCHEMA}"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["id"], json!(ENTERPRISE_USER_SCHEMA));
+    for unknown in [
+        "/scim/v2/ResourceTypes/Device",
+        "/scim/v2/Schemas/urn:example:nope",
+    ] {
+        assert_error(&sb.get(unknown).await, StatusCode::NOT_FOUND, None);
+    }
+}
+
+#[tokio::test]
 async fn handle_serves_over_tcp_and_shuts_down() {
     let handle = SandboxHandle::start(
         "127.0.0.1:0".parse().unwrap(),
@@ -996,4 +1036,269 @@ async fn with_latency_every_answer_waits_the_latency_plus_part_of_the_jitter() {
     let started = tokio::time::Instant::now();
     plain.get("/scim/v2/Users").await;
     assert_eq!(started.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test]
+async fn without_enterprise_declares_no_extension() {
+    let sb = Sandbox::of(SandboxState::with_token(TOKEN).without_enterprise());
+    let r = sb.get("/scim/v2/ResourceTypes").await;
+    let user = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == json!("User"))
+        .unwrap();
+    assert_eq!(user["schemaExtensions"], json!([]));
+    let r = sb.get("/scim/v2/ResourceTypes/User").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["schemaExtensions"], json!([]));
+
+    let r = sb.get("/scim/v2/Schemas").await;
+    let ids: Vec<&str> = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [schema::USER_SCHEMA, schema::GROUP_SCHEMA]);
+    assert_eq!(r.body["totalResults"], json!(2));
+    let r = sb
+        .get(&format!("/scim/v2/Schemas/{ENTERPRISE_USER_SCHEMA}"))
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, None);
+    let r = sb
+        .get(&format!("/scim/v2/Schemas/{}", schema::USER_SCHEMA))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+/// The refusal of an app without the enterprise extension.
+fn assert_enterprise_refused(r: &Reply) {
+    assert_error(r, StatusCode::BAD_REQUEST, Some("invalidValue"));
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "Extra inputs are not permitted: {ENTERPRISE_USER_SCHEMA}"
+        )),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
+async fn without_enterprise_refuses_writes_carrying_it_and_stores_nothing() {
+    let sb = Sandbox::of(SandboxState::with_token(TOKEN).without_enterprise());
+    let plain = json!({"schemas": [schema::USER_SCHEMA], "userName": "ann", "title": "T"});
+    let with = |key: &str, value: Value| {
+        let mut body = plain.clone();
+        body[key] = value;
+        body
+    };
+    let refused = [
+        with(ENTERPRISE_USER_SCHEMA, json!({"department": "R&D"})),
+        with(
+            &ENTERPRISE_USER_SCHEMA.to_lowercase(),
+            json!({"department": "R&D"}),
+        ),
+        with(
+            &format!("{ENTERPRISE_USER_SCHEMA}:department"),
+            json!("R&D"),
+        ),
+        with(
+            "schemas",
+            json!([schema::USER_SCHEMA, ENTERPRISE_USER_SCHEMA]),
+        ),
+    ];
+    for body in &refused {
+        let r = sb.post("/scim/v2/Users", body.clone()).await;
+        assert_enterprise_refused(&r);
+        assert_eq!(sb.state.user_count(), 0, "{body}");
+    }
+    let r = sb.post("/scim/v2/Users", plain.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let uri = format!("/scim/v2/Users/{}", r.body["id"].as_str().unwrap());
+    let stored = sb.get(&uri).await.body;
+
+    for body in &refused {
+        let r = sb.put(&uri, body.clone()).await;
+        assert_enterprise_refused(&r);
+    }
+    let patches = [
+        json!([{"op": "add", "path": format!("{ENTERPRISE_USER_SCHEMA}:department"), "value": "R&D"}]),
+        json!([{"op": "replace", "path": ENTERPRISE_USER_SCHEMA, "value": {"department": "R&D"}}]),
+        json!([{"op": "remove", "path": format!("{ENTERPRISE_USER_SCHEMA}:manager")}]),
+        json!([
+            {"op": "replace", "path": "title", "value": "changed"},
+            {"op": "replace", "value": {ENTERPRISE_USER_SCHEMA: {"employeeNumber": "7"}}},
+        ]),
+        json!([{"op": "replace", "value": {schema::USER_SCHEMA: {
+            ENTERPRISE_USER_SCHEMA.to_uppercase(): {"employeeNumber": "7"}
+        }}}]),
+    ];
+    for ops in patches {
+        let r = sb.patch(&uri, ops).await;
+        assert_enterprise_refused(&r);
+    }
+    assert_eq!(sb.get(&uri).await.body, stored, "refusals change nothing");
+    assert_eq!(stored["title"], json!("T"));
+
+    // Writes without the extension still work.
+    let r = sb
+        .patch(
+            &uri,
+            json!([{"op": "replace", "path": "title", "value": "T2"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["title"], json!("T2"));
+    let r = sb.put(&uri, plain).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn dropping_discards_the_attribute_on_every_write_and_still_declares_it() {
+    let sb = Sandbox::of(SandboxState::with_token(TOKEN).dropping(["displayName"]));
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({
+                "userName": "dee",
+                "displayName": "Dee D",
+                "title": "Boss",
+                "name": {"givenName": "Dee"},
+                "emails": [{"value": "dee@example.com", "type": "work"}],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body.get("displayName").is_none(), "{}", r.body);
+    assert_eq!(r.body["title"], json!("Boss"));
+    assert_eq!(r.body["name"]["givenName"], json!("Dee"));
+    assert_eq!(r.body["emails"][0]["value"], json!("dee@example.com"));
+    let uri = format!("/scim/v2/Users/{}", r.body["id"].as_str().unwrap());
+    assert_eq!(sb.get(&uri).await.body, r.body, "GET shows it as stored");
+    let list = sb.get("/scim/v2/Users").await.body;
+    assert!(list["Resources"][0].get("displayName").is_none());
+    assert!(sb.find_users(r#"displayName eq "Dee D""#).await.is_empty());
+    assert!(sb.state.users()[0].get("displayName").is_none());
+
+    let r = sb
+        .patch(
+            &uri,
+            json!([{"op": "replace", "path": "displayName", "value": "Dee 2"}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.get("displayName").is_none(), "{}", r.body);
+    let r = sb
+        .patch(
+            &uri,
+            json!([{"op": "add", "value": {"DisplayName": "Dee 3", "nickName": "D"}}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.get("displayName").is_none(), "{}", r.body);
+    assert!(r.body.get("DisplayName").is_none(), "{}", r.body);
+    assert_eq!(r.body["nickName"], json!("D"));
+    assert_eq!(r.body["title"], json!("Boss"));
+
+    let r = sb
+        .put(
+            &uri,
+            json!({"userName": "dee", "DISPLAYNAME": "Dee 4", "title": "Chief"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.get("displayName").is_none(), "{}", r.body);
+    assert!(r.body.get("DISPLAYNAME").is_none(), "{}", r.body);
+    assert_eq!(r.body["title"], json!("Chief"));
+    assert_eq!(sb.get(&uri).await.body, r.body);
+
+    // Declared as usual; groups keep their displayName.
+    let r = sb
+        .get(&format!("/scim/v2/Schemas/{}", schema::USER_SCHEMA))
+        .await;
+    assert!(
+        r.body["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == json!("displayName"))
+    );
+    let gid = sb.group("Keeps its name", &[]).await;
+    let g = sb.get(&format!("/scim/v2/Groups/{gid}")).await.body;
+    assert_eq!(g["displayName"], json!("Keeps its name"));
+}
+
+#[tokio::test]
+async fn default_sandbox_stores_display_name() {
+    let sb = Sandbox::new();
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({"userName": "eve", "displayName": "Eve E"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["displayName"], json!("Eve E"));
+}
+
+#[test]
+fn only_writable_core_user_attributes_can_be_dropped() {
+    assert_eq!(droppable_attribute("DISPLAYNAME"), Ok("displayName"));
+    assert_eq!(droppable_attribute("nickname"), Ok("nickName"));
+    for kept in [
+        "userName", "id", "Active", "schemas", "meta", "groups", "shoeSize", "",
+    ] {
+        let why = droppable_attribute(kept).unwrap_err();
+        assert!(why.to_lowercase().contains(&kept.to_lowercase()), "{why}");
+    }
+}
+
+#[tokio::test]
+async fn dropping_ignores_attributes_that_are_always_stored() {
+    let sb = Sandbox::of(SandboxState::with_token(TOKEN).dropping(["userName", "active", "title"]));
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({"userName": "fay", "active": false, "title": "T"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["userName"], json!("fay"));
+    assert_eq!(r.body["active"], json!(false));
+    assert!(r.body.get("title").is_none(), "{}", r.body);
+}
+
+#[tokio::test(start_paused = true)]
+async fn quirks_combine_with_each_other_and_with_token_and_latency() {
+    let ms = Duration::from_millis;
+    let state = SandboxState::with_token(TOKEN)
+        .with_latency(ms(50), Duration::ZERO)
+        .without_enterprise()
+        .dropping(["title"])
+        .dropping(["nickName"]);
+    let sb = Sandbox::of(state);
+    let r = sb
+        .send(Method::GET, "/scim/v2/Users", None, Some("wrong"))
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let started = tokio::time::Instant::now();
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({"userName": "gil", "title": "T", ENTERPRISE_USER_SCHEMA: {"department": "D"}}),
+        )
+        .await;
+    assert!(started.elapsed() >= ms(50));
+    assert_enterprise_refused(&r);
+    let r = sb
+        .post(
+            "/scim/v2/Users",
+            json!({"userName": "gil", "title": "T", "nickName": "G", "displayName": "Gil"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body.get("title").is_none(), "{}", r.body);
+    assert!(r.body.get("nickName").is_none(), "{}", r.body);
+    assert_eq!(r.body["displayName"], json!("Gil"));
 }
