@@ -25,10 +25,14 @@ struct World {
 
 impl World {
     async fn new() -> World {
-        let sandbox =
-            SandboxHandle::start(([127, 0, 0, 1], 0).into(), SandboxState::with_token(TOKEN))
-                .await
-                .unwrap();
+        World::on(SandboxState::with_token(TOKEN)).await
+    }
+
+    /// A world whose app is this sandbox (built with [`TOKEN`]).
+    async fn on(state: SandboxState) -> World {
+        let sandbox = SandboxHandle::start(([127, 0, 0, 1], 0).into(), state)
+            .await
+            .unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::open(&format!(
             "sqlite://{}",
@@ -854,4 +858,102 @@ async fn a_verifying_cycle_repairs_each_kind_of_drift_and_counts_it() {
     assert_eq!(c.report.requests, w.state().requests() - served);
     assert!(c.report.requests > 0);
     assert_eq!(cycle(&engine, &app).await.report.requests, 0);
+}
+
+/// The enterprise User extension's URN.
+const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+
+#[tokio::test]
+async fn an_app_that_declares_no_enterprise_extension_gets_none_and_every_user_is_created() {
+    // Like a server that refuses every user body carrying the extension (400), which the
+    // default mapping (department, employeeNumber) would send to every user.
+    let w = World::on(SandboxState::with_token(TOKEN).without_enterprise()).await;
+    let engine = w.engine(MemorySource::new(directory()));
+    let app = w.app(&["g-all"], "");
+
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.outcome, Outcome::Ok, "{}", c.report);
+    assert_eq!((c.report.users_created, c.report.failed), (5, 0), "{}", c.report);
+    assert_eq!(
+        c.report.requests,
+        w.state().requests(),
+        "discovery is counted with the rest"
+    );
+    for u in w.state().users() {
+        assert!(u.get(ENTERPRISE).is_none(), "{u}");
+        assert_eq!(u["title"], "Engineer", "the rest is sent: {u}");
+    }
+    let learnt = w.store.learnt(&"e2e".into()).await.unwrap().unwrap();
+    assert_eq!(
+        learnt.undeclared.keys().collect::<Vec<_>>(),
+        [
+            &format!("{ENTERPRISE}:department"),
+            &format!("{ENTERPRISE}:employeeNumber")
+        ]
+    );
+
+    // Known now: the next cycles neither ask again nor plan to send or clear the extension.
+    let c = cycle(&engine, &app).await;
+    assert_eq!((c.report.requests, c.plan.ops.len()), (0, 0), "{}", c.report);
+    let mut d = directory();
+    set(&mut d, "u0", "department", json!("Finance"));
+    let c = cycle(&w.engine(MemorySource::new(d)), &app).await;
+    assert_eq!((c.report.requests, c.plan.ops.len()), (0, 0), "{}", c.report);
+    let c = run_cycle(&engine, &app, false, true).await;
+    assert_eq!(
+        (c.report.drift_repaired, c.report.failed),
+        (0, 0),
+        "{}",
+        c.report
+    );
+
+    // A changed mapping is a changed configuration: the app is read again.
+    let app = w.app(&["g-all"], "[apps.attributes]\nnickName = \"givenName\"\n");
+    let before = w.state().requests();
+    let c = cycle(&engine, &app).await;
+    assert_eq!(c.report.outcome, Outcome::Ok, "{}", c.report);
+    assert_eq!(c.report.users_updated, 5, "{}", c.report);
+    assert_eq!(w.state().requests() - before, 3 + 5, "discovery again, then 5 PATCHes");
+}
+
+#[tokio::test]
+async fn a_dropped_attribute_is_not_re_sent() {
+    // Like a server that accepts displayName and silently does not keep it.
+    let w = World::on(SandboxState::with_token(TOKEN).dropping(&["displayName"])).await;
+    let engine = w.engine(MemorySource::new(directory()));
+    let app = w.app(&["g-all"], "");
+    let c = cycle(&engine, &app).await;
+    assert_eq!((c.report.users_created, c.report.failed), (5, 0), "{}", c.report);
+    assert!(w.state().users().iter().all(|u| u.get("displayName").is_none()));
+    let learnt = w.store.learnt(&"e2e".into()).await.unwrap().unwrap();
+    assert_eq!(learnt.dropped.keys().collect::<Vec<_>>(), ["displayName"]);
+    assert!(learnt.rewritten.is_empty(), "{learnt:?}");
+    assert!(learnt.undeclared.is_empty(), "the app declares it: {learnt:?}");
+
+    // A new displayName in the source is not sent; a new title is, alone.
+    let mut d = directory();
+    set(&mut d, "u0", "displayName", json!("Alice Renamed"));
+    let c = cycle(&w.engine(MemorySource::new(d.clone())), &app).await;
+    assert_eq!((c.report.requests, c.plan.ops.len()), (0, 0), "{}", c.report);
+    set(&mut d, "u1", "jobTitle", json!("Manager"));
+    let c = cycle(&w.engine(MemorySource::new(d.clone())), &app).await;
+    assert_eq!((c.report.requests, c.report.users_updated), (1, 1), "{}", c.report);
+    assert_eq!(w.user("bob@contoso.example").unwrap()["title"], "Manager");
+
+    // Reading the app back does not take the missing displayName for drift.
+    let c = run_cycle(&w.engine(MemorySource::new(d)), &app, false, true).await;
+    assert_eq!(
+        (c.report.drift_repaired, c.plan.ops.len()),
+        (0, 0),
+        "{}",
+        c.report
+    );
+
+    // The same directory into an app that keeps displayName sends it, and records nothing.
+    let k = World::new().await;
+    let c = cycle(&k.engine(MemorySource::new(directory())), &k.app(&["g-all"], "")).await;
+    assert_eq!(c.report.users_created, 5, "{}", c.report);
+    let learnt = k.store.learnt(&"e2e".into()).await.unwrap().unwrap();
+    assert!(learnt.dropped.is_empty() && learnt.rewritten.is_empty(), "{learnt:?}");
+    assert!(k.state().users().iter().all(|u| u.get("displayName").is_some()));
 }
