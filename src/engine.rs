@@ -69,6 +69,9 @@ pub struct AppCycle {
     pub report: CycleReport,
     /// The plan computed (applied, or only printed for a dry run).
     pub plan: Plan,
+    /// What this cycle learnt about the app that changes what is sent to it, one line each
+    /// (see [`Learnt::news_since`]).
+    pub learnt: Vec<String>,
 }
 
 /// The result of one cycle over several apps.
@@ -295,6 +298,7 @@ impl Engine {
                     out.push(AppCycle {
                         report,
                         plan: Plan::default(),
+                        learnt: Vec::new(),
                     });
                 }
                 return CycleRun {
@@ -343,6 +347,7 @@ impl Engine {
             // Discovery (first contact, or a changed configuration) and a verification's
             // read-back count in `requests`.
             let reads_from = app.client.requests_sent();
+            let prior = self.store.learnt(name).await.ok().flatten();
             let learnt = match self.learn(app, opts.dry_run).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -478,7 +483,15 @@ impl Engine {
             }
             report.finished_at = self.stamp();
             report.outcome = outcome(&report);
-            self.finish(report, plan, opts, clock).await
+            // A dry run keeps nothing: what it learnt is the discovery alone.
+            let now = match opts.dry_run {
+                true => None,
+                false => self.store.learnt(name).await.ok().flatten(),
+            };
+            let news = now.as_ref().unwrap_or(&learnt).news_since(prior.as_ref());
+            let mut done = self.finish(report, plan, opts, clock).await;
+            done.learnt = news;
+            done
         }
         .instrument(span)
         .await
@@ -530,7 +543,11 @@ impl Engine {
         tracing::info!(app = %report.app, outcome = %report.outcome, requests = report.requests,
             failed = report.failed, held = report.held, deferred_applied = report.deferred_applied,
             "cycle finished");
-        AppCycle { report, plan }
+        AppCycle {
+            report,
+            plan,
+            learnt: Vec::new(),
+        }
     }
 
     /// Pushes one membership to one app at once: creates or re-enables the user and creates

@@ -203,6 +203,6 @@ async fn probe_app(app: &crate::config::AppConfig, problems: &mut Vec<String>) {
         out!("    probe: every mapped attribute is declared");
     }
     for u in undeclared {
-        out!("    probe: not declared by the app (it may drop or refuse it): {u}");
+        out!("    probe: not declared by the app, so not sent: {u}");
     }
 }

@@ -87,6 +87,9 @@ pub(super) fn reports(run: &CycleRun, dry_run: bool) {
             }
         }
         out!("{}", c.report);
+        for line in &c.learnt {
+            out!("  learnt: {line}");
+        }
         for e in &c.report.errors {
             out!("  failed: {} {}: {}", e.op, e.object, e.error);
         }
@@ -149,14 +152,8 @@ pub(super) fn status(state: &str, status: &Status) {
             for note in &l.notes {
                 out!("  schema: {note} (taken as RFC core + enterprise)");
             }
-            for (path, why) in &l.undeclared {
-                out!("  not sent (the app does not declare it): {path}: {why}");
-            }
-            for (path, why) in &l.dropped {
-                out!("  not sent (the app does not keep it): {path}: {why}");
-            }
-            for (path, why) in &l.rewritten {
-                out!("  kept by the app in its own form: {path}: {why}");
+            for line in l.news_since(None) {
+                out!("  {line}");
             }
         }
         for f in &a.failing_objects {

@@ -83,6 +83,7 @@ pub(super) async fn run(
             .extend(negotiated.handed.into_iter().map(|report| AppCycle {
                 report,
                 plan: Plan::default(),
+                learnt: Vec::new(),
             }));
         // Keep the order the apps were asked in.
         run.apps.sort_by_key(|c| {

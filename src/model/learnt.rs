@@ -105,6 +105,24 @@ impl Learnt {
             .collect()
     }
 
+    /// What this record says that `prior` did not (all of it when `prior` is for another
+    /// configuration, or none), one line each: the paths now not sent or taken in the app's
+    /// form, with why.
+    pub fn news_since(&self, prior: Option<&Learnt>) -> Vec<String> {
+        let prior = prior.filter(|p| p.config == self.config);
+        let fresh = |of: fn(&Learnt) -> &BTreeMap<String, String>, label: &str| {
+            of(self)
+                .iter()
+                .filter(|(k, _)| prior.is_none_or(|p| !of(p).contains_key(*k)))
+                .map(|(k, why)| format!("{label}: {k}: {why}"))
+                .collect::<Vec<_>>()
+        };
+        let mut out = fresh(|l| &l.undeclared, "not sent (the app does not declare it)");
+        out.extend(fresh(|l| &l.dropped, "not sent (the app does not keep it)"));
+        out.extend(fresh(|l| &l.rewritten, "kept by the app in its own form"));
+        out
+    }
+
     /// Takes the [`Learnt::withheld`] paths out of each of `users`' attributes (desired and
     /// observed alike), so the plan neither sends them nor plans to clear them, and a
     /// read-back does not read them.
@@ -139,6 +157,33 @@ mod tests {
             l.withheld(&["emails[type eq \"work\"].value"]),
             ["title", "displayName"]
         );
+    }
+
+    #[test]
+    fn news_are_what_the_prior_record_of_the_same_configuration_did_not_say() {
+        let prior = Learnt {
+            config: "a".into(),
+            undeclared: [("title".into(), "not in core".into())].into(),
+            ..Learnt::default()
+        };
+        let mut now = prior.clone();
+        now.dropped
+            .insert("displayName".into(), "answered without it".into());
+        assert_eq!(
+            now.news_since(Some(&prior)),
+            ["not sent (the app does not keep it): displayName: answered without it"]
+        );
+        assert_eq!(now.news_since(None).len(), 2);
+        let other = Learnt {
+            config: "b".into(),
+            ..prior.clone()
+        };
+        assert_eq!(
+            now.news_since(Some(&other)).len(),
+            2,
+            "another configuration"
+        );
+        assert!(prior.news_since(Some(&prior)).is_empty());
     }
 
     #[test]

@@ -873,7 +873,12 @@ async fn an_app_that_declares_no_enterprise_extension_gets_none_and_every_user_i
 
     let c = cycle(&engine, &app).await;
     assert_eq!(c.report.outcome, Outcome::Ok, "{}", c.report);
-    assert_eq!((c.report.users_created, c.report.failed), (5, 0), "{}", c.report);
+    assert_eq!(
+        (c.report.users_created, c.report.failed),
+        (5, 0),
+        "{}",
+        c.report
+    );
     assert_eq!(
         c.report.requests,
         w.state().requests(),
@@ -894,11 +899,21 @@ async fn an_app_that_declares_no_enterprise_extension_gets_none_and_every_user_i
 
     // Known now: the next cycles neither ask again nor plan to send or clear the extension.
     let c = cycle(&engine, &app).await;
-    assert_eq!((c.report.requests, c.plan.ops.len()), (0, 0), "{}", c.report);
+    assert_eq!(
+        (c.report.requests, c.plan.ops.len()),
+        (0, 0),
+        "{}",
+        c.report
+    );
     let mut d = directory();
     set(&mut d, "u0", "department", json!("Finance"));
     let c = cycle(&w.engine(MemorySource::new(d)), &app).await;
-    assert_eq!((c.report.requests, c.plan.ops.len()), (0, 0), "{}", c.report);
+    assert_eq!(
+        (c.report.requests, c.plan.ops.len()),
+        (0, 0),
+        "{}",
+        c.report
+    );
     let c = run_cycle(&engine, &app, false, true).await;
     assert_eq!(
         (c.report.drift_repaired, c.report.failed),
@@ -913,7 +928,11 @@ async fn an_app_that_declares_no_enterprise_extension_gets_none_and_every_user_i
     let c = cycle(&engine, &app).await;
     assert_eq!(c.report.outcome, Outcome::Ok, "{}", c.report);
     assert_eq!(c.report.users_updated, 5, "{}", c.report);
-    assert_eq!(w.state().requests() - before, 3 + 5, "discovery again, then 5 PATCHes");
+    assert_eq!(
+        w.state().requests() - before,
+        3 + 5,
+        "discovery again, then 5 PATCHes"
+    );
 }
 
 #[tokio::test]
@@ -923,21 +942,52 @@ async fn a_dropped_attribute_is_not_re_sent() {
     let engine = w.engine(MemorySource::new(directory()));
     let app = w.app(&["g-all"], "");
     let c = cycle(&engine, &app).await;
-    assert_eq!((c.report.users_created, c.report.failed), (5, 0), "{}", c.report);
-    assert!(w.state().users().iter().all(|u| u.get("displayName").is_none()));
+    assert_eq!(
+        (c.report.users_created, c.report.failed),
+        (5, 0),
+        "{}",
+        c.report
+    );
+    assert!(
+        w.state()
+            .users()
+            .iter()
+            .all(|u| u.get("displayName").is_none())
+    );
+    assert_eq!(
+        c.learnt.len(),
+        1,
+        "said once, by the cycle that found it: {:?}",
+        c.learnt
+    );
+    assert!(c.learnt[0].starts_with("not sent (the app does not keep it): displayName: "));
     let learnt = w.store.learnt(&"e2e".into()).await.unwrap().unwrap();
     assert_eq!(learnt.dropped.keys().collect::<Vec<_>>(), ["displayName"]);
     assert!(learnt.rewritten.is_empty(), "{learnt:?}");
-    assert!(learnt.undeclared.is_empty(), "the app declares it: {learnt:?}");
+    assert!(
+        learnt.undeclared.is_empty(),
+        "the app declares it: {learnt:?}"
+    );
 
     // A new displayName in the source is not sent; a new title is, alone.
     let mut d = directory();
     set(&mut d, "u0", "displayName", json!("Alice Renamed"));
     let c = cycle(&w.engine(MemorySource::new(d.clone())), &app).await;
-    assert_eq!((c.report.requests, c.plan.ops.len()), (0, 0), "{}", c.report);
+    assert_eq!(
+        (c.report.requests, c.plan.ops.len()),
+        (0, 0),
+        "{}",
+        c.report
+    );
+    assert!(c.learnt.is_empty(), "{:?}", c.learnt);
     set(&mut d, "u1", "jobTitle", json!("Manager"));
     let c = cycle(&w.engine(MemorySource::new(d.clone())), &app).await;
-    assert_eq!((c.report.requests, c.report.users_updated), (1, 1), "{}", c.report);
+    assert_eq!(
+        (c.report.requests, c.report.users_updated),
+        (1, 1),
+        "{}",
+        c.report
+    );
     assert_eq!(w.user("bob@contoso.example").unwrap()["title"], "Manager");
 
     // Reading the app back does not take the missing displayName for drift.
@@ -951,9 +1001,21 @@ async fn a_dropped_attribute_is_not_re_sent() {
 
     // The same directory into an app that keeps displayName sends it, and records nothing.
     let k = World::new().await;
-    let c = cycle(&k.engine(MemorySource::new(directory())), &k.app(&["g-all"], "")).await;
+    let c = cycle(
+        &k.engine(MemorySource::new(directory())),
+        &k.app(&["g-all"], ""),
+    )
+    .await;
     assert_eq!(c.report.users_created, 5, "{}", c.report);
     let learnt = k.store.learnt(&"e2e".into()).await.unwrap().unwrap();
-    assert!(learnt.dropped.is_empty() && learnt.rewritten.is_empty(), "{learnt:?}");
-    assert!(k.state().users().iter().all(|u| u.get("displayName").is_some()));
+    assert!(
+        learnt.dropped.is_empty() && learnt.rewritten.is_empty(),
+        "{learnt:?}"
+    );
+    assert!(
+        k.state()
+            .users()
+            .iter()
+            .all(|u| u.get("displayName").is_some())
+    );
 }

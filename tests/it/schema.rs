@@ -67,7 +67,11 @@ async fn cycle(engine: &Engine, app: &App, verify: bool) -> AppCycle {
         progress: false,
         verify,
     };
-    engine.cycle(std::slice::from_ref(app), opts).await.apps.remove(0)
+    engine
+        .cycle(std::slice::from_ref(app), opts)
+        .await
+        .apps
+        .remove(0)
 }
 
 #[tokio::test]
@@ -75,7 +79,10 @@ async fn an_attribute_the_app_rewrites_is_neither_re_sent_nor_taken_for_drift() 
     let server = MockServer::start().await;
     let stored = Arc::new(std::sync::Mutex::new(Value::Null));
     given("GET", "/Users")
-        .and(query_param("filter", r#"userName eq "alice@contoso.example""#))
+        .and(query_param(
+            "filter",
+            r#"userName eq "alice@contoso.example""#,
+        ))
         .respond_with(empty_list())
         .expect(1)
         .mount(&server)
@@ -164,7 +171,10 @@ async fn an_attribute_the_app_rewrites_is_neither_re_sent_nor_taken_for_drift() 
     );
     let learnt = store.learnt(&"crm".into()).await.unwrap().unwrap();
     assert_eq!(learnt.notes.len(), 3, "{learnt:?}");
-    assert!(learnt.undeclared.is_empty(), "no /Schemas: RFC core + enterprise");
+    assert!(
+        learnt.undeclared.is_empty(),
+        "no /Schemas: RFC core + enterprise"
+    );
     let why = &learnt.rewritten[r#"emails[type eq "work"].value"#];
     assert!(
         why.contains("\"alice.smith@contoso.example\" for \"Alice.Smith@Contoso.Example\""),
