@@ -2,21 +2,21 @@
 //! client's requests, and an app that keeps an attribute in its own form, through whole
 //! cycles, against wiremock (the sandbox's own quirks are in `e2e`).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 use wiremock::matchers::query_param;
 use wiremock::{MockServer, Request, ResponseTemplate};
 
-use scim_sync::config::{Config, Secret};
 use scim_sync::engine::{App, AppCycle, CycleOptions, Engine};
-use scim_sync::model::{Capabilities, Directory, SourceGroup, SourceUser};
+use scim_sync::model::Capabilities;
 use scim_sync::report::{Outcome, Reason};
 use scim_sync::source::MemorySource;
 use scim_sync::store::Store;
 
-use crate::support::{RawQuery, TOKEN, client, empty_list, given, list_page, scim};
+use crate::support::{
+    RawQuery, client, crm_directory, empty_list, given, list_page, scim, wiremock_app,
+};
 
 #[tokio::test]
 async fn declared_capabilities_shape_page_size_and_lookups() {
@@ -132,32 +132,12 @@ async fn an_attribute_the_app_rewrites_is_neither_re_sent_nor_taken_for_drift() 
     // Anything else (a PATCH of alice) would be unmatched: wiremock answers 404 and the
     // cycle reports a failure.
 
-    let text = format!(
-        "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"crm\"\nbase_url = \"{}{}\"\ntoken_env = \"UNUSED\"\ngroups = [\"g-crm\"]\n",
-        server.uri(),
-        crate::support::BASE
-    );
-    let cfg = Config::parse(Path::new("rewrite.toml"), &text).unwrap();
-    let app = App::new(cfg.apps[0].clone(), &Secret::new(TOKEN)).unwrap();
-    let mut dir = Directory::default();
-    let attrs = json!({"userPrincipalName": "alice@contoso.example", "displayName": "Alice",
-        "mail": "Alice.Smith@Contoso.Example", "accountEnabled": true});
-    dir.users.insert(
-        "u-alice".into(),
-        SourceUser {
-            id: "u-alice".into(),
-            attrs: attrs.as_object().cloned().unwrap(),
-        },
-    );
-    dir.groups.insert(
-        "g-crm".into(),
-        SourceGroup {
-            id: "g-crm".into(),
-            display_name: "CRM".into(),
-            members: vec!["u-alice".into()],
-            eligible: vec![],
-        },
-    );
+    let app = wiremock_app(&server, "");
+    let dir = crm_directory(&[(
+        "u-alice",
+        json!({"userPrincipalName": "alice@contoso.example", "displayName": "Alice",
+            "mail": "Alice.Smith@Contoso.Example", "accountEnabled": true}),
+    )]);
     let store = Store::open("sqlite::memory:").await.unwrap();
     let engine = Engine::new(Arc::new(MemorySource::new(dir)), store.clone());
 

@@ -1276,9 +1276,7 @@ async fn a_chunked_answer_is_refused_once_it_passes_max_response() {
 /// lookup is not sent again.
 #[tokio::test]
 async fn in_a_cycle_a_too_large_answer_fails_that_object_only() {
-    use scim_sync::config::{Config, Secret};
-    use scim_sync::engine::{App, CycleOptions, Engine};
-    use scim_sync::model::{Directory, SourceGroup, SourceUser};
+    use scim_sync::engine::{CycleOptions, Engine};
     use scim_sync::report::{Outcome, Reason};
     use scim_sync::source::MemorySource;
     use scim_sync::store::Store;
@@ -1338,37 +1336,13 @@ async fn in_a_cycle_a_too_large_answer_fails_that_object_only() {
         .mount(&server)
         .await;
 
-    let text = format!(
-        "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"crm\"\nbase_url = \"{}{}\"\ntoken_env = \"UNUSED\"\ngroups = [\"g-crm\"]\nmax_response = \"1MiB\"\n",
-        server.uri(),
-        crate::support::BASE
-    );
-    let cfg = Config::parse(std::path::Path::new("bounds.toml"), &text).unwrap();
-    assert_eq!(cfg.apps[0].max_response, 1024 * 1024);
-    let app = App::new(cfg.apps[0].clone(), &Secret::new(TOKEN)).unwrap();
-    let mut dir = Directory::default();
-    for (id, upn) in [
-        ("u-alice", "alice@contoso.example"),
-        ("u-bob", "bob@contoso.example"),
-    ] {
-        let attrs = json!({"userPrincipalName": upn, "displayName": id, "accountEnabled": true});
-        dir.users.insert(
-            id.into(),
-            SourceUser {
-                id: id.into(),
-                attrs: attrs.as_object().cloned().unwrap(),
-            },
-        );
-    }
-    dir.groups.insert(
-        "g-crm".into(),
-        SourceGroup {
-            id: "g-crm".into(),
-            display_name: "CRM".into(),
-            members: vec!["u-alice".into(), "u-bob".into()],
-            eligible: vec![],
-        },
-    );
+    let app = crate::support::wiremock_app(&server, "max_response = \"1MiB\"");
+    assert_eq!(app.cfg.max_response, 1024 * 1024);
+    let user = |upn: &str, id: &str| json!({"userPrincipalName": upn, "displayName": id, "accountEnabled": true});
+    let dir = crate::support::crm_directory(&[
+        ("u-alice", user("alice@contoso.example", "u-alice")),
+        ("u-bob", user("bob@contoso.example", "u-bob")),
+    ]);
     let store = Store::open("sqlite::memory:").await.unwrap();
     let engine = Engine::new(Arc::new(MemorySource::new(dir)), store);
     let run = engine

@@ -185,3 +185,41 @@ impl Respond for Sequence {
         }
     }
 }
+
+/// The app `crm` on `server`, configured from TOML as a user would (`extra`: more keys of
+/// its `[[apps]]` table), its token [`TOKEN`], assigned the group `g-crm`.
+pub fn wiremock_app(server: &MockServer, extra: &str) -> scim_sync::engine::App {
+    let text = format!(
+        "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"crm\"\nbase_url = \"{}{BASE}\"\ntoken_env = \"UNUSED\"\ngroups = [\"g-crm\"]\n{extra}\n",
+        server.uri(),
+    );
+    let cfg = scim_sync::config::Config::parse(std::path::Path::new("crm.toml"), &text).unwrap();
+    let token = scim_sync::config::Secret::new(TOKEN);
+    scim_sync::engine::App::new(cfg.apps[0].clone(), &token).unwrap()
+}
+
+/// A directory whose group `g-crm` ("CRM") holds every one of `users` (id, source
+/// attributes).
+pub fn crm_directory(users: &[(&str, Value)]) -> scim_sync::model::Directory {
+    use scim_sync::model::{Directory, SourceGroup, SourceUser};
+    let mut dir = Directory::default();
+    for (id, attrs) in users {
+        dir.users.insert(
+            (*id).into(),
+            SourceUser {
+                id: (*id).into(),
+                attrs: attrs.as_object().cloned().unwrap(),
+            },
+        );
+    }
+    dir.groups.insert(
+        "g-crm".into(),
+        SourceGroup {
+            id: "g-crm".into(),
+            display_name: "CRM".into(),
+            members: users.iter().map(|(id, _)| (*id).into()).collect(),
+            eligible: vec![],
+        },
+    );
+    dir
+}
