@@ -5,7 +5,7 @@
 //! attributes to SCIM attribute paths with the default mapping of SPEC §3 and the app's
 //! `[apps.attributes]` overrides. It never talks SCIM; it only names attribute paths.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde_json::Value;
 
@@ -57,6 +57,9 @@ pub fn desired_for_app(
     let mapping = user_mapping(&app.attributes);
     let mut groups = BTreeMap::new();
     let mut in_scope: BTreeSet<&SourceId> = BTreeSet::new();
+    // Hashed: a tenant's memberships are tested against its users hundreds of thousands of
+    // times, and ids sharing long prefixes make each ordered-map probe many comparisons.
+    let is_user: HashSet<&SourceId> = dir.users.keys().collect();
     for gid in &app.groups {
         let group = dir
             .groups
@@ -68,12 +71,12 @@ pub fn desired_for_app(
             group
                 .members
                 .iter()
-                .filter(|m| dir.users.contains_key(*m))
+                .filter(|m| is_user.contains(m))
                 .cloned()
                 .collect()
         };
         for (g, u) in activations {
-            if g == gid && dir.users.contains_key(u) {
+            if g == gid && is_user.contains(u) {
                 members.insert(u.clone());
             }
         }
@@ -136,8 +139,11 @@ pub fn desired_for_app(
         }
     }
     // A group only lists members the app will hold; unmapped users keep whatever they have.
-    for g in groups.values_mut() {
-        g.members.retain(|m| out.desired.users.contains_key(m));
+    if !out.unmapped.is_empty() {
+        let unmapped: HashSet<&SourceId> = out.unmapped.iter().map(|u| &u.source_id).collect();
+        for g in groups.values_mut() {
+            g.members.retain(|m| !unmapped.contains(m));
+        }
     }
     out.desired.groups = groups;
     Ok(out)

@@ -3,7 +3,7 @@
 //! The file's JSON shape is private to this module. A broken file (bad JSON, a member id with
 //! no user or group, a duplicate id) fails the whole read with the place named.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -166,45 +166,30 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
             return Err(invalid(at(), "duplicate user id".into()));
         }
     }
+    // Ids are checked through hash sets of borrowed ids: a tenant's file has hundreds of
+    // thousands of memberships, each checked against its users and groups.
+    let user_ids: HashSet<&str> = dir.users.keys().map(SourceId::as_str).collect();
+    let mut group_ids: HashSet<&str> = HashSet::with_capacity(raw.groups.len());
     for (i, g) in raw.groups.iter().enumerate() {
-        let at = format!("groups[{i}] {:?}", g.id);
+        let at = || format!("groups[{i}] {:?}", g.id);
         if g.id.is_empty() {
             return Err(invalid(
                 format!("groups[{i}]"),
                 "\"id\" must be a non-empty string".into(),
             ));
         }
-        let sid = SourceId::new(g.id.clone());
-        if dir.users.contains_key(&sid) {
-            return Err(invalid(at, "this id is also a user's id".into()));
+        if user_ids.contains(g.id.as_str()) {
+            return Err(invalid(at(), "this id is also a user's id".into()));
         }
-        if dir.groups.contains_key(&sid) {
-            return Err(invalid(at, "duplicate group id".into()));
+        if !group_ids.insert(&g.id) {
+            return Err(invalid(at(), "duplicate group id".into()));
         }
-        dir.groups.insert(
-            sid.clone(),
-            SourceGroup {
-                id: sid,
-                display_name: g.display_name.clone(),
-                members: g
-                    .members
-                    .iter()
-                    .map(|m| SourceId::new(m.as_str()))
-                    .collect(),
-                eligible: g
-                    .eligible
-                    .iter()
-                    .map(|m| SourceId::new(m.as_str()))
-                    .collect(),
-            },
-        );
     }
     // Second pass, once every id is known: members may be users or (nested) groups.
     for (i, g) in raw.groups.iter().enumerate() {
-        let mut seen = BTreeSet::new();
+        let mut seen: HashSet<&str> = HashSet::with_capacity(g.members.len());
         for (j, m) in g.members.iter().enumerate() {
-            let mid = SourceId::new(m.as_str());
-            if !dir.users.contains_key(&mid) && !dir.groups.contains_key(&mid) {
+            if !user_ids.contains(m.as_str()) && !group_ids.contains(m.as_str()) {
                 return Err(invalid(
                     format!("groups[{i}] {:?} members[{j}]", g.id),
                     format!("{m:?} is not the id of a user or group in this file"),
@@ -218,13 +203,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
             }
         }
         for (j, m) in g.eligible.iter().enumerate() {
-            if !dir.users.contains_key(&SourceId::new(m.as_str())) {
+            if !user_ids.contains(m.as_str()) {
                 return Err(invalid(
                     format!("groups[{i}] {:?} eligible[{j}]", g.id),
                     format!("{m:?} is not the id of a user in this file"),
                 ));
             }
         }
+    }
+    drop((user_ids, group_ids));
+    // Valid: the groups take their ids and members from the parsed file, without copies.
+    for g in raw.groups {
+        let sid = SourceId::new(g.id);
+        dir.groups.insert(
+            sid.clone(),
+            SourceGroup {
+                id: sid,
+                display_name: g.display_name,
+                members: g.members.into_iter().map(SourceId::new).collect(),
+                eligible: g.eligible.into_iter().map(SourceId::new).collect(),
+            },
+        );
     }
     Ok(dir)
 }

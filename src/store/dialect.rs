@@ -56,6 +56,9 @@ pub(super) struct Dialect {
     pub scope_groups: &'static str,
     /// Members of a scoped load: `$2` groups, `$3` users, `[source_id, …]` each.
     pub scope_members: &'static str,
+    /// Every member of an app, one row per group: `group_id` and its members' ids as a JSON
+    /// array (a whole load reads a thousand rows instead of a row per membership).
+    pub members_by_group: &'static str,
 }
 
 /// A [`Dialect`] from its table functions: `rows` reads `$2` as rows `j` with the element in
@@ -64,7 +67,7 @@ pub(super) struct Dialect {
 /// load (`$2`/`$3`). `set_attrs` and `renames` are whole statements (see [`SQLITE`]).
 macro_rules! dialect {
     (rows: $rows:literal, in_ids2: $in_ids2:literal,
-     few_ids2: $few_ids2:literal, few_ids3: $few_ids3:literal,
+     few_ids2: $few_ids2:literal, few_ids3: $few_ids3:literal, json_array_of: $agg:literal,
      set_attrs: $set_attrs:expr, renames: $renames:expr $(,)?) => {
         Dialect {
             put_users: concat!(
@@ -124,6 +127,11 @@ macro_rules! dialect {
                  WHERE app = $1 AND source_id ",
                 $few_ids2
             ),
+            members_by_group: concat!(
+                "SELECT group_id, ",
+                $agg,
+                " FROM scim_members WHERE app = $1 GROUP BY group_id"
+            ),
             scope_members: concat!(
                 "SELECT group_id, user_id FROM scim_members
                  WHERE app = $1 AND group_id ",
@@ -141,6 +149,7 @@ pub(super) const SQLITE: Dialect = dialect!(
     in_ids2: "IN (SELECT value FROM json_each($2))",
     few_ids2: "IN (SELECT value FROM json_each($2))",
     few_ids3: "IN (SELECT value FROM json_each($3))",
+    json_array_of: "json_group_array(user_id)",
     // Upserts driven by the batch (an index probe per row) that only ever meet existing rows;
     // `UPDATE … FROM json_each` made SQLite scan the whole table.
     set_attrs: "INSERT INTO scim_users (app, source_id, scim_id, origin, attrs)
@@ -168,6 +177,7 @@ pub(super) const POSTGRES: Dialect = dialect!(
     in_ids2: "IN (SELECT value FROM jsonb_array_elements_text($2::jsonb) AS j(value))",
     few_ids2: "= ANY (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))",
     few_ids3: "= ANY (ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))",
+    json_array_of: "json_agg(user_id)::text",
     set_attrs: "UPDATE scim_users AS u SET attrs = j.value ->> 1
          FROM jsonb_array_elements($2::jsonb) AS j(value)
          WHERE u.app = $1 AND u.source_id = j.value ->> 0",

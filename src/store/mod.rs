@@ -291,14 +291,24 @@ impl Store {
         })
         .map_err(db("load groups"))?;
         read_groups(app, rows, &mut observed)?;
-        let rows: Vec<(String, String)> = on_pool!(&self.pool, |p| {
-            sqlx::query_as("SELECT group_id, user_id FROM scim_members WHERE app = $1")
+        let rows: Vec<(String, String)> = on_pool!(&self.pool, |p, sql| {
+            sqlx::query_as(sql.members_by_group)
                 .bind(app.as_str())
                 .fetch_all(p)
                 .await
         })
         .map_err(db("load members"))?;
-        read_members(rows, &mut observed);
+        for (group_id, members) in rows {
+            let members: Vec<String> =
+                serde_json::from_str(&members).map_err(|e| Error::Corrupt {
+                    app: app.to_string(),
+                    what: "member list",
+                    detail: format!("group {group_id}: {e}"),
+                })?;
+            if let Some(g) = observed.groups.get_mut(&SourceId::new(group_id)) {
+                g.members.extend(members.into_iter().map(SourceId::new));
+            }
+        }
         Ok(observed)
     }
 
