@@ -1409,6 +1409,11 @@ async fn the_pim_policy_caps_activations_and_the_poller_records_the_request() {
     };
     let svc = start(&cfg, graph, crate::support::TOKEN, options).await;
     let within = Duration::from_secs(10);
+    // The start-up cycle has provisioned g1's standing members before anything is compared
+    // with them: a cycle still running would add them after `members_before` is taken.
+    let standing: Vec<String> = (0..7).map(|i| format!("u{i}@contoso.example")).collect();
+    let standing: Vec<&str> = standing.iter().map(String::as_str).collect();
+    sb.await_members("Group g1", &standing, within).await;
     let store = svc.engine().store().clone();
     let started = Instant::now();
     while store.source_state("pim-policy").await.unwrap().is_none() {
