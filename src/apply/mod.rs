@@ -251,8 +251,11 @@ pub async fn apply(
 }
 
 /// The app's users listed once for the plan's creates, when that costs fewer requests than
-/// a lookup per create (the listing's size is asked first); `None` otherwise, or when the
-/// app cannot say or list (each create then looks itself up, as always).
+/// a lookup per create: the listing's size is asked first, or, for a listing paged by cursor
+/// that cannot be sized, it is given a quarter of the creates in pages (a listing cut short
+/// still answers the creates it holds; the others look themselves up). `None` when the
+/// listing would cost more, or the app cannot say or list (each create then looks itself
+/// up, as always).
 async fn user_index(target: &Target<'_>, plan: &Plan) -> Option<UserIndex> {
     let creates = plan
         .ops
@@ -262,20 +265,18 @@ async fn user_index(target: &Target<'_>, plan: &Plan) -> Option<UserIndex> {
     if creates < 2 {
         return None;
     }
-    let cost = match target.client.user_listing_cost().await {
-        Ok(Some(cost)) => cost,
-        Ok(None) => return None,
+    let pages = match target.client.user_listing_cost().await {
+        Ok(Some(cost)) if cost < creates => u32::MAX,
+        Ok(None) if target.client.lists_by_cursor() => listing_budget(creates),
+        Ok(_) => return None,
         Err(e) => {
             tracing::info!(app = %target.app, error = %e, "cannot size the app's user listing; each create looks itself up");
             return None;
         }
     };
-    if cost >= creates {
-        return None;
-    }
-    match target.client.index_users(target.matching).await {
+    match target.client.index_users(target.matching, pages).await {
         Ok(index) => {
-            tracing::info!(app = %target.app, creates, listed = index.len(), requests = cost,
+            tracing::info!(app = %target.app, creates, listed = index.len(), complete = index.is_complete(),
                 "one listing of the app's users answers the creates' lookups");
             Some(index)
         }
@@ -284,6 +285,13 @@ async fn user_index(target: &Target<'_>, plan: &Plan) -> Option<UserIndex> {
             None
         }
     }
+}
+
+/// The pages a listing that cannot be sized beforehand may spend in place of `reads`
+/// requests of one object each: a quarter of them (at least one), so that a listing cut
+/// short adds at most a quarter to what the reads would have cost.
+fn listing_budget(reads: u64) -> u32 {
+    u32::try_from((reads / 4).max(1)).unwrap_or(u32::MAX)
 }
 
 /// Runs one task's operations in order (one operation, or one group's member batches),

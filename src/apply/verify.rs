@@ -2,7 +2,9 @@
 //! every object scim-sync manages, as an [`Observed`] the same pure plan repairs.
 //!
 //! Users are read one `GET /Users/{id}` each, or from one listing of every user when that
-//! costs fewer requests (`totalResults`); their mapped attributes (the paths the store
+//! costs fewer requests (`totalResults`; a listing paged by cursor, which cannot be sized,
+//! gets a quarter of the reads in pages, and the users it did not reach are read one by
+//! one); their mapped attributes (the paths the store
 //! recorded) are read back as the app holds them. Each managed group is read with
 //! `GET /Groups/{id}`: its members that are managed users become the observed members, the
 //! others are kept apart (`Observed::foreign`): members someone added in the app behind
@@ -145,13 +147,20 @@ async fn read_users(
     let flatten =
         |resource: &Value, kept: &Attrs| proto::flatten_user(resource, kept.keys().cloned());
     let n = stored.users.len() as u64;
-    if n > 1
-        && let Some(cost) = client.user_listing_cost().await?
-        && cost < n
-    {
-        let mut out = HashMap::new();
-        client
-            .each_user(|u| {
+    let pages = if n < 2 {
+        None
+    } else if client.lists_by_cursor() {
+        Some(super::listing_budget(n))
+    } else {
+        match client.user_listing_cost().await? {
+            Some(cost) if cost < n => Some(u32::MAX),
+            _ => None,
+        }
+    };
+    let mut out = HashMap::new();
+    if let Some(pages) = pages {
+        let complete = client
+            .each_user_within(pages, |u| {
                 if let Some(id) = u.get("id").and_then(Value::as_str)
                     && let Some(kept) = by_id.get(id)
                 {
@@ -159,20 +168,26 @@ async fn read_users(
                 }
             })
             .await?;
-        return Ok(out);
+        if complete {
+            return Ok(out);
+        }
     }
-    let todo: Vec<ScimId> = stored.users.values().map(|u| u.scim_id.clone()).collect();
+    // A listing cut short (an app holding many more users than scim-sync manages) answered
+    // the users it reached; the others are read one by one.
+    let todo: Vec<ScimId> = stored
+        .users
+        .values()
+        .filter(|u| !out.contains_key(&u.scim_id))
+        .map(|u| u.scim_id.clone())
+        .collect();
     let read: Vec<Option<(ScimId, Value)>> = futures::stream::iter(todo)
         .map(|id| async move { client.get_user(&id).await.map(|r| r.map(|r| (id, r))) })
         .buffer_unordered(concurrency.max(1))
         .try_collect()
         .await?;
-    Ok(read
-        .into_iter()
-        .flatten()
-        .filter_map(|(id, r)| {
-            let kept = by_id.get(id.as_str())?;
-            Some((id.clone(), flatten(&r, kept)))
-        })
-        .collect())
+    out.extend(read.into_iter().flatten().filter_map(|(id, r)| {
+        let kept = by_id.get(id.as_str())?;
+        Some((id.clone(), flatten(&r, kept)))
+    }));
+    Ok(out)
 }

@@ -440,6 +440,9 @@ impl ScimClient {
         if let Some(found) = self.pick_one(found, external_id, "users", filter)? {
             return self.adopt_user(&found, attrs);
         }
+        if !index.complete {
+            return self.ensure_user(matching, attrs).await;
+        }
         self.create_user(attrs, &lookup).await
     }
 
@@ -459,21 +462,31 @@ impl ScimClient {
             .map(|total| 1 + total.div_ceil(self.page_size()).max(1)))
     }
 
-    /// Lists every user of the app and indexes them by `matching`, for
-    /// [`ScimClient::ensure_user_listed`].
-    pub async fn index_users(&self, matching: &str) -> Result<UserIndex, Error> {
+    /// Lists the app's users, in at most `max_pages` requests, and indexes them by
+    /// `matching`, for [`ScimClient::ensure_user_listed`]. A listing cut short is still
+    /// used: a user it holds is adopted, one it does not is looked up.
+    pub async fn index_users(&self, matching: &str, max_pages: u32) -> Result<UserIndex, Error> {
         let mut by_value: HashMap<String, Vec<Value>> = HashMap::new();
         let fold = proto::case_insensitive(matching);
-        for user in self.list_users().await? {
-            if let Some(v) = proto::text_at(&user, matching) {
-                let key = if fold { v.to_lowercase() } else { v };
-                by_value.entry(key).or_default().push(user);
-            }
-        }
+        let complete = self
+            .each_user_within(max_pages, |user| {
+                if let Some(v) = proto::text_at(&user, matching) {
+                    let key = if fold { v.to_lowercase() } else { v };
+                    by_value.entry(key).or_default().push(user);
+                }
+            })
+            .await?;
         Ok(UserIndex {
             matching: matching.to_owned(),
             by_value,
+            complete,
         })
+    }
+
+    /// Whether a listing of the app's users is paged by cursor, so that its size is known
+    /// only by listing it (AWS IAM Identity Center).
+    pub fn lists_by_cursor(&self) -> bool {
+        self.inner.profile == Profile::AwsIdentityCenter
     }
 
     /// The text value of the matching attribute, which a lookup needs.
@@ -740,23 +753,50 @@ impl ScimClient {
         self.list_each("/Users", None, each).await
     }
 
+    /// [`ScimClient::each_user`] that stops once it has sent `max_pages` requests, for an
+    /// app whose listing cannot be sized beforehand ([`ScimClient::user_listing_cost`] is
+    /// `None` for a listing paged by cursor); whether every user was listed.
+    pub async fn each_user_within(
+        &self,
+        max_pages: u32,
+        each: impl FnMut(Value),
+    ) -> Result<bool, Error> {
+        self.list_within("/Users", None, max_pages, each).await
+    }
+
     /// [`ScimClient::list`], each resource handed to `each` as its page arrives.
     async fn list_each(
         &self,
         path: &str,
         filter: Option<&str>,
-        mut each: impl FnMut(Value),
+        each: impl FnMut(Value),
     ) -> Result<(), Error> {
+        if !self.list_within(path, filter, MAX_PAGES, each).await? {
+            warn!(app = %self.inner.app, path, "listing stopped after {MAX_PAGES} pages");
+        }
+        Ok(())
+    }
+
+    /// [`ScimClient::list_each`] that stops once it has sent `max_pages` requests; whether
+    /// the listing was complete.
+    async fn list_within(
+        &self,
+        path: &str,
+        filter: Option<&str>,
+        max_pages: u32,
+        mut each: impl FnMut(Value),
+    ) -> Result<bool, Error> {
         let filter = filter.map(|f| format!("filter={}&", utf8_percent_encode(f, STRICT)));
         if self.inner.profile == Profile::AwsIdentityCenter {
+            let filter = filter.as_deref().unwrap_or_default();
             return self
-                .list_each_by_cursor(path, filter.as_deref().unwrap_or_default(), each)
+                .list_each_by_cursor(path, filter, max_pages, each)
                 .await;
         }
         let mut seen: HashSet<String> = HashSet::new();
         let mut start: u64 = 1;
         let page_size = self.page_size();
-        for _ in 0..MAX_PAGES {
+        for _ in 0..max_pages {
             let query = format!(
                 "{}startIndex={start}&count={page_size}",
                 filter.as_deref().unwrap_or_default()
@@ -766,7 +806,7 @@ impl ScimClient {
             let page = proto::ListPage::from_value(&self.json_body(&req, &resp)?);
             let received = page.resources.len() as u64;
             if received == 0 {
-                return Ok(());
+                return Ok(true);
             }
             let mut new = 0usize;
             for resource in page.resources {
@@ -782,19 +822,18 @@ impl ScimClient {
             }
             if new == 0 {
                 warn!(app = %self.inner.app, path, start, "app repeated a page (it ignores startIndex); stopping the listing");
-                return Ok(());
+                return Ok(true);
             }
             let done = match page.total_results {
                 Some(total) => start - 1 + received >= total,
                 None => received < page_size,
             };
             if done {
-                return Ok(());
+                return Ok(true);
             }
             start += received;
         }
-        warn!(app = %self.inner.app, path, "listing stopped after {MAX_PAGES} pages");
-        Ok(())
+        Ok(false)
     }
 
     /// A listing paged with `cursor` / `nextCursor` (AWS IAM Identity Center, which ignores
@@ -805,11 +844,12 @@ impl ScimClient {
         &self,
         path: &str,
         filter: &str,
+        max_pages: u32,
         mut each: impl FnMut(Value),
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let mut cursor = String::new();
         let page_size = self.page_size();
-        for _ in 0..MAX_PAGES {
+        for _ in 0..max_pages {
             let query = format!(
                 "{filter}count={page_size}&cursor={}",
                 utf8_percent_encode(&cursor, STRICT)
@@ -820,11 +860,10 @@ impl ScimClient {
             page.resources.into_iter().for_each(&mut each);
             match page.next_cursor {
                 Some(next) if !next.is_empty() && next != cursor => cursor = next,
-                _ => return Ok(()),
+                _ => return Ok(true),
             }
         }
-        warn!(app = %self.inner.app, path, "listing stopped after {MAX_PAGES} pages");
-        Ok(())
+        Ok(false)
     }
 
     /// The one resource a create would duplicate, if it exists.
@@ -1271,6 +1310,9 @@ fn resource_path(collection: &str, id: &ScimId) -> String {
 pub struct UserIndex {
     matching: String,
     by_value: HashMap<String, Vec<Value>>,
+    /// Whether every user was listed: only then is a user missing from it known not to
+    /// exist.
+    complete: bool,
 }
 
 impl UserIndex {
@@ -1282,6 +1324,11 @@ impl UserIndex {
             value.to_owned()
         };
         self.by_value.get(&key).cloned().unwrap_or_default()
+    }
+
+    /// Whether every user of the app was listed.
+    pub fn is_complete(&self) -> bool {
+        self.complete
     }
 
     /// How many users were listed.

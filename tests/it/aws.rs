@@ -154,9 +154,89 @@ async fn an_initial_sync_into_aws_identity_center_is_exact_and_a_rerun_writes_no
     assert_eq!(user["emails"][0]["primary"], true, "{user}");
     assert_eq!(user["emails"].as_array().map(Vec::len), Some(1));
 
+    // At the floor (a POST per user and group, a PATCH per 100 members) and six reads: the
+    // three of schema discovery, one listing page that finds the app empty (so no user
+    // create looks itself up), a lookup per group.
+    let floor = 247 + 2 + 3 + 1;
+    let lookups = w
+        .aws
+        .log()
+        .iter()
+        .filter(|(_, p)| p.contains("filter=userName"))
+        .count();
+    assert_eq!(lookups, 0, "{:?}", w.aws.log());
+    assert_eq!(c.report.requests, floor + 6, "{:?}", w.aws.log());
+
     w.aws.reset_counts();
     let c = cycle(&engine, &app, false).await;
     assert_eq!((c.report.requests, w.aws.writes()), (0, 0), "{}", c.report);
+}
+
+/// An Identity Center listing cannot be sized, so the creates' listing gets a quarter of the
+/// creates in pages (10 for 40). An app holding 1,500 other users is listed only that far:
+/// the three directory users created last in the console are beyond it, so each create
+/// looks itself up, adopts those three without a POST, and duplicates nothing; a
+/// verification reads the users its listing did not reach one by one.
+#[tokio::test]
+async fn a_listing_cut_short_still_adopts_what_it_did_not_reach_and_duplicates_nothing() {
+    let w = World::new().await;
+    for i in 0..1500 {
+        w.aws.create_user_directly(json!({
+            "userName": format!("other{i}@contoso.example"), "displayName": "Other",
+            "name": {"givenName": "Other", "familyName": "User"},
+        }));
+    }
+    for i in [3, 17, 39] {
+        w.aws.create_user_directly(json!({
+            "userName": format!("user{i:03}@contoso.example"), "displayName": format!("User {i:03}"),
+            "name": {"givenName": format!("Given{i:03}"), "familyName": "Family"},
+        }));
+    }
+    let engine = w.engine(directory(40, &[]), "state.db").await;
+    let c = cycle(&engine, &w.app(), false).await;
+    assert_eq!(
+        (
+            c.report.outcome,
+            c.report.users_created,
+            c.report.users_adopted
+        ),
+        (Outcome::Ok, 37, 3),
+        "{}",
+        c.report
+    );
+    let pages = w
+        .aws
+        .log()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/Users?") && !p.contains("filter="))
+        .count();
+    assert_eq!(pages, 10, "the listing's budget");
+    assert_eq!(
+        w.aws.requests_by("POST"),
+        37 + 2,
+        "a user the listing did not reach is looked up, not posted into a conflict"
+    );
+    assert_eq!(w.aws.users().len(), 1500 + 40, "no duplicate");
+    assert_eq!(w.aws.member_names("Everyone"), names(0..40, &[]));
+    assert_eq!(c.report.requests, w.aws.requests());
+
+    // A verification's listing has the same budget: the managed users, all beyond it, are
+    // read one by one, and none is taken for gone.
+    w.aws.reset_counts();
+    let c = cycle(&engine, &w.app(), true).await;
+    assert_eq!(
+        (c.report.outcome, c.report.drift_repaired, w.aws.writes()),
+        (Outcome::Ok, 0, 0),
+        "{}",
+        c.report
+    );
+    let reads = w
+        .aws
+        .log()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.contains("/Users/"))
+        .count();
+    assert_eq!(reads, 40, "{:?}", w.aws.log());
 }
 
 /// A lost store: a fresh one finds every user by lookup and every group's members through the

@@ -1400,7 +1400,7 @@ async fn a_listed_user_is_adopted_without_a_request_of_its_own() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let index = ok(c.index_users("userName").await);
+    let index = ok(c.index_users("userName", u32::MAX).await);
     assert_eq!(index.len(), 1);
     let ensured = ok(c
         .ensure_user_listed("userName", &alice_attrs(), &index)
@@ -1441,7 +1441,7 @@ async fn a_create_the_listing_missed_answers_409_and_is_adopted() {
         .mount(&server)
         .await;
     let c = client(&server);
-    let index = ok(c.index_users("userName").await);
+    let index = ok(c.index_users("userName", u32::MAX).await);
     assert!(index.is_empty());
     let ensured = ok(c
         .ensure_user_listed("userName", &alice_attrs(), &index)
