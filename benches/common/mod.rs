@@ -1,4 +1,5 @@
-//! What the benchmarks share: the machine line that goes with every figure, and units.
+//! What the benchmarks share: the machine line that goes with every figure, units, peak RSS,
+//! and an engine with one app in process (`AppWorld`, `SandboxWorld`).
 
 /// The machine the figures come from.
 pub struct Machine {
@@ -70,10 +71,8 @@ pub fn log_from_env() {
 }
 
 /// An engine over a memory source holding `dir`, a SQLite store in a temporary folder, and
-/// one app on `state` (the sandbox, served on loopback) with every group of `dir` assigned.
-pub struct SandboxWorld {
-    /// The app's server.
-    pub sandbox: scim_sync::sandbox::SandboxHandle,
+/// one app at `base_url` with every group of `dir` assigned: what `sync-now` runs, in process.
+pub struct AppWorld {
     /// The engine.
     pub engine: scim_sync::engine::Engine,
     /// The app.
@@ -81,19 +80,17 @@ pub struct SandboxWorld {
     _tmp: tempfile::TempDir,
 }
 
-/// The bearer token of [`SandboxWorld`]'s app.
-pub const SANDBOX_TOKEN: &str = "bench-app-token";
-
-impl SandboxWorld {
-    /// Serves `state` (made with [`SANDBOX_TOKEN`]) and builds the rest.
+impl AppWorld {
+    /// Builds the engine and the app `bench` (bearer `token`, `concurrency` in flight);
+    /// `extra` is more `[[apps]]` lines, e.g. `profile = "aws-identity-center"\n`.
     pub async fn new(
         dir: &scim_sync::model::Directory,
-        state: scim_sync::sandbox::SandboxState,
+        base_url: &str,
+        token: &str,
         concurrency: usize,
-    ) -> anyhow::Result<SandboxWorld> {
+        extra: &str,
+    ) -> anyhow::Result<AppWorld> {
         use scim_sync::config::{Config, Secret};
-        let sandbox =
-            scim_sync::sandbox::SandboxHandle::start(([127, 0, 0, 1], 0).into(), state).await?;
         let tmp = tempfile::tempdir()?;
         let store = scim_sync::store::Store::open(&format!(
             "sqlite://{}",
@@ -107,15 +104,13 @@ impl SandboxWorld {
         let assigned: Vec<&str> = dir.groups.keys().map(|g| g.as_str()).collect();
         let text = format!(
             "[source]\nkind = \"file\"\npath = \"unused.json\"\n\n[[apps]]\nname = \"bench\"\n\
-             base_url = \"{}\"\ntoken_env = \"BENCH_TOKEN\"\ngroups = {assigned:?}\n\
-             concurrency = {concurrency}\nmax_deprovisions = 100000\n",
-            sandbox.base_url()
+             base_url = \"{base_url}\"\ntoken_env = \"BENCH_TOKEN\"\ngroups = {assigned:?}\n\
+             concurrency = {concurrency}\nmax_deprovisions = 100000\n{extra}"
         );
         let mut cfg = Config::parse(std::path::Path::new("bench.toml"), &text)?;
         anyhow::ensure!(!cfg.apps.is_empty(), "the benchmark config has no app");
-        let app = scim_sync::engine::App::new(cfg.apps.remove(0), &Secret::new(SANDBOX_TOKEN))?;
-        Ok(SandboxWorld {
-            sandbox,
+        let app = scim_sync::engine::App::new(cfg.apps.remove(0), &Secret::new(token))?;
+        Ok(AppWorld {
             engine,
             app,
             _tmp: tmp,
@@ -147,6 +142,53 @@ impl SandboxWorld {
         );
         Ok((c, t.elapsed()))
     }
+}
+
+/// An [`AppWorld`] whose app is `state` (the built-in sandbox), served on loopback.
+pub struct SandboxWorld {
+    /// The app's server.
+    pub sandbox: scim_sync::sandbox::SandboxHandle,
+    /// The engine and the app.
+    pub world: AppWorld,
+}
+
+/// The bearer token of [`SandboxWorld`]'s app.
+pub const SANDBOX_TOKEN: &str = "bench-app-token";
+
+impl SandboxWorld {
+    /// Serves `state` (made with [`SANDBOX_TOKEN`]) and builds the rest.
+    pub async fn new(
+        dir: &scim_sync::model::Directory,
+        state: scim_sync::sandbox::SandboxState,
+        concurrency: usize,
+    ) -> anyhow::Result<SandboxWorld> {
+        let sandbox =
+            scim_sync::sandbox::SandboxHandle::start(([127, 0, 0, 1], 0).into(), state).await?;
+        let world = AppWorld::new(dir, sandbox.base_url(), SANDBOX_TOKEN, concurrency, "").await?;
+        Ok(SandboxWorld { sandbox, world })
+    }
+
+    /// [`AppWorld::cycle`].
+    pub async fn cycle(
+        &self,
+        verify: bool,
+    ) -> anyhow::Result<(scim_sync::engine::AppCycle, std::time::Duration)> {
+        self.world.cycle(verify).await
+    }
+}
+
+/// The process's peak resident set (`VmHWM` of /proc/self/status), in bytes; `None` where
+/// /proc is not there.
+pub fn peak_rss() -> Option<usize> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<usize>()
+        .ok()
+        .map(|kb| kb * 1024)
 }
 
 /// A duration for tables: milliseconds under a second, else seconds.
