@@ -81,7 +81,7 @@ pub(super) async fn check_config(config: &std::path::Path, probe: bool) -> Resul
                 "NOT SET".to_owned()
             }
         };
-        out!("  {} {}", app.name, app.base_url);
+        out!("  {} {} (profile {})", app.name, app.base_url, app.profile);
         out!("    token from ${} ({token})", app.token_env);
         out!(
             "    deprovision={} matching={} max_deprovisions={} flatten_nested={} concurrency={} timeout={} push_limit={}/{}",

@@ -1778,7 +1778,16 @@ impl AwsDouble {
     /// # Errors
     /// When no loopback port can be bound.
     pub async fn start() -> std::io::Result<AwsDouble> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        AwsDouble::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Serves an empty Identity Store on `addr` (the `aws_double` example: a double to try
+    /// `profile = "aws-identity-center"` against by hand).
+    ///
+    /// # Errors
+    /// When `addr` cannot be bound.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<AwsDouble> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let url = format!("http://{}{BASE_PATH}", listener.local_addr()?);
         let prefix: u64 = rand::random();
         let shared: Shared = Arc::new(Mutex::new(Inner {
