@@ -198,6 +198,8 @@ struct Store {
     /// Creation number → the user as served.
     users: BTreeMap<u64, Map<String, Value>>,
     user_seq: HashMap<String, u64>,
+    /// Lower-cased userName → creation number (userName is unique, case-insensitively).
+    user_names: HashMap<String, u64>,
     groups: BTreeMap<u64, GroupRec>,
     group_seq: HashMap<String, u64>,
     cursors: HashMap<String, CursorRec>,
@@ -303,16 +305,25 @@ impl Store {
         self.users.get(self.user_seq.get(id)?)
     }
 
-    fn user_mut(&mut self, id: &str) -> Option<&mut Map<String, Value>> {
+    /// Changes user `id` through `edit`, keeping the userName index current; `None` if the
+    /// user is unknown.
+    fn edit_user<T>(
+        &mut self,
+        id: &str,
+        edit: impl FnOnce(&mut Map<String, Value>) -> T,
+    ) -> Option<T> {
         let seq = *self.user_seq.get(id)?;
-        self.users.get_mut(&seq)
+        let user = self.users.get_mut(&seq)?;
+        self.user_names
+            .remove(&str_of(user, "userName").to_lowercase());
+        let out = edit(user);
+        self.user_names
+            .insert(str_of(user, "userName").to_lowercase(), seq);
+        Some(out)
     }
 
     fn user_by_name(&self, name: &str) -> Option<&Map<String, Value>> {
-        let name = name.to_lowercase();
-        self.users
-            .values()
-            .find(|u| str_of(u, "userName").to_lowercase() == name)
+        self.users.get(self.user_names.get(&name.to_lowercase())?)
     }
 
     fn username_taken(&self, name: &str, except: Option<&str>) -> bool {
@@ -331,6 +342,8 @@ impl Store {
             attrs,
         );
         self.user_seq.insert(id, seq);
+        self.user_names
+            .insert(str_of(&user, "userName").to_lowercase(), seq);
         self.users.insert(seq, user.clone());
         user
     }
@@ -340,7 +353,10 @@ impl Store {
         let Some(seq) = self.user_seq.remove(id) else {
             return false;
         };
-        self.users.remove(&seq);
+        if let Some(u) = self.users.remove(&seq) {
+            self.user_names
+                .remove(&str_of(&u, "userName").to_lowercase());
+        }
         for g in self.groups.values_mut() {
             g.members.remove(id);
         }
@@ -1101,14 +1117,17 @@ fn params(uri: &Uri) -> Result<Params, ScimError> {
 /// One page of `items` (in creation order): the first `count` without a cursor (with
 /// `totalResults` the page's size), else the page after the cursor with a `nextCursor`
 /// while more remain.
-fn page(
-    store: &mut Store,
-    kind: Kind,
-    p: &Params,
-    items: Vec<(u64, Value)>,
-) -> Result<Reply, ScimError> {
+fn page(store: &mut Store, kind: Kind, p: &Params, items: Vec<u64>) -> Result<Reply, ScimError> {
+    let render = |store: &Store, seq: &u64| match kind {
+        Kind::Users => Value::Object(store.users[seq].clone()),
+        Kind::Groups => render_group(&store.groups[seq]),
+    };
     let Some(cursor) = &p.cursor else {
-        let page: Vec<Value> = items.into_iter().take(p.count).map(|(_, v)| v).collect();
+        let page: Vec<Value> = items
+            .iter()
+            .take(p.count)
+            .map(|seq| render(store, seq))
+            .collect();
         let n = page.len();
         return ok(json!({
             "schemas": [LIST_SCHEMA],
@@ -1129,13 +1148,13 @@ fn page(
             _ => return Err(ScimError::validation("The cursor is invalid.")),
         }
     };
-    let mut rest = items.into_iter().filter(|(seq, _)| *seq > after).peekable();
+    let mut rest = items.iter().filter(|seq| **seq > after).peekable();
     let mut page = Vec::new();
     let mut last = after;
     while page.len() < p.count {
-        let Some((seq, v)) = rest.next() else { break };
-        last = seq;
-        page.push(v);
+        let Some(seq) = rest.next() else { break };
+        last = *seq;
+        page.push(render(store, seq));
     }
     let mut body = json!({
         "schemas": [LIST_SCHEMA],
@@ -1148,32 +1167,38 @@ fn page(
     ok(body)
 }
 
-fn user_matches(store: &Store, filter: &str) -> Result<Vec<(u64, Value)>, ScimError> {
+/// The creation numbers of the users `filter` selects, in creation order.
+fn user_matches(store: &Store, filter: &str) -> Result<Vec<u64>, ScimError> {
     let cmps = parse_filter(filter)?;
-    let select = |f: &dyn Fn(&Map<String, Value>) -> bool| -> Vec<(u64, Value)> {
+    let select = |f: &dyn Fn(&Map<String, Value>) -> bool| -> Vec<u64> {
         store
             .users
             .iter()
             .filter(|(_, u)| f(u))
-            .map(|(s, u)| (*s, Value::Object(u.clone())))
+            .map(|(s, _)| *s)
             .collect()
     };
     match cmps.as_slice() {
         [c] => {
             let v = c.string()?;
             match c.attr.to_ascii_lowercase().as_str() {
-                "username" => {
-                    let v = v.to_lowercase();
-                    Ok(select(&|u| str_of(u, "userName").to_lowercase() == v))
-                }
+                "username" => Ok(store
+                    .user_names
+                    .get(&v.to_lowercase())
+                    .copied()
+                    .into_iter()
+                    .collect()),
                 "externalid" => Ok(select(&|u| str_of(u, "externalId") == v)),
                 "id" => Ok(select(&|u| str_of(u, "id") == v)),
                 "groups.value" => {
-                    let members = store
+                    let mut seqs: Vec<u64> = store
                         .group(v)
-                        .map(|g| g.members.clone())
-                        .unwrap_or_default();
-                    Ok(select(&|u| members.contains(str_of(u, "id"))))
+                        .into_iter()
+                        .flat_map(|g| g.members.iter())
+                        .filter_map(|id| store.user_seq.get(id).copied())
+                        .collect();
+                    seqs.sort_unstable();
+                    Ok(seqs)
                 }
                 _ => Err(bad_filter(filter)),
             }
@@ -1201,14 +1226,15 @@ fn user_matches(store: &Store, filter: &str) -> Result<Vec<(u64, Value)>, ScimEr
     }
 }
 
-fn group_matches(store: &Store, filter: &str) -> Result<Vec<(u64, Value)>, ScimError> {
+/// The creation numbers of the groups `filter` selects, in creation order.
+fn group_matches(store: &Store, filter: &str) -> Result<Vec<u64>, ScimError> {
     let cmps = parse_filter(filter)?;
-    let select = |f: &dyn Fn(&GroupRec) -> bool| -> Vec<(u64, Value)> {
+    let select = |f: &dyn Fn(&GroupRec) -> bool| -> Vec<u64> {
         store
             .groups
             .iter()
             .filter(|(_, g)| f(g))
-            .map(|(s, g)| (*s, render_group(g)))
+            .map(|(s, _)| *s)
             .collect()
     };
     let is_members = |c: &Cmp| c.is("members") || c.is("members.value");
@@ -1277,11 +1303,15 @@ fn replace_user(
     if store.username_taken(str_of(&attrs, "userName"), Some(id)) {
         return Err(ScimError::conflict("Duplicate userName."));
     }
-    let user = store.user_mut(id).ok_or_else(|| user_not_found(id))?;
-    let mut meta = user.get("meta").cloned().unwrap_or_else(|| json!({}));
-    meta["lastModified"] = json!(now());
-    *user = user_resource(id, meta, attrs);
-    ok(Value::Object(user.clone()))
+    let user = store
+        .edit_user(id, |user| {
+            let mut meta = user.get("meta").cloned().unwrap_or_else(|| json!({}));
+            meta["lastModified"] = json!(now());
+            *user = user_resource(id, meta, attrs);
+            user.clone()
+        })
+        .ok_or_else(|| user_not_found(id))?;
+    ok(Value::Object(user))
 }
 
 fn patch_user(store: &mut Store, id: &str, body: &Value) -> Result<Reply, ScimError> {
@@ -1517,11 +1547,7 @@ fn route(store: &mut Store, method: &Method, uri: &Uri, body: &Bytes) -> Result<
             let p = params(uri)?;
             let items = match &p.filter {
                 Some(f) => user_matches(store, f)?,
-                None => store
-                    .users
-                    .iter()
-                    .map(|(s, u)| (*s, Value::Object(u.clone())))
-                    .collect(),
+                None => store.users.keys().copied().collect(),
             };
             page(store, Kind::Users, &p, items)
         }
@@ -1546,11 +1572,7 @@ fn route(store: &mut Store, method: &Method, uri: &Uri, body: &Bytes) -> Result<
             let p = params(uri)?;
             let items = match &p.filter {
                 Some(f) => group_matches(store, f)?,
-                None => store
-                    .groups
-                    .iter()
-                    .map(|(s, g)| (*s, render_group(g)))
-                    .collect(),
+                None => store.groups.keys().copied().collect(),
             };
             page(store, Kind::Groups, &p, items)
         }
@@ -1971,20 +1993,20 @@ impl AwsDouble {
     /// Sets a top-level attribute of a user as is (no validation; `Value::Null` removes
     /// it), as an edit in the console would; `false` if the user is unknown.
     pub fn set_user_attr_directly(&self, user_id: &str, attr: &str, value: Value) -> bool {
-        let mut inner = self.inner();
-        let Some(user) = inner.store.user_mut(user_id) else {
-            return false;
-        };
-        let key = key_ci(user, attr);
-        if value.is_null() {
-            user.remove(&key);
-        } else {
-            user.insert(key, value);
-        }
-        if let Some(meta) = user.get_mut("meta") {
-            meta["lastModified"] = json!(now());
-        }
-        true
+        self.inner()
+            .store
+            .edit_user(user_id, |user| {
+                let key = key_ci(user, attr);
+                if value.is_null() {
+                    user.remove(&key);
+                } else {
+                    user.insert(key, value);
+                }
+                if let Some(meta) = user.get_mut("meta") {
+                    meta["lastModified"] = json!(now());
+                }
+            })
+            .is_some()
     }
 
     /// Deletes a user and its memberships, as in the console; `false` if unknown.
