@@ -26,12 +26,14 @@ use crate::clock::{self, SharedClock};
 use crate::config::{AppConfig, Secret};
 use crate::locks;
 use crate::mapping;
-use crate::model::{Desired, DesiredGroup, DesiredUser, Directory, Learnt, Observed, SourceId};
+use crate::model::{
+    Desired, DesiredGroup, DesiredUser, Directory, Interner, Learnt, Observed, SourceId,
+};
 use crate::plan::{self, Op, Plan, Policy, UserEffect};
 use crate::report::{CycleReport, ObjectError, Outcome, Reason};
 use crate::scim::{self, ClientOptions, RetryPolicy, ScimClient};
 use crate::source::{Eligibility, Source};
-use crate::store::{Activation, PushState, Store};
+use crate::store::{Activation, AppActivation, PushState, Store};
 
 /// One configured app with its SCIM client, kept across cycles.
 #[derive(Clone, Debug)]
@@ -132,6 +134,22 @@ impl std::fmt::Display for KeptBecause {
 struct ReadCounts {
     started: AtomicU64,
     succeeded: AtomicU64,
+}
+
+/// Drops `state` on a thread of its own: freeing a tenant's desired and observed state object
+/// by object takes a tenth of a second per 100k users, which is not the cycle's to wait for.
+/// (Should no thread start, it is dropped here.)
+fn free_elsewhere<T: Send + 'static>(state: T) {
+    let _ = std::thread::Builder::new()
+        .name("free".into())
+        .spawn(move || drop(state));
+}
+
+/// The (group, user) memberships that `live` activations back.
+fn backed(live: &[AppActivation]) -> Vec<(SourceId, SourceId)> {
+    live.iter()
+        .map(|a| (a.activation.group.clone(), a.activation.user.clone()))
+        .collect()
 }
 
 /// The reconcile engine: a source, a store, and the last snapshot read.
@@ -357,16 +375,41 @@ impl Engine {
                 }
             };
             let keep = keep(&app.cfg);
-            // Observed first, activations second: a push confirmed in between is then backed by
-            // an activation this cycle knows, so the cycle cannot plan to remove it.
-            let mut observed = match self.store.load_observed(name).await {
+            let withheld = learnt.withheld(&keep);
+            let desired_with = |live: &[AppActivation]| {
+                let mut d = mapping::desired_for_app(dir, &app.cfg, &backed(live))?;
+                learnt.withhold(&keep, d.desired.users.values_mut().map(|u| &mut u.attrs));
+                Ok::<_, mapping::Error>(d)
+            };
+            // Desired state before observed, so that a user the app holds as wanted shares
+            // the wanted attributes (held once, known unchanged without comparing).
+            let first = match self.store.live_activations(name, self.clock.now()).await {
+                Ok(l) => l,
+                Err(e) => {
+                    let report = fail(report, e.to_string());
+                    return self.finish(report, Plan::default(), opts, clock).await;
+                }
+            };
+            let mut desired = match desired_with(&first) {
+                Ok(d) => d,
+                Err(e) => {
+                    let report = fail(report, e.to_string());
+                    return self.finish(report, Plan::default(), opts, clock).await;
+                }
+            };
+            let mut held = Interner::holding(dir.users.keys());
+            let observed = match self
+                .store
+                .load_observed_against(name, &desired.desired.users, &withheld, &mut held)
+                .await
+            {
                 Ok(o) => o,
                 Err(e) => {
                     let report = fail(report, e.to_string());
                     return self.finish(report, Plan::default(), opts, clock).await;
                 }
             };
-            learnt.withhold(&keep, observed.users.values_mut().map(|u| &mut u.attrs));
+            drop(held);
             // Verifying: what the app really holds replaces what the store remembers, and
             // the same plan repairs the difference.
             let observed = if opts.verify {
@@ -387,6 +430,9 @@ impl Engine {
             };
             let verify_reads = app.client.requests_sent() - reads_from;
             report.requests = verify_reads;
+            // Activations again, after observed: a push confirmed before observed was read is
+            // then backed by an activation this cycle knows, so the cycle cannot plan to
+            // remove it. Desired state is mapped again only if they changed meanwhile.
             let live = match self.store.live_activations(name, self.clock.now()).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -394,18 +440,16 @@ impl Engine {
                     return self.finish(report, Plan::default(), opts, clock).await;
                 }
             };
-            let backed: Vec<(SourceId, SourceId)> = live
-                .iter()
-                .map(|a| (a.activation.group.clone(), a.activation.user.clone()))
-                .collect();
-            let mut desired = match mapping::desired_for_app(dir, &app.cfg, &backed) {
-                Ok(d) => d,
-                Err(e) => {
-                    let report = fail(report, e.to_string());
-                    return self.finish(report, Plan::default(), opts, clock).await;
-                }
-            };
-            learnt.withhold(&keep, desired.desired.users.values_mut().map(|u| &mut u.attrs));
+            if backed(&live) != backed(&first) {
+                desired = match desired_with(&live) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let report = fail(report, e.to_string());
+                        return self.finish(report, Plan::default(), opts, clock).await;
+                    }
+                };
+            }
+            drop(first);
             if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
                 tracing::warn!(app = %name, error = %e, "could not read what earlier runs learnt about the app");
             }
@@ -489,6 +533,7 @@ impl Engine {
                 false => self.store.learnt(name).await.ok().flatten(),
             };
             let news = now.as_ref().unwrap_or(&learnt).news_since(prior.as_ref());
+            free_elsewhere((desired, observed));
             let mut done = self.finish(report, plan, opts, clock).await;
             done.learnt = news;
             done

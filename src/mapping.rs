@@ -5,7 +5,10 @@
 //! attributes to SCIM attribute paths with the default mapping of SPEC §3 and the app's
 //! `[apps.attributes]` overrides. It never talks SCIM; it only names attribute paths.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rustc_hash::FxHashSet;
 
 use serde_json::Value;
 
@@ -56,10 +59,9 @@ pub fn desired_for_app(
 ) -> Result<AppDesired, Error> {
     let mapping = user_mapping(&app.attributes);
     let mut groups = BTreeMap::new();
-    let mut in_scope: BTreeSet<&SourceId> = BTreeSet::new();
     // Hashed: a tenant's memberships are tested against its users hundreds of thousands of
     // times, and ids sharing long prefixes make each ordered-map probe many comparisons.
-    let is_user: HashSet<&SourceId> = dir.users.keys().collect();
+    let is_user: FxHashSet<&SourceId> = dir.users.keys().collect();
     for gid in &app.groups {
         let group = dir
             .groups
@@ -89,17 +91,14 @@ pub fn desired_for_app(
             },
         );
     }
-    for g in groups.values() {
-        in_scope.extend(g.members.iter());
-    }
+    let in_scope: FxHashSet<&SourceId> = groups.values().flat_map(|g| &g.members).collect();
 
     let mut out = AppDesired::default();
     // userName is unique in the app (case-insensitively): the first source id keeps it.
     let mut user_names: BTreeMap<String, &SourceId> = BTreeMap::new();
-    for uid in in_scope {
-        let Some(user) = dir.users.get(uid) else {
-            continue;
-        };
+    // In the directory's order, so that the first of two users with one userName is always
+    // the same.
+    for (uid, user) in dir.users.iter().filter(|(u, _)| in_scope.contains(u)) {
         let mapped = map_user(
             uid,
             &user.attrs,
@@ -128,7 +127,7 @@ pub fn desired_for_app(
                     uid.clone(),
                     DesiredUser {
                         source_id: uid.clone(),
-                        attrs,
+                        attrs: Arc::new(attrs),
                     },
                 );
             }
@@ -140,7 +139,7 @@ pub fn desired_for_app(
     }
     // A group only lists members the app will hold; unmapped users keep whatever they have.
     if !out.unmapped.is_empty() {
-        let unmapped: HashSet<&SourceId> = out.unmapped.iter().map(|u| &u.source_id).collect();
+        let unmapped: FxHashSet<&SourceId> = out.unmapped.iter().map(|u| &u.source_id).collect();
         for g in groups.values_mut() {
             g.members.retain(|m| !unmapped.contains(m));
         }
@@ -200,7 +199,7 @@ pub fn desired_for_membership(
         user.clone(),
         DesiredUser {
             source_id: user.clone(),
-            attrs,
+            attrs: Arc::new(attrs),
         },
     );
     desired.groups.insert(

@@ -20,6 +20,7 @@ pub mod verify;
 pub use learnt::restore_app_facts;
 use learnt::{AppFacts, save_app_facts};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::Utc;
 use futures::StreamExt;
@@ -517,7 +518,7 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -
                         Err(e) => {
                             // Adopted but not aligned: record what it holds, so next cycle
                             // patches it.
-                            confirmed = ensured.current.clone();
+                            confirmed = Arc::new(ensured.current.clone());
                             let mut d = failed_user(source_id, attrs, "update adopted user", &e);
                             d.user_id = done.user_id.take();
                             d.changes.push(put_user(
@@ -582,7 +583,7 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -
             let mut done = Done::default();
             match how {
                 Deprovision::Disable => {
-                    let mut off = attrs.clone();
+                    let mut off = Attrs::clone(attrs);
                     off.insert("active".into(), Value::Bool(false));
                     if let Err(e) = t
                         .client
@@ -594,7 +595,7 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -
                     }
                     done.counts.users_disabled += 1;
                     done.changes
-                        .push(Change::SetUserAttrs(source_id.clone(), off));
+                        .push(Change::SetUserAttrs(source_id.clone(), Arc::new(off)));
                 }
                 Deprovision::Delete => {
                     if let Err(e) = t.client.delete_user(scim_id).await {
@@ -747,7 +748,7 @@ async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -
     }
 }
 
-fn put_user(source_id: &SourceId, scim_id: &ScimId, origin: Origin, attrs: Attrs) -> Change {
+fn put_user(source_id: &SourceId, scim_id: &ScimId, origin: Origin, attrs: Arc<Attrs>) -> Change {
     Change::PutUser(
         source_id.clone(),
         ObservedUser {

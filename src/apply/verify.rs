@@ -16,6 +16,7 @@
 //! report's `drift_repaired`.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
@@ -64,7 +65,7 @@ pub async fn read_back(
                         attrs.insert(k.clone(), sent.clone());
                     }
                 }
-                if attrs != user.attrs {
+                if attrs != *user.attrs {
                     let edited: Vec<&str> = user
                         .attrs
                         .iter()
@@ -74,7 +75,7 @@ pub async fn read_back(
                     tracing::warn!(app = %client.app(), user = %id, attributes = ?edited, "drift: the user was edited in the app; restoring it");
                     drift.found += 1;
                 }
-                user.attrs = attrs;
+                user.attrs = Arc::new(attrs);
                 observed.users.insert(id, user);
             }
         }
@@ -141,7 +142,7 @@ async fn read_users(
     let by_id: HashMap<&str, &Attrs> = stored
         .users
         .values()
-        .map(|u| (u.scim_id.as_str(), &u.attrs))
+        .map(|u| (u.scim_id.as_str(), &*u.attrs))
         .collect();
     // Keyed by the store's own (shared) paths, not a new copy per user.
     let flatten =

@@ -94,6 +94,9 @@ pub(super) async fn run(
         run
     };
     on_signal.abort();
+    // The process ends with this command: the snapshot the engine holds is left to the exit
+    // rather than freed object by object (a third of a second at 100k users).
+    std::mem::forget(engine);
     finish(run, dry_run, json, interrupted.is_cancelled())
 }
 

@@ -291,7 +291,6 @@ impl Poller {
         let feed = self.feed.clone();
         let reads = feed.active_instances_of(&groups).await;
         for (group, read) in groups.iter().zip(reads) {
-            let group = &group;
             match read {
                 Ok(fetched) => {
                     if !self.reconciled.contains(group) {

@@ -10,6 +10,7 @@
 //! again.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -126,13 +127,17 @@ impl Learnt {
     /// Takes the [`Learnt::withheld`] paths out of each of `users`' attributes (desired and
     /// observed alike), so the plan neither sends them nor plans to clear them, and a
     /// read-back does not read them.
-    pub fn withhold<'a>(&self, keep: &[&str], users: impl IntoIterator<Item = &'a mut Attrs>) {
+    pub fn withhold<'a>(&self, keep: &[&str], users: impl IntoIterator<Item = &'a mut Arc<Attrs>>) {
         let withheld = self.withheld(keep);
         if withheld.is_empty() {
             return;
         }
         for attrs in users {
-            attrs.retain(|k, _| !withheld.contains(&&**k));
+            // Copied only when it holds a withheld path: shared attributes that do not are
+            // left shared.
+            if attrs.keys().any(|k| withheld.contains(&&**k)) {
+                Arc::make_mut(attrs).retain(|k, _| !withheld.contains(&&**k));
+            }
         }
     }
 }

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
+use rustc_hash::FxHashSet;
 use serde_json::Value;
 
 pub mod attr_path;
@@ -24,21 +25,58 @@ pub use profile::Profile;
 macro_rules! id_newtype {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(
-            Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-        )]
+        ///
+        /// Shared text (`Arc<str>`): a clone is a reference count, not a copy, so the same id
+        /// held by the snapshot, desired and observed state, and every membership that names it,
+        /// is stored once where it was read through an [`Interner`].
+        #[derive(Clone, Debug, Eq, serde::Serialize, serde::Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
+
+        // Two clones of one id are equal without reading their text (most comparisons of a
+        // plan are of a membership with the user it names); the order is the text's.
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                if Arc::ptr_eq(&self.0, &other.0) {
+                    return std::cmp::Ordering::Equal;
+                }
+                self.0.cmp(&other.0)
+            }
+        }
+
+        // The text's hash, as `str` hashes it: a set of ids is searched by `&str` (`Borrow`).
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state);
+            }
+        }
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
 
         impl $name {
             /// Wraps a raw identifier.
             pub fn new(s: impl Into<String>) -> Self {
-                Self(s.into())
+                Self(Arc::from(s.into()))
             }
 
             /// The identifier as text.
             pub fn as_str(&self) -> &str {
                 &self.0
+            }
+
+            /// Whether both are clones of one id, holding one text (see [`Interner`]).
+            pub fn shares_text(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0)
             }
         }
 
@@ -50,7 +88,13 @@ macro_rules! id_newtype {
 
         impl From<&str> for $name {
             fn from(s: &str) -> Self {
-                Self(s.to_owned())
+                Self(Arc::from(s))
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
             }
         }
     };
@@ -68,6 +112,38 @@ id_newtype!(
     /// The id the SCIM app assigned to a resource (`id` in RFC 7643).
     ScimId
 );
+
+/// Source ids already held, so that an id read again (a membership naming a user, a group
+/// naming a nested group) shares the held text instead of copying it: at 100k users and 700k
+/// memberships the copies would be most of a snapshot.
+#[derive(Debug, Default)]
+pub struct Interner(FxHashSet<SourceId>);
+
+impl Interner {
+    /// An interner that already holds `ids` (the keys of a snapshot's users and groups).
+    pub fn holding<'a>(ids: impl IntoIterator<Item = &'a SourceId>) -> Self {
+        Self(ids.into_iter().cloned().collect())
+    }
+
+    /// `raw` as the id already held, or a new id, held from now on.
+    pub fn intern(&mut self, raw: &str) -> SourceId {
+        if let Some(held) = self.0.get(raw) {
+            return held.clone();
+        }
+        let id = SourceId::from(raw);
+        self.0.insert(id.clone());
+        id
+    }
+
+    /// `id`, sharing the held text when the same id is already held.
+    pub fn share(&mut self, id: &SourceId) -> SourceId {
+        if let Some(held) = self.0.get(id.as_str()) {
+            return held.clone();
+        }
+        self.0.insert(id.clone());
+        id.clone()
+    }
+}
 
 /// A SCIM attribute path of the mapping (`userName`, `name.givenName`,
 /// `emails[type eq "work"].value`, `urn:…:enterprise:2.0:User:department`).
@@ -111,13 +187,27 @@ pub struct Directory {
     pub groups: BTreeMap<SourceId, SourceGroup>,
 }
 
+impl Directory {
+    /// Makes every membership and eligibility share the id of the user or group it names
+    /// (see [`Interner`]), for a source that assembles its snapshot from separate reads.
+    pub fn share_ids(&mut self) {
+        let mut held = Interner::holding(self.users.keys().chain(self.groups.keys()));
+        for g in self.groups.values_mut() {
+            for id in g.members.iter_mut().chain(g.eligible.iter_mut()) {
+                *id = held.share(id);
+            }
+        }
+    }
+}
+
 /// A user as the app should hold it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DesiredUser {
     /// Source id, the anchor that links the user to its SCIM twin.
     pub source_id: SourceId,
-    /// Mapped SCIM attributes, always including `userName` and `active`.
-    pub attrs: Attrs,
+    /// Mapped SCIM attributes, always including `userName` and `active`; shared with the
+    /// observed user when the app holds exactly these (see `Store::load_observed_users`).
+    pub attrs: Arc<Attrs>,
 }
 
 impl DesiredUser {
@@ -196,8 +286,9 @@ pub struct ObservedUser {
     pub scim_id: ScimId,
     /// Whether we created or adopted it.
     pub origin: Origin,
-    /// Attributes as last sent and confirmed (including `active`).
-    pub attrs: Attrs,
+    /// Attributes as last sent and confirmed (including `active`); the desired user's own
+    /// when they are the same, so an unchanged user's attributes are held once.
+    pub attrs: Arc<Attrs>,
 }
 
 impl ObservedUser {
@@ -244,4 +335,59 @@ pub enum Deprovision {
     Disable,
     /// `DELETE /Users/{id}`.
     Delete,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_compare_by_text_whether_shared_or_not() {
+        let a = SourceId::from("u-1");
+        let copy = SourceId::from("u-1");
+        assert_eq!(a, a.clone());
+        assert_eq!(a, copy);
+        assert!(!a.shares_text(&copy));
+        assert_eq!(a.cmp(&copy), std::cmp::Ordering::Equal);
+        assert!(SourceId::from("u-0") < a && a < SourceId::from("u-2"));
+    }
+
+    #[test]
+    fn a_snapshot_names_each_user_and_group_with_one_text() {
+        let user = |id: &str| SourceUser {
+            id: id.into(),
+            attrs: serde_json::Map::new(),
+        };
+        let group = |id: &str, members: &[&str]| SourceGroup {
+            id: id.into(),
+            display_name: id.to_uppercase(),
+            members: members.iter().map(|m| SourceId::from(*m)).collect(),
+            eligible: vec!["u1".into()],
+        };
+        let mut dir = Directory::default();
+        for u in ["u1", "u2"] {
+            dir.users.insert(u.into(), user(u));
+        }
+        for g in [group("g1", &["u1", "g2"]), group("g2", &["u2", "u-gone"])] {
+            dir.groups.insert(g.id.clone(), g);
+        }
+        let before = dir.clone();
+        dir.share_ids();
+        assert_eq!(dir, before, "the same snapshot");
+        let key = |id: &str| dir.users.get_key_value(id).map(|(k, _)| k).unwrap();
+        let g1 = &dir.groups["g1"];
+        assert!(g1.members[0].shares_text(key("u1")));
+        assert!(g1.eligible[0].shares_text(key("u1")));
+        let (g2_key, g2) = dir.groups.get_key_value("g2").unwrap();
+        assert!(g1.members[1].shares_text(g2_key), "a nested group");
+        assert!(g2.members[0].shares_text(key("u2")));
+
+        let mut held = Interner::holding(dir.users.keys());
+        assert!(held.intern("u2").shares_text(key("u2")));
+        let new = held.intern("u3");
+        assert!(
+            held.intern("u3").shares_text(&new),
+            "held from its first reading"
+        );
+    }
 }

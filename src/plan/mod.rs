@@ -19,6 +19,7 @@ mod tests;
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -46,7 +47,7 @@ pub enum Op {
         /// The user.
         source_id: SourceId,
         /// Everything to provision.
-        attrs: Attrs,
+        attrs: Arc<Attrs>,
     },
     /// PATCH the attributes that changed since the app last confirmed them.
     UpdateUser {
@@ -55,7 +56,7 @@ pub enum Op {
         /// The app's id.
         scim_id: ScimId,
         /// The full desired attributes (a multi-valued attribute is rebuilt from them).
-        attrs: Attrs,
+        attrs: Arc<Attrs>,
         /// Paths whose value differs from what the app holds.
         changed: Vec<String>,
         /// What the change means for the account.
@@ -70,7 +71,7 @@ pub enum Op {
         /// How.
         how: Deprovision,
         /// The attributes last confirmed (kept, with `active=false`, after a disable).
-        attrs: Attrs,
+        attrs: Arc<Attrs>,
     },
     /// Look the group up by `displayName`; adopt it or create it (without members).
     CreateGroup {
@@ -230,6 +231,10 @@ pub fn plan(desired: &Desired, observed: &Observed, unmapped: &[Unmapped], polic
                 attrs: want.attrs.clone(),
             }),
             Some(have) => {
+                // Shared: the store found the app holding exactly what is wanted.
+                if Arc::ptr_eq(&want.attrs, &have.attrs) {
+                    continue;
+                }
                 let changed = changed_paths(&want.attrs, &have.attrs);
                 if changed.is_empty() {
                     continue;

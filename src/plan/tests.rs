@@ -43,7 +43,7 @@ impl World {
             id.into(),
             DesiredUser {
                 source_id: id.into(),
-                attrs: attrs(name, active, title),
+                attrs: attrs(name, active, title).into(),
             },
         );
         self
@@ -54,7 +54,7 @@ impl World {
             ObservedUser {
                 scim_id: ScimId::new(format!("s-{id}")),
                 origin: Origin::Created,
-                attrs: attrs(name, active, title),
+                attrs: attrs(name, active, title).into(),
             },
         );
         self

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Eligibility, Error, Source};
-use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
+use crate::model::{Directory, Interner, SourceGroup, SourceId, SourceUser};
 
 /// Reads a directory file at every snapshot.
 #[derive(Clone, Debug)]
@@ -212,16 +212,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
         }
     }
     drop((user_ids, group_ids));
-    // Valid: the groups take their ids and members from the parsed file, without copies.
+    // Valid: every membership shares the id of the user or group it names.
+    let mut held = Interner::holding(dir.users.keys());
     for g in raw.groups {
-        let sid = SourceId::new(g.id);
+        let sid = held.intern(&g.id);
+        let members = g.members.iter().map(|m| held.intern(m)).collect();
+        let eligible = g.eligible.iter().map(|m| held.intern(m)).collect();
         dir.groups.insert(
             sid.clone(),
             SourceGroup {
                 id: sid,
                 display_name: g.display_name,
-                members: g.members.into_iter().map(SourceId::new).collect(),
-                eligible: g.eligible.into_iter().map(SourceId::new).collect(),
+                members,
+                eligible,
             },
         );
     }

@@ -1227,7 +1227,7 @@ mod tests {
         let user = ObservedUser {
             scim_id: ScimId::from("s1"),
             origin: Origin::Created,
-            attrs: attrs_from_json(serde_json::json!({"userName": "a@x"})),
+            attrs: attrs_from_json(serde_json::json!({"userName": "a@x"})).into(),
         };
         store
             .commit(

@@ -16,14 +16,16 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::model::{
-    AppName, AttrKey, Attrs, Learnt, Observed, ObservedGroup, ObservedUser, Origin, ScimId,
-    SourceId,
+    AppName, AttrKey, Attrs, DesiredUser, Interner, Learnt, Observed, ObservedGroup, ObservedUser,
+    Origin, ScimId, SourceId,
 };
 use crate::report::CycleReport;
 
@@ -142,7 +144,7 @@ pub enum Change {
     /// The app holds this user with these attributes.
     PutUser(SourceId, ObservedUser),
     /// The app confirmed these attributes for a user we already manage.
-    SetUserAttrs(SourceId, Attrs),
+    SetUserAttrs(SourceId, Arc<Attrs>),
     /// The app confirmed a new display name for a group we already manage.
     RenameGroup(SourceId, String),
     /// The user is gone from the app (deleted by us).
@@ -268,19 +270,42 @@ impl Store {
     /// # Errors
     /// [`Error::Db`] or [`Error::Corrupt`].
     pub async fn load_observed(&self, app: &AppName) -> Result<Observed, Error> {
-        // Each batch of rows is turned into the model before the next is fetched, so that
-        // raw rows of users and memberships are never all in memory at once.
+        let mut held = Interner::default();
+        self.load_observed_against(app, &BTreeMap::new(), &[], &mut held)
+            .await
+    }
+
+    /// Everything the store remembers of `app`, read against what a cycle wants: the
+    /// `withheld` paths are taken out of every user read, and a user the app holds exactly as
+    /// `desired` has it shares the desired attributes instead of holding a copy (the plan then
+    /// knows it unchanged without comparing). Ids share the text `held` holds (the snapshot's
+    /// ids), so observed and desired state name a user with one allocation.
+    ///
+    /// Rows are read one at a time and turned into the model at once, so the raw rows of a
+    /// tenant's users and memberships are never all in memory.
+    ///
+    /// # Errors
+    /// [`Error::Db`] or [`Error::Corrupt`].
+    pub async fn load_observed_against(
+        &self,
+        app: &AppName,
+        desired: &BTreeMap<SourceId, DesiredUser>,
+        withheld: &[&str],
+        held: &mut Interner,
+    ) -> Result<Observed, Error> {
         let mut observed = Observed::default();
-        let rows: Vec<ObjectRow> = on_pool!(&self.pool, |p| {
-            sqlx::query_as(
+        let mut users = UserReader::new(app, desired, withheld);
+        on_pool!(&self.pool, |p| {
+            let mut rows = sqlx::query_as::<_, ObjectRow>(
                 "SELECT source_id, scim_id, origin, attrs FROM scim_users WHERE app = $1",
             )
             .bind(app.as_str())
-            .fetch_all(p)
-            .await
-        })
-        .map_err(db("load users"))?;
-        read_users(app, rows, &mut observed)?;
+            .fetch(p);
+            while let Some(row) = rows.try_next().await.map_err(db("load users"))? {
+                users.read(row, held, &mut observed)?;
+            }
+            Ok::<(), Error>(())
+        })?;
         let rows: Vec<ObjectRow> = on_pool!(&self.pool, |p| {
             sqlx::query_as(
                 "SELECT source_id, scim_id, origin, display_name FROM scim_groups WHERE app = $1",
@@ -291,24 +316,28 @@ impl Store {
         })
         .map_err(db("load groups"))?;
         read_groups(app, rows, &mut observed)?;
-        let rows: Vec<(String, String)> = on_pool!(&self.pool, |p, sql| {
-            sqlx::query_as(sql.members_by_group)
+        on_pool!(&self.pool, |p, sql| {
+            let mut rows = sqlx::query_as::<_, (String, String)>(sql.members_by_group)
                 .bind(app.as_str())
-                .fetch_all(p)
-                .await
-        })
-        .map_err(db("load members"))?;
-        for (group_id, members) in rows {
-            let members: Vec<String> =
-                serde_json::from_str(&members).map_err(|e| Error::Corrupt {
-                    app: app.to_string(),
-                    what: "member list",
-                    detail: format!("group {group_id}: {e}"),
-                })?;
-            if let Some(g) = observed.groups.get_mut(&SourceId::new(group_id)) {
-                g.members.extend(members.into_iter().map(SourceId::new));
+                .fetch(p);
+            while let Some((group_id, members)) =
+                rows.try_next().await.map_err(db("load members"))?
+            {
+                let members: Vec<String> =
+                    serde_json::from_str(&members).map_err(|e| Error::Corrupt {
+                        app: app.to_string(),
+                        what: "member list",
+                        detail: format!("group {group_id}: {e}"),
+                    })?;
+                if let Some(g) = observed.groups.get_mut(group_id.as_str()) {
+                    // Collected whole (sorted once), not inserted one by one.
+                    let mut shared: BTreeSet<SourceId> =
+                        members.iter().map(|m| held.intern(m)).collect();
+                    g.members.append(&mut shared);
+                }
             }
-        }
+            Ok::<(), Error>(())
+        })?;
         Ok(observed)
     }
 
@@ -607,34 +636,91 @@ fn ids_json(ids: &[SourceId]) -> String {
 
 /// Adds rows of `scim_users` to `observed`.
 fn read_users(app: &AppName, rows: Vec<ObjectRow>, observed: &mut Observed) -> Result<(), Error> {
-    // Every user has the same few attribute paths: share one key per path.
-    let mut keys: HashMap<String, AttrKey> = HashMap::new();
-    for (source_id, scim_id, origin_text, attrs_text) in rows {
+    let none = BTreeMap::new();
+    let mut users = UserReader::new(app, &none, &[]);
+    let mut held = Interner::default();
+    for row in rows {
+        users.read(row, &mut held, observed)?;
+    }
+    Ok(())
+}
+
+/// Turns rows of `scim_users` into observed users, one at a time (see
+/// [`Store::load_observed_against`]).
+struct UserReader<'a> {
+    app: &'a AppName,
+    desired: &'a BTreeMap<SourceId, DesiredUser>,
+    withheld: &'a [&'a str],
+    /// Every user has the same few attribute paths: one shared key per path.
+    keys: HashMap<String, AttrKey>,
+}
+
+impl<'a> UserReader<'a> {
+    fn new(
+        app: &'a AppName,
+        desired: &'a BTreeMap<SourceId, DesiredUser>,
+        withheld: &'a [&'a str],
+    ) -> Self {
+        Self {
+            app,
+            desired,
+            withheld,
+            keys: HashMap::new(),
+        }
+    }
+
+    fn read(
+        &mut self,
+        row: ObjectRow,
+        held: &mut Interner,
+        observed: &mut Observed,
+    ) -> Result<(), Error> {
+        let (source_id, scim_id, origin_text, text) = row;
+        let id = held.intern(&source_id);
+        let want = self.desired.get(&id).map(|d| &d.attrs);
+        // The store keeps the text it was given (`attrs_text`): the same text is the same
+        // attributes, without parsing them (and, the desired ones being withheld already,
+        // holds no withheld path).
+        let attrs = match want {
+            Some(want) if attrs_text(want) == text => want.clone(),
+            _ => {
+                let mut attrs = self.parse(&text)?;
+                attrs.retain(|k, _| !self.withheld.contains(&&**k));
+                match want {
+                    Some(want) if **want == attrs => want.clone(),
+                    _ => Arc::new(attrs),
+                }
+            }
+        };
+        observed.users.insert(
+            id,
+            ObservedUser {
+                scim_id: ScimId::new(scim_id),
+                origin: origin(self.app, &origin_text)?,
+                attrs,
+            },
+        );
+        Ok(())
+    }
+
+    fn parse(&mut self, text: &str) -> Result<Attrs, Error> {
         let raw: serde_json::Map<String, Value> =
-            serde_json::from_str(&attrs_text).map_err(|e| Error::Corrupt {
-                app: app.to_string(),
+            serde_json::from_str(text).map_err(|e| Error::Corrupt {
+                app: self.app.to_string(),
                 what: "user attributes",
                 detail: e.to_string(),
             })?;
-        let attrs: Attrs = raw
+        Ok(raw
             .into_iter()
             .map(|(k, v)| {
-                let key = keys
+                let key = self
+                    .keys
                     .entry(k)
                     .or_insert_with_key(|k| AttrKey::from(k.as_str()));
                 (key.clone(), v)
             })
-            .collect();
-        observed.users.insert(
-            SourceId::new(source_id),
-            ObservedUser {
-                scim_id: ScimId::new(scim_id),
-                origin: origin(app, &origin_text)?,
-                attrs,
-            },
-        );
+            .collect())
     }
-    Ok(())
 }
 
 /// Adds rows of `scim_groups` to `observed`, without members.
@@ -793,7 +879,7 @@ mod tests {
         let user = ObservedUser {
             scim_id: ScimId::from("s1"),
             origin: Origin::Created,
-            attrs: attrs_from_json(json!({"userName": "a@x", "active": true})),
+            attrs: attrs_from_json(json!({"userName": "a@x", "active": true})).into(),
         };
         store
             .commit(
@@ -829,13 +915,93 @@ mod tests {
         assert!(o.groups[&SourceId::from("g1")].members.is_empty());
     }
 
+    async fn a_user_held_as_wanted_shares_the_wanted_attributes(db: &TestDb) {
+        let store = db.open().await;
+        let app = AppName::from("crm");
+        let attrs = |name: &str, title: &str| -> Arc<Attrs> {
+            attrs_from_json(json!({"userName": name, "active": true, "title": title})).into()
+        };
+        let put = |id: &str, a: Arc<Attrs>| {
+            Change::PutUser(
+                id.into(),
+                ObservedUser {
+                    scim_id: ScimId::new(format!("s-{id}")),
+                    origin: Origin::Created,
+                    attrs: a,
+                },
+            )
+        };
+        store
+            .commit(
+                &app,
+                &[
+                    put("same", attrs("a@x", "Eng")),
+                    put("edited", attrs("b@x", "Eng")),
+                    put("withheld", attrs("c@x", "Ops")),
+                    put("gone", attrs("d@x", "Eng")),
+                    Change::PutGroup("g".into(), "sg".into(), Origin::Created, "G".into()),
+                    Change::AddMembers("g".into(), vec!["same".into(), "gone".into()]),
+                ],
+                Utc::now(),
+            )
+            .await
+            .unwrap();
+        let want = |id: &str, a: Arc<Attrs>| {
+            (
+                SourceId::from(id),
+                DesiredUser {
+                    source_id: id.into(),
+                    attrs: a,
+                },
+            )
+        };
+        let desired: BTreeMap<SourceId, DesiredUser> = [
+            want("same", attrs("a@x", "Eng")),
+            want("edited", attrs("b@x", "Sales")),
+            // What is wanted once `title` is withheld: the stored text still has it.
+            want(
+                "withheld",
+                attrs_from_json(json!({"userName": "c@x", "active": true})).into(),
+            ),
+        ]
+        .into();
+        let snapshot_ids = [SourceId::from("same"), SourceId::from("gone")];
+        let mut held = Interner::holding(&snapshot_ids);
+        let o = store
+            .load_observed_against(&app, &desired, &["title"], &mut held)
+            .await
+            .unwrap();
+        let shares = |id: &str| Arc::ptr_eq(&o.users[id].attrs, &desired[id].attrs);
+        assert!(shares("same"));
+        assert!(shares("withheld"), "equal once the withheld path is out");
+        assert!(!shares("edited"));
+        // What the app holds, withheld paths taken out, whether shared or not.
+        assert_eq!(
+            *o.users["edited"].attrs,
+            attrs_from_json(json!({"userName": "b@x", "active": true}))
+        );
+        assert_eq!(o.users["gone"].attrs.get("title"), None);
+        // Ids are the snapshot's own text, in the users and in the memberships.
+        let (key, _) = o.users.get_key_value("same").unwrap();
+        assert!(key.shares_text(&snapshot_ids[0]));
+        let member = o.groups["g"].members.get("gone").unwrap();
+        assert!(member.shares_text(&snapshot_ids[1]));
+        // Without a desired state it is the plain load.
+        assert_eq!(
+            store.load_observed(&app).await.unwrap().users["edited"]
+                .attrs
+                .get("title"),
+            Some(&json!("Eng"))
+        );
+    }
+
     async fn every_batched_change_kind_lands(db: &TestDb) {
         let store = db.open().await;
         let app = AppName::from("crm");
         let user = |id: &str| ObservedUser {
             scim_id: ScimId::new(format!("s-{id}")),
             origin: Origin::Created,
-            attrs: attrs_from_json(json!({"userName": format!("{id}@x"), "active": true})),
+            attrs: attrs_from_json(json!({"userName": format!("{id}@x"), "active": true})).into(),
         };
         let mut put: Vec<Change> = (0..250)
             .map(|i| Change::PutUser(SourceId::new(format!("u{i}")), user(&format!("u{i}"))))
@@ -867,7 +1033,7 @@ mod tests {
             .commit(
                 &app,
                 &[
-                    Change::SetUserAttrs("u0".into(), off.clone()),
+                    Change::SetUserAttrs("u0".into(), off.clone().into()),
                     Change::RenameGroup("g1".into(), "Uno".into()),
                     Change::RemoveMembers("g1".into(), vec!["u2".into(), "u3".into()]),
                     Change::DropUser("u1".into()),
@@ -887,7 +1053,7 @@ mod tests {
             .unwrap();
         let o = store.load_observed(&app).await.unwrap();
         let u0 = &o.users[&SourceId::from("u0")];
-        assert_eq!(u0.attrs, off);
+        assert_eq!(*u0.attrs, off);
         assert_eq!(u0.origin, Origin::Created, "an update keeps the origin");
         assert!(!o.users.contains_key(&SourceId::from("u1")));
         let g1 = &o.groups[&SourceId::from("g1")];
@@ -905,7 +1071,7 @@ mod tests {
             .commit(
                 &app,
                 &[
-                    Change::SetUserAttrs("u-unknown".into(), off),
+                    Change::SetUserAttrs("u-unknown".into(), off.into()),
                     Change::RenameGroup("g-unknown".into(), "X".into()),
                 ],
                 Utc::now(),
@@ -950,7 +1116,7 @@ mod tests {
         let user = |id: &str| ObservedUser {
             scim_id: ScimId::new(format!("s-{id}")),
             origin: Origin::Created,
-            attrs: attrs_from_json(json!({"userName": format!("{id}@x"), "active": true})),
+            attrs: attrs_from_json(json!({"userName": format!("{id}@x"), "active": true})).into(),
         };
         let all: Vec<SourceId> = (0..10).map(|i| SourceId::new(format!("u{i}"))).collect();
         let mut changes: Vec<Change> = all
@@ -1036,7 +1202,7 @@ mod tests {
                 let u = ObservedUser {
                     scim_id: ScimId::new(format!("s-{id}")),
                     origin: Origin::Created,
-                    attrs,
+                    attrs: attrs.into(),
                 };
                 Change::PutUser(id.clone(), u)
             })
@@ -1087,7 +1253,7 @@ mod tests {
         let user = |scim: &str, name: &str| ObservedUser {
             scim_id: ScimId::from(scim),
             origin: Origin::Created,
-            attrs: attrs_from_json(json!({"userName": name})),
+            attrs: attrs_from_json(json!({"userName": name})).into(),
         };
         let (first, last) = (user("s1", "first@x"), user("s2", "last@x"));
         let later = attrs_from_json(json!({"userName": "later@x"}));
@@ -1110,8 +1276,8 @@ mod tests {
             .commit(
                 &app,
                 &[
-                    Change::SetUserAttrs("u1".into(), attrs_from_json(json!({"x": 1}))),
-                    Change::SetUserAttrs("u1".into(), later.clone()),
+                    Change::SetUserAttrs("u1".into(), attrs_from_json(json!({"x": 1})).into()),
+                    Change::SetUserAttrs("u1".into(), later.clone().into()),
                     Change::RenameGroup("g1".into(), "C".into()),
                     Change::RenameGroup("g1".into(), "D".into()),
                     Change::Succeeded {
@@ -1127,7 +1293,7 @@ mod tests {
             .unwrap();
         let o = store.load_observed(&app).await.unwrap();
         assert_eq!(o.users[&SourceId::from("u1")].scim_id, last.scim_id);
-        assert_eq!(o.users[&SourceId::from("u1")].attrs, later);
+        assert_eq!(*o.users[&SourceId::from("u1")].attrs, later);
         let g1 = &o.groups[&SourceId::from("g1")];
         assert_eq!(g1.display_name, "D");
         assert_eq!(g1.members.len(), 1);
@@ -1169,7 +1335,7 @@ mod tests {
         let user = |id: &SourceId, active: bool| ObservedUser {
             scim_id: ScimId::new(format!("s-{id}")),
             origin: Origin::Created,
-            attrs: attrs_from_json(json!({"userName": format!("{id}@x"), "active": active})),
+            attrs: attrs_from_json(json!({"userName": format!("{id}@x"), "active": active})).into(),
         };
         let mut put: Vec<Change> = ids
             .iter()
@@ -1218,6 +1384,7 @@ mod tests {
 
     backend_tests!(
         phases_of_20k_changes_take_seconds_not_minutes,
+        a_user_held_as_wanted_shares_the_wanted_attributes,
         round_trip_and_memberships,
         every_batched_change_kind_lands,
         failures_count_and_clear,

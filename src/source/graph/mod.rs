@@ -780,11 +780,14 @@ impl crate::source::Source for GraphSource {
 
     fn snapshot(&self) -> BoxFuture<'_, Result<Directory, crate::source::Error>> {
         Box::pin(async move {
-            match &self.delta {
+            let mut dir = match &self.delta {
                 Some(delta) => self.read_delta(delta).await,
                 None => self.read().await,
             }
-            .map_err(crate::source::Error::from)
+            .map_err(crate::source::Error::from)?;
+            // Members were read page by page, each id its own copy.
+            dir.share_ids();
+            Ok(dir)
         })
     }
 }
