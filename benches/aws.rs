@@ -121,7 +121,13 @@ fn directory(o: &Opts) -> Directory {
             uid(i),
             SourceUser {
                 id: uid(i),
-                attrs: attrs.as_object().cloned().unwrap_or_default(),
+                attrs: attrs
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v))
+                    .collect(),
             },
         );
     }

@@ -214,7 +214,13 @@ fn user(id: &str) -> SourceUser {
     });
     SourceUser {
         id: id.into(),
-        attrs: attrs.as_object().cloned().unwrap_or_default(),
+        attrs: attrs
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k.into(), v))
+            .collect(),
     }
 }
 

@@ -553,7 +553,7 @@ async fn cycle(engine: &Engine, apps: &[App]) -> (AppCycle, Duration) {
 
 fn set(d: &mut Directory, user: &str, attr: &str, v: Value) {
     if let Some(u) = d.users.get_mut(&SourceId::from(user)) {
-        u.attrs.insert(attr.to_owned(), v);
+        u.attrs.insert(attr.into(), v);
     }
 }
 

@@ -8,14 +8,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use serde_json::Value;
 
 use crate::config::AppConfig;
 use crate::model::attr_path::user_mapping;
 use crate::model::{
-    AttrKey, Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceId, Unmapped,
+    AttrKey, Attrs, Desired, DesiredGroup, DesiredUser, Directory, SourceAttrs, SourceId,
+    SourceUser, Unmapped,
 };
 
 /// Why an app's desired state could not be computed. The cycle stops before any write.
@@ -94,18 +95,23 @@ pub fn desired_for_app(
     let in_scope: FxHashSet<&SourceId> = groups.values().flat_map(|g| &g.members).collect();
 
     let mut out = AppDesired::default();
+    let mut users = Vec::with_capacity(in_scope.len());
     // userName is unique in the app (case-insensitively): the first source id keeps it.
-    let mut user_names: BTreeMap<String, &SourceId> = BTreeMap::new();
+    let mut user_names: FxHashMap<String, &SourceId> = FxHashMap::default();
+    user_names.reserve(in_scope.len());
     // In the directory's order, so that the first of two users with one userName is always
     // the same.
-    for (uid, user) in dir.users.iter().filter(|(u, _)| in_scope.contains(u)) {
-        let mapped = map_user(
-            uid,
-            &user.attrs,
-            &mapping,
-            app.profile.required_user_paths(),
-        )
-        .and_then(|attrs| {
+    let scope: Vec<(&SourceId, &SourceUser)> = dir
+        .users
+        .iter()
+        .filter(|(u, _)| in_scope.contains(u))
+        .collect();
+    let required = app.profile.required_user_paths();
+    let mapped = map_all(&scope, |(uid, user)| {
+        map_user(uid, &user.attrs, &mapping, required)
+    });
+    for ((uid, _), mapped) in scope.into_iter().zip(mapped) {
+        let mapped = mapped.and_then(|attrs| {
             let key = attrs
                 .get("userName")
                 .and_then(Value::as_str)
@@ -122,21 +128,21 @@ pub fn desired_for_app(
             }
         });
         match mapped {
-            Ok(attrs) => {
-                out.desired.users.insert(
-                    uid.clone(),
-                    DesiredUser {
-                        source_id: uid.clone(),
-                        attrs: Arc::new(attrs),
-                    },
-                );
-            }
+            Ok(attrs) => users.push((
+                uid.clone(),
+                DesiredUser {
+                    source_id: uid.clone(),
+                    attrs: Arc::new(attrs),
+                },
+            )),
             Err(reason) => out.unmapped.push(Unmapped {
                 source_id: uid.clone(),
                 reason,
             }),
         }
     }
+    // Built whole from the directory's order, not inserted one by one.
+    out.desired.users = users.into_iter().collect();
     // A group only lists members the app will hold; unmapped users keep whatever they have.
     if !out.unmapped.is_empty() {
         let unmapped: FxHashSet<&SourceId> = out.unmapped.iter().map(|u| &u.source_id).collect();
@@ -236,11 +242,34 @@ fn transitive_users(dir: &Directory, root: &SourceId) -> BTreeSet<SourceId> {
     users
 }
 
+/// Below this many users a tenant is mapped on one thread.
+const PARALLEL_FROM: usize = 10_000;
+
+/// `f` of each of `items`, in order: on the machine's cores for a tenant's worth of users
+/// (each is mapped on its own; the result does not depend on how they were shared out).
+fn map_all<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    if threads == 1 || items.len() < PARALLEL_FROM {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| s.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Maps one user's source attributes to SCIM attribute paths; `required` are the paths the
 /// app's profile needs a value for (a user without one is not sent).
 fn map_user(
     id: &SourceId,
-    src: &serde_json::Map<String, Value>,
+    src: &SourceAttrs,
     mapping: &[(AttrKey, String)],
     required: &[&str],
 ) -> Result<Attrs, String> {
@@ -249,7 +278,7 @@ fn map_user(
         let value = if source_attr == "id" {
             Value::String(id.as_str().to_owned())
         } else {
-            match src.get(source_attr) {
+            match src.get(source_attr.as_str()) {
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) if s.is_empty() => continue,
                 Some(v) => v.clone(),
@@ -292,8 +321,20 @@ fn map_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapping_on_several_threads_keeps_the_order() {
+        let items: Vec<usize> = (0..PARALLEL_FROM * 3 + 7).collect();
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let out = map_all(&items, |i| {
+            calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(calls.into_inner(), items.len());
+    }
+    use crate::model::SourceGroup;
     use crate::model::attr_path::ENTERPRISE;
-    use crate::model::{SourceGroup, SourceUser};
     use serde_json::json;
 
     fn dir() -> Directory {
@@ -309,7 +350,13 @@ mod tests {
                 id.into(),
                 SourceUser {
                     id: id.into(),
-                    attrs: attrs.as_object().cloned().unwrap(),
+                    attrs: attrs
+                        .as_object()
+                        .cloned()
+                        .unwrap()
+                        .into_iter()
+                        .map(|(k, v)| (k.into(), v))
+                        .collect(),
                 },
             );
         }

@@ -113,6 +113,46 @@ id_newtype!(
     ScimId
 );
 
+/// Attribute names already held, so that every user's attributes share one text per name.
+#[derive(Debug, Default)]
+pub struct AttrNames(FxHashSet<AttrKey>);
+
+impl AttrNames {
+    /// The held text of `name`, held from now on.
+    pub fn key(&mut self, name: &str) -> AttrKey {
+        if let Some(held) = self.0.get(name) {
+            return held.clone();
+        }
+        let key = AttrKey::from(name);
+        self.0.insert(key.clone());
+        key
+    }
+
+    /// `attrs` keyed by held names.
+    pub fn keyed<K: AsRef<str>>(
+        &mut self,
+        attrs: impl IntoIterator<Item = (K, Value)>,
+    ) -> SourceAttrs {
+        attrs
+            .into_iter()
+            .map(|(k, v)| (self.key(k.as_ref()), v))
+            .collect()
+    }
+}
+
+/// An id as read from JSON: borrowed from the text when it holds no escape, so a list of
+/// 700k member ids is read without an allocation each (then interned, see [`Interner`]).
+#[derive(Debug, serde::Deserialize)]
+#[serde(transparent)]
+pub struct IdText<'a>(#[serde(borrow)] pub std::borrow::Cow<'a, str>);
+
+impl IdText<'_> {
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Source ids already held, so that an id read again (a membership naming a user, a group
 /// naming a nested group) shares the held text instead of copying it: at 100k users and 700k
 /// memberships the copies would be most of a snapshot.
@@ -123,6 +163,11 @@ impl Interner {
     /// An interner that already holds `ids` (the keys of a snapshot's users and groups).
     pub fn holding<'a>(ids: impl IntoIterator<Item = &'a SourceId>) -> Self {
         Self(ids.into_iter().cloned().collect())
+    }
+
+    /// `raw` as the id already held, if it is.
+    pub fn get(&self, raw: &str) -> Option<SourceId> {
+        self.0.get(raw).cloned()
     }
 
     /// `raw` as the id already held, or a new id, held from now on.
@@ -156,13 +201,17 @@ pub type AttrKey = Arc<str>;
 /// to send. Only `scim` turns this into a SCIM resource and back.
 pub type Attrs = BTreeMap<AttrKey, Value>;
 
+/// A source user's attributes by Graph name, keyed like [`Attrs`] by shared text: the same
+/// ten names key every user.
+pub type SourceAttrs = BTreeMap<AttrKey, Value>;
+
 /// One user as the source sees it: its id and its attributes under their Graph names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceUser {
     /// Source object id.
     pub id: SourceId,
     /// Attributes by Graph name (`userPrincipalName`, `accountEnabled`, `jobTitle`, …).
-    pub attrs: serde_json::Map<String, Value>,
+    pub attrs: SourceAttrs,
 }
 
 /// One group as the source sees it.
@@ -189,8 +238,22 @@ pub struct Directory {
 
 impl Directory {
     /// Makes every membership and eligibility share the id of the user or group it names
-    /// (see [`Interner`]), for a source that assembles its snapshot from separate reads.
+    /// (see [`Interner`]), and every user's attributes one text per name, for a source that
+    /// assembles its snapshot from separate reads.
     pub fn share_ids(&mut self) {
+        let mut names = AttrNames::default();
+        for u in self.users.values_mut() {
+            let shared = u
+                .attrs
+                .keys()
+                .all(|k| names.0.get(&**k).is_some_and(|h| Arc::ptr_eq(h, k)));
+            if !shared {
+                u.attrs = std::mem::take(&mut u.attrs)
+                    .into_iter()
+                    .map(|(k, v)| (names.key(&k), v))
+                    .collect();
+            }
+        }
         let mut held = Interner::holding(self.users.keys().chain(self.groups.keys()));
         for g in self.groups.values_mut() {
             for id in g.members.iter_mut().chain(g.eligible.iter_mut()) {
@@ -356,7 +419,7 @@ mod tests {
     fn a_snapshot_names_each_user_and_group_with_one_text() {
         let user = |id: &str| SourceUser {
             id: id.into(),
-            attrs: serde_json::Map::new(),
+            attrs: SourceAttrs::new(),
         };
         let group = |id: &str, members: &[&str]| SourceGroup {
             id: id.into(),

@@ -3,16 +3,17 @@
 //! The file's JSON shape is private to this module. A broken file (bad JSON, a member id with
 //! no user or group, a duplicate id) fails the whole read with the place named.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use rustc_hash::FxHashSet;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{Eligibility, Error, Source};
-use crate::model::{Directory, Interner, SourceGroup, SourceId, SourceUser};
+use crate::model::{AttrNames, Directory, IdText, Interner, SourceGroup, SourceId, SourceUser};
 
 /// Reads a directory file at every snapshot.
 #[derive(Clone, Debug)]
@@ -84,26 +85,54 @@ impl Source for FileSource {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileDirectory {
-    #[serde(default)]
-    users: Vec<serde_json::Map<String, Value>>,
-    #[serde(default)]
-    groups: Vec<FileGroup>,
+struct FileDirectory<'a> {
+    #[serde(default, borrow)]
+    users: Vec<FileUser<'a>>,
+    #[serde(default, borrow)]
+    groups: Vec<FileGroup<'a>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileGroup {
+struct FileGroup<'a> {
     id: String,
     #[serde(rename = "displayName")]
     display_name: String,
-    #[serde(default)]
-    members: Vec<String>,
-    #[serde(default)]
-    eligible: Vec<String>,
+    /// Borrowed from the file's text: a tenant's file lists hundreds of thousands.
+    #[serde(default, borrow)]
+    members: Vec<IdText<'a>>,
+    #[serde(default, borrow)]
+    eligible: Vec<IdText<'a>>,
     #[serde(default)]
     #[allow(dead_code)]
     description: Option<String>,
+}
+
+/// One user object of the file, as read: its attribute names borrowed from the text (then
+/// shared by every user, see [`AttrNames`]), not a `String` each.
+struct FileUser<'a>(Vec<(Cow<'a, str>, Value)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for FileUser<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Object<'a> {
+            type Value = FileUser<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a user object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(12));
+                while let Some(IdText(name)) = map.next_key()? {
+                    pairs.push((name, map.next_value()?));
+                }
+                Ok(FileUser(pairs))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+    }
 }
 
 /// Parses and validates directory JSON; `path` is only used in messages.
@@ -128,7 +157,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
         message,
     };
     let mut dir = Directory::default();
-    for (i, mut attrs) in raw.users.into_iter().enumerate() {
+    let mut names = AttrNames::default();
+    let mut users = Vec::with_capacity(raw.users.len());
+    for (i, FileUser(pairs)) in raw.users.into_iter().enumerate() {
+        let mut attrs = names.keyed(pairs);
         let id = match attrs.get("id") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             _ => {
@@ -157,19 +189,27 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
             ));
         }
         attrs.remove("id");
-        let sid = SourceId::new(id.clone());
-        if dir
-            .users
-            .insert(sid.clone(), SourceUser { id: sid, attrs })
-            .is_some()
-        {
-            return Err(invalid(at(), "duplicate user id".into()));
-        }
+        let sid = SourceId::new(id);
+        users.push((sid.clone(), i, SourceUser { id: sid, attrs }));
     }
-    // Ids are checked through hash sets of borrowed ids: a tenant's file has hundreds of
-    // thousands of memberships, each checked against its users and groups.
-    let user_ids: HashSet<&str> = dir.users.keys().map(SourceId::as_str).collect();
-    let mut group_ids: HashSet<&str> = HashSet::with_capacity(raw.groups.len());
+    // Sorted once and built whole, not inserted one by one; a duplicate is then a neighbour.
+    users.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    // The first repeat in the file's order is the one named.
+    if let Some(w) = users
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .min_by_key(|w| w[1].1)
+    {
+        return Err(invalid(
+            format!("users[{}] {:?}", w[1].1, w[1].0.as_str()),
+            "duplicate user id".into(),
+        ));
+    }
+    dir.users = users.into_iter().map(|(id, _, u)| (id, u)).collect();
+    // Every id is held once, and each membership is checked and shared by one lookup: a
+    // tenant's file has hundreds of thousands.
+    let mut held = Interner::holding(dir.users.keys());
+    let mut group_ids = Vec::with_capacity(raw.groups.len());
     for (i, g) in raw.groups.iter().enumerate() {
         let at = || format!("groups[{i}] {:?}", g.id);
         if g.id.is_empty() {
@@ -178,46 +218,45 @@ pub fn parse(path: &Path, text: &str) -> Result<Directory, Error> {
                 "\"id\" must be a non-empty string".into(),
             ));
         }
-        if user_ids.contains(g.id.as_str()) {
+        if dir.users.contains_key(g.id.as_str()) {
             return Err(invalid(at(), "this id is also a user's id".into()));
         }
-        if !group_ids.insert(&g.id) {
+        if held.get(&g.id).is_some() {
             return Err(invalid(at(), "duplicate group id".into()));
         }
+        group_ids.push(held.intern(&g.id));
     }
     // Second pass, once every id is known: members may be users or (nested) groups.
-    for (i, g) in raw.groups.iter().enumerate() {
-        let mut seen: HashSet<&str> = HashSet::with_capacity(g.members.len());
-        for (j, m) in g.members.iter().enumerate() {
-            if !user_ids.contains(m.as_str()) && !group_ids.contains(m.as_str()) {
+    for ((i, g), sid) in raw.groups.into_iter().enumerate().zip(group_ids) {
+        let mut members = Vec::with_capacity(g.members.len());
+        // Held ids are one text each: a member listed twice is the same text twice.
+        let mut seen: FxHashSet<*const u8> = FxHashSet::default();
+        seen.reserve(g.members.len());
+        for (j, m) in g.members.iter().map(IdText::as_str).enumerate() {
+            let Some(id) = held.get(m) else {
                 return Err(invalid(
                     format!("groups[{i}] {:?} members[{j}]", g.id),
                     format!("{m:?} is not the id of a user or group in this file"),
                 ));
-            }
-            if !seen.insert(m) {
+            };
+            if !seen.insert(id.as_str().as_ptr()) {
                 return Err(invalid(
                     format!("groups[{i}] {:?} members[{j}]", g.id),
                     format!("{m:?} is listed twice"),
                 ));
             }
+            members.push(id);
         }
-        for (j, m) in g.eligible.iter().enumerate() {
-            if !user_ids.contains(m.as_str()) {
+        let mut eligible = Vec::with_capacity(g.eligible.len());
+        for (j, m) in g.eligible.iter().map(IdText::as_str).enumerate() {
+            let Some((id, _)) = dir.users.get_key_value(m) else {
                 return Err(invalid(
                     format!("groups[{i}] {:?} eligible[{j}]", g.id),
                     format!("{m:?} is not the id of a user in this file"),
                 ));
-            }
+            };
+            eligible.push(id.clone());
         }
-    }
-    drop((user_ids, group_ids));
-    // Valid: every membership shares the id of the user or group it names.
-    let mut held = Interner::holding(dir.users.keys());
-    for g in raw.groups {
-        let sid = held.intern(&g.id);
-        let members = g.members.iter().map(|m| held.intern(m)).collect();
-        let eligible = g.eligible.iter().map(|m| held.intern(m)).collect();
         dir.groups.insert(
             sid.clone(),
             SourceGroup {
@@ -239,7 +278,7 @@ pub fn to_json(dir: &Directory) -> Value {
         .map(|u| {
             let mut m = serde_json::Map::new();
             m.insert("id".into(), Value::String(u.id.to_string()));
-            m.extend(u.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+            m.extend(u.attrs.iter().map(|(k, v)| (k.to_string(), v.clone())));
             Value::Object(m)
         })
         .collect();
@@ -305,6 +344,43 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("duplicate group id"), "{e}");
+    }
+
+    #[test]
+    fn members_share_their_users_text_and_a_repeat_is_named() {
+        let d = p(r#"{"users":[{"id":"u2","userPrincipalName":"b@x"},{"id":"u1","userPrincipalName":"a@x"}],
+                     "groups":[{"id":"g1","displayName":"G","members":["u1","g2"],"eligible":["u2"]},
+                               {"id":"g2","displayName":"H","members":["u2"]}]}"#)
+        .unwrap();
+        let key = |id: &str| d.users.get_key_value(id).unwrap().0;
+        let g1 = &d.groups["g1"];
+        assert!(g1.members[0].shares_text(key("u1")));
+        assert!(g1.members[1].shares_text(d.groups.get_key_value("g2").unwrap().0));
+        assert!(g1.eligible[0].shares_text(key("u2")));
+        assert!(d.groups["g2"].members[0].shares_text(key("u2")));
+        // Attribute names are shared by every user.
+        let name = |id: &str| {
+            d.users[id]
+                .attrs
+                .get_key_value("userPrincipalName")
+                .unwrap()
+                .0
+                .clone()
+        };
+        assert!(Arc::ptr_eq(&name("u1"), &name("u2")));
+
+        let e = p(r#"{"users":[{"id":"u1","userPrincipalName":"a@x"}],"groups":[{"id":"g1","displayName":"G","members":["u1","u1"]}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            r#"dir.json: groups[0] "g1" members[1]: "u1" is listed twice"#
+        );
+        // Of several repeated ids, the first repeat in the file is named.
+        let e = p(r#"{"users":[{"id":"b","userPrincipalName":"1@x"},{"id":"a","userPrincipalName":"2@x"},{"id":"b","userPrincipalName":"3@x"},{"id":"a","userPrincipalName":"4@x"}]}"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, r#"dir.json: users[2] "b": duplicate user id"#);
     }
 
     #[test]

@@ -24,8 +24,8 @@ use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::model::{
-    AppName, AttrKey, Attrs, DesiredUser, Interner, Learnt, Observed, ObservedGroup, ObservedUser,
-    Origin, ScimId, SourceId,
+    AppName, AttrKey, Attrs, DesiredUser, IdText, Interner, Learnt, Observed, ObservedGroup,
+    ObservedUser, Origin, ScimId, SourceId,
 };
 use crate::report::CycleReport;
 
@@ -323,7 +323,7 @@ impl Store {
             while let Some((group_id, members)) =
                 rows.try_next().await.map_err(db("load members"))?
             {
-                let members: Vec<String> =
+                let members: Vec<IdText> =
                     serde_json::from_str(&members).map_err(|e| Error::Corrupt {
                         app: app.to_string(),
                         what: "member list",
@@ -332,7 +332,7 @@ impl Store {
                 if let Some(g) = observed.groups.get_mut(group_id.as_str()) {
                     // Collected whole (sorted once), not inserted one by one.
                     let mut shared: BTreeSet<SourceId> =
-                        members.iter().map(|m| held.intern(m)).collect();
+                        members.iter().map(|m| held.intern(m.as_str())).collect();
                     g.members.append(&mut shared);
                 }
             }

@@ -36,7 +36,13 @@ fn directory(users: usize, nameless: &[usize]) -> Directory {
             SourceId::new(id.clone()),
             SourceUser {
                 id: SourceId::new(id),
-                attrs: attrs.as_object().cloned().unwrap(),
+                attrs: attrs
+                    .as_object()
+                    .cloned()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v))
+                    .collect(),
             },
         );
     }

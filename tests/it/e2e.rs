@@ -141,7 +141,13 @@ fn user(id: &str, upn: &str, enabled: bool) -> SourceUser {
     });
     SourceUser {
         id: id.into(),
-        attrs: attrs.as_object().cloned().unwrap(),
+        attrs: attrs
+            .as_object()
+            .cloned()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k.into(), v))
+            .collect(),
     }
 }
 

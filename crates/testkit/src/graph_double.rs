@@ -336,7 +336,7 @@ fn user_json(dir: &Directory, id: &SourceId) -> Option<Value> {
     let mut m = serde_json::Map::new();
     m.insert("@odata.type".into(), json!("#microsoft.graph.user"));
     m.insert("id".into(), json!(id.as_str()));
-    m.extend(u.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
+    m.extend(u.attrs.iter().map(|(k, v)| (k.to_string(), v.clone())));
     Some(Value::Object(m))
 }
 

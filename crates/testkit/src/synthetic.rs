@@ -27,9 +27,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, index};
 use rand::{Rng, SeedableRng};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use scim_sync::model::{Directory, SourceGroup, SourceId, SourceUser};
+use scim_sync::model::{Directory, SourceAttrs, SourceGroup, SourceId, SourceUser};
 
 /// The mail domain of every synthetic user.
 pub const DOMAIN: &str = "contoso.example";
@@ -180,7 +180,7 @@ const PIM_ROLES: &[&str] = &[
 /// A minimal Graph-shaped user `{id}@contoso.example` ("User {id}", enabled, with mail): the
 /// user of service tests and benchmarks that only need someone to provision.
 pub fn user(id: &SourceId) -> SourceUser {
-    let mut attrs = Map::new();
+    let mut attrs = SourceAttrs::new();
     attrs.insert(
         "userPrincipalName".into(),
         json!(format!("{id}@contoso.example")),
@@ -453,9 +453,9 @@ fn user_attrs(
     surname: &str,
     dept: usize,
     employee_id: usize,
-) -> Map<String, Value> {
+) -> SourceAttrs {
     let (department, _, titles) = DEPARTMENTS[dept];
-    let mut a = Map::new();
+    let mut a = SourceAttrs::new();
     a.insert("id".into(), json!(id.as_str()));
     a.insert("userPrincipalName".into(), json!(upn));
     a.insert("displayName".into(), json!(format!("{given} {surname}")));

@@ -38,10 +38,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use percent_encoding::utf8_percent_encode;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::{Error, GraphSource, GroupRead, QUERY, Reads, eligible_of, to_user};
-use crate::model::{Directory, SourceGroup, SourceId};
+use crate::model::{Directory, SourceAttrs, SourceGroup, SourceId};
 use crate::store::{SourceState, Store};
 
 /// Delta reading of one source: the state kept between snapshots, and where it is persisted.
@@ -85,7 +85,7 @@ struct Cursor {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Base {
     groups: BTreeMap<SourceId, Tracked>,
-    users: BTreeMap<SourceId, Map<String, Value>>,
+    users: BTreeMap<SourceId, SourceAttrs>,
 }
 
 /// One group as of the cursor: name and direct members.
@@ -229,9 +229,9 @@ impl Base {
                     continue;
                 }
                 if v.is_null() {
-                    kept.remove(&k);
+                    kept.remove(k.as_str());
                 } else {
-                    kept.insert(k, v);
+                    kept.insert(k.into(), v);
                 }
             }
             return Ok(true);

@@ -48,11 +48,11 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use percent_encoding::{AsciiSet, utf8_percent_encode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::{AppConfig, GraphConfig, Secret};
 use crate::http::RetryPolicy;
-use crate::model::{Directory, SourceGroup, SourceId, SourceUser};
+use crate::model::{Directory, SourceAttrs, SourceGroup, SourceId, SourceUser};
 use crate::source::pim::{PimFeed, PimInstance, PimPolicy, PimRequest};
 use auth::TokenSource;
 use http::GraphHttp;
@@ -321,7 +321,7 @@ impl GraphSource {
     async fn assemble(
         &self,
         reads: Vec<GroupRead>,
-        known: &BTreeMap<SourceId, Map<String, Value>>,
+        known: &BTreeMap<SourceId, SourceAttrs>,
     ) -> Result<Directory, Error> {
         let mut dir = Directory::default();
         for read in reads {
@@ -566,13 +566,13 @@ fn to_user(item: Value) -> Option<SourceUser> {
     let Value::Object(obj) = item else {
         return None;
     };
-    let mut attrs = Map::new();
+    let mut attrs = SourceAttrs::new();
     let mut id = None;
     for (k, v) in obj {
         if k == "id" {
             id = v.as_str().filter(|s| !s.is_empty()).map(SourceId::new);
         } else if !k.starts_with('@') && !v.is_null() {
-            attrs.insert(k, v);
+            attrs.insert(k.into(), v);
         }
     }
     Some(SourceUser { id: id?, attrs })

@@ -208,7 +208,13 @@ pub fn crm_directory(users: &[(&str, Value)]) -> scim_sync::model::Directory {
             (*id).into(),
             SourceUser {
                 id: (*id).into(),
-                attrs: attrs.as_object().cloned().unwrap(),
+                attrs: attrs
+                    .as_object()
+                    .cloned()
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v)| (k.into(), v))
+                    .collect(),
             },
         );
     }

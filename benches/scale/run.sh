@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The whole process at tenant scale (docs/PERFORMANCE.md, "The whole process at 20k and 100k
+# users"): the release binary under /usr/bin/time, `scim-sync sandbox` as the app on loopback,
+# state in SQLite, every group assigned to one app.
+#
+#   benches/scale/run.sh                 # 100,000 users, 1,000 groups
+#   benches/scale/run.sh 20000 200       # 20,000 users, 200 groups
+#
+# Prints one markdown table: wall time, peak RSS and requests of an initial sync-now, a
+# no-change sync-now, sync-now --verify with nothing to repair, and the RSS of `run` after its
+# start-up cycle and 20 s later.
+set -euo pipefail
+users=${1:-100000}
+groups=${2:-1000}
+port=${SCALE_PORT:-18480}
+here=$(cd "$(dirname "$0")/../.." && pwd)
+bin="$here/target/release/scim-sync"
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+(cd "$here" && cargo build --release --quiet)
+python3 "$here/benches/scale/gen_directory.py" --users "$users" --groups "$groups" --out "$work/dir.json" >&2
+python3 - "$work" "$port" <<'PY'
+import json, sys
+work, port = sys.argv[1], sys.argv[2]
+ids = [g["id"] for g in json.load(open(f"{work}/dir.json"))["groups"]]
+open(f"{work}/scale.toml", "w").write(f"""[service]
+listen = "127.0.0.1:{int(port) + 1}"
+state = "sqlite://{work}/state.db"
+webhook_token_env = "SCALE_WEBHOOK_TOKEN"
+
+[source]
+kind = "file"
+path = "{work}/dir.json"
+
+[[apps]]
+name = "scale"
+base_url = "http://127.0.0.1:{port}/scim/v2"
+token_env = "SCALE_SCIM_TOKEN"
+groups = {json.dumps(ids)}
+verify_interval = "0s"
+""")
+PY
+export SCALE_SCIM_TOKEN=scale SCALE_WEBHOOK_TOKEN=scale
+"$bin" sandbox --listen "127.0.0.1:$port" >"$work/sandbox.log" 2>&1 &
+for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/scim/v2/ServiceProviderConfig" && break; sleep 0.1; done
+
+rows=()
+measure() { # label, then sync-now's arguments
+  local label=$1; shift
+  /usr/bin/time -v -o "$work/time" "$bin" --config "$work/scale.toml" sync-now "$@" >"$work/out" 2>"$work/err" ||
+    { cat "$work/out" "$work/err" >&2; exit 1; }
+  local wall rss req
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time")
+  rss=$(awk -F': ' '/Maximum resident set size/ {printf "%.0f MB", $2 / 1024}' "$work/time")
+  req=$(grep -o '[0-9,]* requests\|0 requests\|[0-9]* reads' "$work/out" | head -1)
+  rows+=("| $label | $wall | $rss | ${req:-?} |")
+  echo "$label: $(tail -1 "$work/out")" >&2
+}
+measure "initial \`sync-now\` into the empty sandbox"
+measure "no-change \`sync-now\`"
+measure "\`sync-now --verify\` (nothing to repair)" --verify
+
+"$bin" --config "$work/scale.toml" run >"$work/run.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do grep -q "cycle finished" "$work/run.log" && break; sleep 0.1; done
+rss1=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$pid/status")
+sleep 20
+rss2=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$pid/status")
+kill -TERM "$pid"; wait "$pid" || true
+members=$(python3 -c "import json,sys; print(sum(len(g['members']) for g in json.load(open(sys.argv[1]))['groups']))" "$work/dir.json")
+
+echo "$users users, $groups groups, $members memberships; $(nproc) cores; $(git -C "$here" log -1 --format=%h) ($(date -u +%F))"
+echo
+echo "| command | wall | peak RSS | requests |"
+echo "|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
+echo "| \`run\`, after its start-up cycle (no change) / 20 s later (\`VmRSS\`) | – | $rss1 / $rss2 | 0 |"
