@@ -55,7 +55,7 @@ use scim_sync_testkit::synthetic::{self, Churn};
 // Shared with the other benchmarks, which use the rest of it.
 #[allow(dead_code)]
 mod common;
-use common::{Machine, log_from_env, mb};
+use common::{Machine, log_from_env, mb, peak_rss};
 
 #[global_allocator]
 static ALLOC: count_alloc::Counting = count_alloc::Counting::new();
@@ -247,12 +247,27 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
 
+    // The whole process, not only the counted heap: allocator overhead, the runtime, the
+    // binary (the bench's own generator and sandbox included).
+    let rss = |results: &mut Results, when: &str| {
+        if let Some(peak) = peak_rss() {
+            results.add(
+                "process",
+                format!("peak RSS of the bench process, {when}"),
+                mb(peak),
+            );
+        }
+    };
+    if run("plan") {
+        rss(&mut results, "after planning");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("tokio runtime")?;
     if run("sync") {
         runtime.block_on(sync_bench(&args, &mut results))?;
+        rss(&mut results, "after the cycles against the sandbox");
     }
 
     let table = table(&results);

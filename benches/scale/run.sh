@@ -43,7 +43,7 @@ verify_interval = "0s"
 PY
 export SCALE_SCIM_TOKEN=scale SCALE_WEBHOOK_TOKEN=scale
 "$bin" sandbox --listen "127.0.0.1:$port" >"$work/sandbox.log" 2>&1 &
-for _ in $(seq 50); do curl -sf -o /dev/null "http://127.0.0.1:$port/scim/v2/ServiceProviderConfig" && break; sleep 0.1; done
+for _ in $(seq 50); do curl -sf -o /dev/null -H "Authorization: Bearer scale" "http://127.0.0.1:$port/scim/v2/ServiceProviderConfig" && break; sleep 0.1; done
 
 rows=()
 measure() { # label, then sync-now's arguments
@@ -68,9 +68,14 @@ rss1=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$pid/status")
 sleep 20
 rss2=$(awk '/VmRSS/ {printf "%.0f MB", $2 / 1024}' "/proc/$pid/status")
 kill -TERM "$pid"; wait "$pid" || true
-members=$(python3 -c "import json,sys; print(sum(len(g['members']) for g in json.load(open(sys.argv[1]))['groups']))" "$work/dir.json")
+read -r members floor < <(python3 -c "
+import json, math, sys
+d = json.load(open(sys.argv[1]))
+m = [len(g['members']) for g in d['groups']]
+# The floor: one POST per user and per group, one PATCH per 100 members.
+print(sum(m), len(d['users']) + len(m) + sum(math.ceil(n / 100) for n in m))" "$work/dir.json")
 
-echo "$users users, $groups groups, $members memberships; $(nproc) cores; $(git -C "$here" log -1 --format=%h) ($(date -u +%F))"
+echo "$users users, $groups groups, $members memberships (request floor of an initial sync: $floor); $(nproc) cores; $(git -C "$here" log -1 --format=%h) ($(date -u +%F))"
 echo
 echo "| command | wall | peak RSS | requests |"
 echo "|---|---|---|---|"
