@@ -121,13 +121,7 @@ fn directory(o: &Opts) -> Directory {
             uid(i),
             SourceUser {
                 id: uid(i),
-                attrs: attrs
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), v))
-                    .collect(),
+                attrs: scim_sync::model::attrs_from_json(attrs),
             },
         );
     }

@@ -124,13 +124,7 @@ fn tenant(users: usize, groups: usize, seed: u64) -> Directory {
             "surname": format!("N{i}"), "mail": upn, "accountEnabled": i % 33 != 0,
             "jobTitle": "Engineer", "department": format!("Dept {}", i % 12), "employeeId": format!("{i}"),
         });
-        let attrs = attrs
-            .as_object()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.into(), v))
-            .collect();
+        let attrs = scim_sync::model::attrs_from_json(attrs);
         // 1 % of users are in no group (candidates for eligibility only).
         let n = if i % 100 == 0 { 0 } else { 1 + rng.below(3) };
         let mut mine: Vec<usize> = Vec::with_capacity(n);

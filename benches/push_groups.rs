@@ -214,13 +214,7 @@ fn user(id: &str) -> SourceUser {
     });
     SourceUser {
         id: id.into(),
-        attrs: attrs
-            .as_object()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k.into(), v))
-            .collect(),
+        attrs: scim_sync::model::attrs_from_json(attrs),
     }
 }
 

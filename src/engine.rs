@@ -397,10 +397,11 @@ impl Engine {
                     return self.finish(report, Plan::default(), opts, clock).await;
                 }
             };
-            let mut held = Interner::holding(dir.users.keys());
+            // Ids shared with the snapshot's.
+            let held = &mut Interner::holding(dir.users.keys());
             let observed = match self
                 .store
-                .load_observed_against(name, &desired.desired.users, &withheld, &mut held)
+                .load_observed_against(name, &desired.desired.users, &withheld, held)
                 .await
             {
                 Ok(o) => o,
@@ -409,7 +410,6 @@ impl Engine {
                     return self.finish(report, Plan::default(), opts, clock).await;
                 }
             };
-            drop(held);
             // Verifying: what the app really holds replaces what the store remembers, and
             // the same plan repairs the difference.
             let observed = if opts.verify {
@@ -449,7 +449,6 @@ impl Engine {
                     }
                 };
             }
-            drop(first);
             if let Err(e) = apply::restore_app_facts(&self.store, name, &app.client).await {
                 tracing::warn!(app = %name, error = %e, "could not read what earlier runs learnt about the app");
             }

@@ -350,13 +350,7 @@ mod tests {
                 id.into(),
                 SourceUser {
                     id: id.into(),
-                    attrs: attrs
-                        .as_object()
-                        .cloned()
-                        .unwrap()
-                        .into_iter()
-                        .map(|(k, v)| (k.into(), v))
-                        .collect(),
+                    attrs: crate::model::attrs_from_json(attrs),
                 },
             );
         }

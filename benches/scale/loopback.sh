@@ -12,54 +12,20 @@ users=${1:-20000}
 groups=${2:-200}
 seconds=${3:-10}
 port=${SCALE_PORT:-18470}
-here=$(cd "$(dirname "$0")/../.." && pwd)
-bin="$here/target/release/scim-sync"
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
   if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >&2; else sudo apt-get install -y -q wrk >&2; fi
 fi
-(cd "$here" && cargo build --release --quiet)
-python3 "$here/benches/scale/gen_directory.py" --users "$users" --groups "$groups" --out "$work/dir.json" >&2
-python3 - "$work" "$port" <<'PY'
-import json, sys
-work, port = sys.argv[1], sys.argv[2]
-ids = [g["id"] for g in json.load(open(f"{work}/dir.json"))["groups"]]
-open(f"{work}/scale.toml", "w").write(f"""[service]
-listen = "127.0.0.1:{int(port) + 1}"
-state = "sqlite://{work}/state.db"
-webhook_token_env = "SCALE_WEBHOOK_TOKEN"
+app_extra="concurrency = 4"
+source "$(dirname "$0")/common.sh"
 
-[source]
-kind = "file"
-path = "{work}/dir.json"
-
-[[apps]]
-name = "scale"
-base_url = "http://127.0.0.1:{port}/scim/v2"
-token_env = "SCALE_SCIM_TOKEN"
-groups = {json.dumps(ids)}
-concurrency = 4
-verify_interval = "0s"
-""")
-PY
-export SCALE_SCIM_TOKEN=scale SCALE_WEBHOOK_TOKEN=scale
-sandbox() {
-  "$bin" sandbox --listen "127.0.0.1:$port" >>"$work/sandbox.log" 2>&1 &
-  sandbox_pid=$!
-  for _ in $(seq 50); do curl -sf -o /dev/null -H "Authorization: Bearer scale" "http://127.0.0.1:$port/scim/v2/ServiceProviderConfig" && return; sleep 0.1; done
-  cat "$work/sandbox.log" >&2; echo "the sandbox did not start" >&2; exit 1
-}
-
-sandbox
+start_sandbox
 wrk -t 2 -c 4 -d "${seconds}s" -s "$here/benches/scale/post_users.lua" "http://127.0.0.1:$port/scim/v2/Users" >"$work/wrk.txt"
 kill -INT "$sandbox_pid"; wait "$sandbox_pid" 2>/dev/null || true
 raw=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.txt")
 non2xx=$(awk '/Non-2xx/ {print $NF}' "$work/wrk.txt")
 
-sandbox
+start_sandbox
 /usr/bin/time -f "%e %U %S" -o "$work/time" "$bin" --config "$work/scale.toml" sync-now >"$work/out" 2>"$work/err" ||
   { cat "$work/out" "$work/err" >&2; exit 1; }
 read -r wall user sys <"$work/time"

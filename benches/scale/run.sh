@@ -13,37 +13,8 @@ set -euo pipefail
 users=${1:-100000}
 groups=${2:-1000}
 port=${SCALE_PORT:-18480}
-here=$(cd "$(dirname "$0")/../.." && pwd)
-bin="$here/target/release/scim-sync"
-work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-
-(cd "$here" && cargo build --release --quiet)
-python3 "$here/benches/scale/gen_directory.py" --users "$users" --groups "$groups" --out "$work/dir.json" >&2
-python3 - "$work" "$port" <<'PY'
-import json, sys
-work, port = sys.argv[1], sys.argv[2]
-ids = [g["id"] for g in json.load(open(f"{work}/dir.json"))["groups"]]
-open(f"{work}/scale.toml", "w").write(f"""[service]
-listen = "127.0.0.1:{int(port) + 1}"
-state = "sqlite://{work}/state.db"
-webhook_token_env = "SCALE_WEBHOOK_TOKEN"
-
-[source]
-kind = "file"
-path = "{work}/dir.json"
-
-[[apps]]
-name = "scale"
-base_url = "http://127.0.0.1:{port}/scim/v2"
-token_env = "SCALE_SCIM_TOKEN"
-groups = {json.dumps(ids)}
-verify_interval = "0s"
-""")
-PY
-export SCALE_SCIM_TOKEN=scale SCALE_WEBHOOK_TOKEN=scale
-"$bin" sandbox --listen "127.0.0.1:$port" >"$work/sandbox.log" 2>&1 &
-for _ in $(seq 50); do curl -sf -o /dev/null -H "Authorization: Bearer scale" "http://127.0.0.1:$port/scim/v2/ServiceProviderConfig" && break; sleep 0.1; done
+source "$(dirname "$0")/common.sh"
+start_sandbox
 
 rows=()
 measure() { # label, then sync-now's arguments

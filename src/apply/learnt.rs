@@ -226,7 +226,7 @@ mod tests {
     use super::*;
 
     fn attrs(v: Value) -> Attrs {
-        store::attrs_from_json(v)
+        crate::model::attrs_from_json(v)
     }
 
     #[test]

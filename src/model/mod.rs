@@ -113,33 +113,6 @@ id_newtype!(
     ScimId
 );
 
-/// Attribute names already held, so that every user's attributes share one text per name.
-#[derive(Debug, Default)]
-pub struct AttrNames(FxHashSet<AttrKey>);
-
-impl AttrNames {
-    /// The held text of `name`, held from now on.
-    pub fn key(&mut self, name: &str) -> AttrKey {
-        if let Some(held) = self.0.get(name) {
-            return held.clone();
-        }
-        let key = AttrKey::from(name);
-        self.0.insert(key.clone());
-        key
-    }
-
-    /// `attrs` keyed by held names.
-    pub fn keyed<K: AsRef<str>>(
-        &mut self,
-        attrs: impl IntoIterator<Item = (K, Value)>,
-    ) -> SourceAttrs {
-        attrs
-            .into_iter()
-            .map(|(k, v)| (self.key(k.as_ref()), v))
-            .collect()
-    }
-}
-
 /// An id as read from JSON: borrowed from the text when it holds no escape, so a list of
 /// 700k member ids is read without an allocation each (then interned, see [`Interner`]).
 #[derive(Debug, serde::Deserialize)]
@@ -153,40 +126,69 @@ impl IdText<'_> {
     }
 }
 
-/// Source ids already held, so that an id read again (a membership naming a user, a group
-/// naming a nested group) shares the held text instead of copying it: at 100k users and 700k
-/// memberships the copies would be most of a snapshot.
-#[derive(Debug, Default)]
-pub struct Interner(FxHashSet<SourceId>);
+/// Texts already held, so that one read again (a membership naming a user, a group naming a
+/// nested group, the same attribute name on every user) shares the held text instead of
+/// copying it: at 100k users and 700k memberships the copies would be most of a snapshot.
+/// `Interner` holds ids; [`AttrNames`] holds attribute names.
+#[derive(Debug)]
+pub struct Interner<T = SourceId>(FxHashSet<T>);
 
-impl Interner {
-    /// An interner that already holds `ids` (the keys of a snapshot's users and groups).
-    pub fn holding<'a>(ids: impl IntoIterator<Item = &'a SourceId>) -> Self {
-        Self(ids.into_iter().cloned().collect())
+/// Attribute names already held, so that every user's attributes share one text per name.
+pub type AttrNames = Interner<AttrKey>;
+
+impl<T> Default for Interner<T> {
+    fn default() -> Self {
+        Self(FxHashSet::default())
+    }
+}
+
+impl<T> Interner<T>
+where
+    T: Clone + Eq + std::hash::Hash + std::borrow::Borrow<str> + for<'a> From<&'a str>,
+{
+    /// An interner that already holds `held` (the keys of a snapshot's users and groups).
+    pub fn holding<'a>(held: impl IntoIterator<Item = &'a T>) -> Self
+    where
+        T: 'a,
+    {
+        Self(held.into_iter().cloned().collect())
     }
 
-    /// `raw` as the id already held, if it is.
-    pub fn get(&self, raw: &str) -> Option<SourceId> {
+    /// `raw` as the text already held, if it is.
+    pub fn get(&self, raw: &str) -> Option<T> {
         self.0.get(raw).cloned()
     }
 
-    /// `raw` as the id already held, or a new id, held from now on.
-    pub fn intern(&mut self, raw: &str) -> SourceId {
+    /// `raw` as the text already held, or a new one, held from now on.
+    pub fn intern(&mut self, raw: &str) -> T {
         if let Some(held) = self.0.get(raw) {
             return held.clone();
         }
-        let id = SourceId::from(raw);
-        self.0.insert(id.clone());
-        id
+        let new = T::from(raw);
+        self.0.insert(new.clone());
+        new
     }
 
-    /// `id`, sharing the held text when the same id is already held.
-    pub fn share(&mut self, id: &SourceId) -> SourceId {
-        if let Some(held) = self.0.get(id.as_str()) {
+    /// `text`, as the same text already held, or itself, held from now on.
+    pub fn share(&mut self, text: &T) -> T {
+        if let Some(held) = self.0.get(text.borrow()) {
             return held.clone();
         }
-        self.0.insert(id.clone());
-        id.clone()
+        self.0.insert(text.clone());
+        text.clone()
+    }
+}
+
+impl AttrNames {
+    /// `attrs` keyed by held names.
+    pub fn keyed<K: AsRef<str>>(
+        &mut self,
+        attrs: impl IntoIterator<Item = (K, Value)>,
+    ) -> SourceAttrs {
+        attrs
+            .into_iter()
+            .map(|(k, v)| (self.intern(k.as_ref()), v))
+            .collect()
     }
 }
 
@@ -204,6 +206,15 @@ pub type Attrs = BTreeMap<AttrKey, Value>;
 /// A source user's attributes by Graph name, keyed like [`Attrs`] by shared text: the same
 /// ten names key every user.
 pub type SourceAttrs = BTreeMap<AttrKey, Value>;
+
+/// Attributes (a user's, desired, observed or the source's) from a JSON object, each name its
+/// own key; anything but an object gives none. For tests, benches and tools.
+pub fn attrs_from_json(v: Value) -> Attrs {
+    match v {
+        Value::Object(m) => m.into_iter().map(|(k, v)| (AttrKey::from(k), v)).collect(),
+        _ => Attrs::new(),
+    }
+}
 
 /// One user as the source sees it: its id and its attributes under their Graph names.
 #[derive(Clone, Debug, PartialEq)]
@@ -243,14 +254,11 @@ impl Directory {
     pub fn share_ids(&mut self) {
         let mut names = AttrNames::default();
         for u in self.users.values_mut() {
-            let shared = u
-                .attrs
-                .keys()
-                .all(|k| names.0.get(&**k).is_some_and(|h| Arc::ptr_eq(h, k)));
-            if !shared {
+            // Rebuilt only when some name is not the held text.
+            if u.attrs.keys().any(|k| !Arc::ptr_eq(&names.share(k), k)) {
                 u.attrs = std::mem::take(&mut u.attrs)
                     .into_iter()
-                    .map(|(k, v)| (names.key(&k), v))
+                    .map(|(k, v)| (names.share(&k), v))
                     .collect();
             }
         }

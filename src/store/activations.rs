@@ -764,9 +764,10 @@ mod tests {
     use chrono::TimeDelta;
 
     use super::*;
+    use crate::model::attrs_from_json;
     use crate::model::{ObservedUser, Origin, ScimId};
+    use crate::store::Change;
     use crate::store::testing::TestDb;
-    use crate::store::{Change, attrs_from_json};
 
     fn t0() -> DateTime<Utc> {
         // Sub-millisecond digits check that timestamps read back exactly.

@@ -14,7 +14,7 @@
 //! and runs it on whichever pool it has (`on_pool!`). The statements whose SQL differs, and how
 //! each backend is opened, are in `dialect`, and nowhere else.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use sqlx::{PgPool, SqlitePool};
 
 use crate::model::{
-    AppName, AttrKey, Attrs, DesiredUser, IdText, Interner, Learnt, Observed, ObservedGroup,
+    AppName, AttrNames, Attrs, DesiredUser, IdText, Interner, Learnt, Observed, ObservedGroup,
     ObservedUser, Origin, ScimId, SourceId,
 };
 use crate::report::CycleReport;
@@ -652,7 +652,7 @@ struct UserReader<'a> {
     desired: &'a BTreeMap<SourceId, DesiredUser>,
     withheld: &'a [&'a str],
     /// Every user has the same few attribute paths: one shared key per path.
-    keys: HashMap<String, AttrKey>,
+    keys: AttrNames,
 }
 
 impl<'a> UserReader<'a> {
@@ -665,7 +665,7 @@ impl<'a> UserReader<'a> {
             app,
             desired,
             withheld,
-            keys: HashMap::new(),
+            keys: AttrNames::default(),
         }
     }
 
@@ -710,16 +710,7 @@ impl<'a> UserReader<'a> {
                 what: "user attributes",
                 detail: e.to_string(),
             })?;
-        Ok(raw
-            .into_iter()
-            .map(|(k, v)| {
-                let key = self
-                    .keys
-                    .entry(k)
-                    .or_insert_with_key(|k| AttrKey::from(k.as_str()));
-                (key.clone(), v)
-            })
-            .collect())
+        Ok(self.keys.keyed(raw))
     }
 }
 
@@ -859,18 +850,11 @@ fn origin(app: &AppName, s: &str) -> Result<Origin, Error> {
     })
 }
 
-/// Builds the `attrs` of an observed user from JSON, for tests and tools.
-pub fn attrs_from_json(v: Value) -> Attrs {
-    match v {
-        Value::Object(m) => m.into_iter().map(|(k, v)| (AttrKey::from(k), v)).collect(),
-        _ => Attrs::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::testing::{Backend, TestDb};
     use super::*;
+    use crate::model::attrs_from_json;
     use serde_json::json;
 
     async fn round_trip_and_memberships(db: &TestDb) {

@@ -36,13 +36,7 @@ fn directory(users: usize, nameless: &[usize]) -> Directory {
             SourceId::new(id.clone()),
             SourceUser {
                 id: SourceId::new(id),
-                attrs: attrs
-                    .as_object()
-                    .cloned()
-                    .unwrap()
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), v))
-                    .collect(),
+                attrs: scim_sync::model::attrs_from_json(attrs),
             },
         );
     }

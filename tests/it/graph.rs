@@ -54,13 +54,7 @@ fn user(id: &str) -> SourceUser {
     });
     SourceUser {
         id: id.into(),
-        attrs: attrs
-            .as_object()
-            .cloned()
-            .unwrap()
-            .into_iter()
-            .map(|(k, v)| (k.into(), v))
-            .collect(),
+        attrs: scim_sync::model::attrs_from_json(attrs),
     }
 }
 

@@ -208,13 +208,7 @@ pub fn crm_directory(users: &[(&str, Value)]) -> scim_sync::model::Directory {
             (*id).into(),
             SourceUser {
                 id: (*id).into(),
-                attrs: attrs
-                    .as_object()
-                    .cloned()
-                    .unwrap()
-                    .into_iter()
-                    .map(|(k, v)| (k.into(), v))
-                    .collect(),
+                attrs: scim_sync::model::attrs_from_json(attrs.clone()),
             },
         );
     }
