@@ -510,7 +510,7 @@ impl Engine {
                     matching: &app.cfg.matching,
                     concurrency: app.cfg.concurrency,
                     cancel: &self.cancel,
-                    fence: self.fence.as_deref(),
+                    fence: self.fence.clone(),
                     learnt: Some(&learnt),
                 };
                 if let Err(e) =
@@ -759,7 +759,7 @@ impl Engine {
             matching: &app.cfg.matching,
             concurrency: 1,
             cancel: &self.cancel,
-            fence: self.fence.as_deref(),
+            fence: self.fence.clone(),
             learnt: learnt.as_ref(),
         };
         if let Err(e) = apply::apply(

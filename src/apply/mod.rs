@@ -20,13 +20,14 @@ pub mod verify;
 pub use learnt::restore_app_facts;
 use learnt::{AppFacts, save_app_facts};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use indicatif::ProgressBar;
 use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{
@@ -51,7 +52,7 @@ pub struct Target<'a> {
     /// further operation starts; the ones in flight finish and are recorded.
     pub cancel: &'a CancellationToken,
     /// The app's lease, when this process must hold it to write (SPEC §7.1 fencing).
-    pub fence: Option<&'a dyn Fence>,
+    pub fence: Option<Arc<dyn Fence>>,
     /// What is known of the app's schema; what the app's answers show it does not keep is
     /// added to it (`None`: nothing is recorded).
     pub learnt: Option<&'a Learnt>,
@@ -108,7 +109,32 @@ struct Counts {
     members_removed: u64,
 }
 
+/// The fewest rows a store transaction waits for while the phase runs (a transaction has a
+/// cost of its own), and the most changes it takes at once beyond them.
+const COMMIT_MIN_ROWS: usize = 500;
+const COMMIT_MAX: usize = 2_000;
+
+/// What a phase's workers share: owned, so that each worker is a task of its own and the
+/// phase's requests are built, sent and read on every thread of the runtime.
+struct Crew {
+    app: AppName,
+    client: ScimClient,
+    matching: String,
+    fence: Option<Arc<dyn Fence>>,
+    /// Cancelled when the app is down (so the rest of the cycle does not hammer it), when
+    /// the store cannot record what the app confirmed, or with the process.
+    stop: CancellationToken,
+    /// Many creates: one listing of the app's users answers their lookups.
+    index: Option<UserIndex>,
+    progress: ProgressBar,
+}
+
 /// Runs `plan` against the app, filling `report`'s counts and errors.
+///
+/// Each phase's operations are taken in plan order by `concurrency` workers (one group's
+/// member batches go to one worker, in order); what the app confirms is recorded in the
+/// store while the phase runs, as fast as the store takes it, and all of it before the next
+/// phase starts.
 ///
 /// # Errors
 /// [`Error::Store`] when a confirmed change cannot be recorded.
@@ -126,15 +152,17 @@ pub async fn apply(
         .into_iter()
         .map(|f| f.object)
         .collect();
-    let mut ids = Ids::new(observed);
+    let mut ids = Arc::new(Ids::new(observed));
     let facts_before = AppFacts::of(target.client);
-    // Cancelled when the app is down (so the rest of the cycle does not hammer it), or with
-    // the process.
-    let stop = target.cancel.child_token();
-
-    // Many creates: one listing of the app's users answers their lookups, when it costs
-    // fewer requests than a lookup each.
-    let index = user_index(target, plan).await;
+    let crew = Arc::new(Crew {
+        app: target.app.clone(),
+        client: target.client.clone(),
+        matching: target.matching.to_owned(),
+        fence: target.fence.clone(),
+        stop: target.cancel.child_token(),
+        index: user_index(target, plan).await,
+        progress: progress.clone(),
+    });
     // What the app's answers showed it does not keep as sent, first evidence per path.
     let mut found: BTreeMap<String, learnt::Kept> = BTreeMap::new();
 
@@ -145,64 +173,62 @@ pub async fn apply(
         Phase::RemoveMembers,
         Phase::Deprovision,
     ] {
-        let ops: Vec<&Op> = plan.ops.iter().filter(|o| o.phase() == phase).collect();
-        if ops.is_empty() {
+        let tasks = tasks_of(plan, phase);
+        if tasks.is_empty() {
             continue;
         }
-        if let Some(fence) = target.fence
+        if let Some(fence) = &target.fence
             && let Err(why) = fence.check(target.app).await
         {
             tracing::error!(app = %target.app, error = %why, "lease lost: this process stops writing to the app");
             report.error.get_or_insert(why);
             break;
         }
-        // Member batches of one group run in order, in one task; everything else is one task each.
-        let mut tasks: Vec<Vec<&Op>> = Vec::new();
-        let mut by_group: BTreeMap<&SourceId, usize> = BTreeMap::new();
-        for op in ops {
-            match op {
-                Op::AddMembers { group, .. }
-                | Op::RemoveMembers { group, .. }
-                | Op::RemoveForeignMembers { group, .. } => {
-                    let i = *by_group.entry(group).or_insert_with(|| {
-                        tasks.push(Vec::new());
-                        tasks.len() - 1
-                    });
-                    tasks[i].push(op);
-                }
-                _ => tasks.push(vec![op]),
-            }
+        let workers = target.concurrency.max(1).min(tasks.len());
+        let queue = Arc::new(Mutex::new(tasks.into_iter()));
+        let (results, mut confirmed) = mpsc::unbounded_channel();
+        let mut running = JoinSet::new();
+        for _ in 0..workers {
+            running.spawn(work(
+                crew.clone(),
+                queue.clone(),
+                ids.clone(),
+                results.clone(),
+            ));
         }
-        // The task futures are built here, not in a closure inside the stream: a closure
-        // over borrowed ops makes the stream's future fail the higher-ranked `Send` check
-        // once a cycle runs in a spawned task.
-        let running: Vec<_> = tasks
-            .into_iter()
-            .map(|task| run_task(target, task, &ids, index.as_ref(), &stop, progress))
-            .collect();
-        let results: Vec<Done> = futures::stream::iter(running)
-            .buffer_unordered(target.concurrency.max(1))
-            .flat_map(futures::stream::iter)
-            .collect()
-            .await;
+        drop(results);
+        let (to_store, recorded) = mpsc::unbounded_channel();
+        let committer = tokio::spawn(record(
+            store.clone(),
+            target.app.clone(),
+            recorded,
+            crew.stop.clone(),
+        ));
 
-        let mut changes = Vec::new();
-        for mut done in results {
+        // Ids learnt in this phase, applied when it ends (the workers read the phase's
+        // starting ids); the users claimed so far, for the duplicate check.
+        let mut learnt_ids = Vec::new();
+        let mut claimed: HashMap<ScimId, SourceId> = HashMap::new();
+        let mut failures = Vec::new();
+        while let Some(mut done) = confirmed.recv().await {
             if let Some((s, id)) = done.user_id.take() {
-                match ids.owner_of(&id) {
+                match ids.owner_of(&id).or_else(|| claimed.get(&id)) {
                     // Two creates of this phase found the same app user (two source users
                     // share the matching value): the second must not take it over.
                     Some(owner) if *owner != s => {
                         done = already_linked(&s, &id, owner, target.matching);
                     }
-                    _ => ids.add_user(s, id),
+                    _ => {
+                        claimed.insert(id.clone(), s.clone());
+                        learnt_ids.push(IdChange::User(s, id));
+                    }
                 }
             }
             if let Some((s, id)) = done.group_id.take() {
-                ids.groups.insert(s, id);
+                learnt_ids.push(IdChange::Group(s, id));
             }
             if let Some((g, members)) = done.group_members.take() {
-                ids.present.insert(g, members.into_iter().collect());
+                learnt_ids.push(IdChange::Present(g, members));
             }
             add_counts(report, &done.counts);
             for (path, k) in done.kept.drain(..) {
@@ -210,15 +236,15 @@ pub async fn apply(
             }
             if let Some(e) = done.error {
                 tracing::warn!(app = %target.app, object = %e.object, op = %e.op, error = %e.error, "operation failed");
-                record_failure(report, &mut changes, e);
+                record_failure(report, &mut failures, e);
             }
             if let Some(why) = done.app_down {
                 report.error.get_or_insert(why);
             }
-            for c in done.changes {
+            for c in done.changes.into_iter().chain(failures.drain(..)) {
                 // A user the app no longer has must not be named in this cycle's member PATCHes.
                 if let Change::DropUser(gone) = &c {
-                    ids.remove_user(gone);
+                    learnt_ids.push(IdChange::Gone(gone.clone()));
                 }
                 // Clear a failure only for objects that had one; most had none.
                 if let Change::Succeeded { object } = &c
@@ -226,10 +252,27 @@ pub async fn apply(
                 {
                     continue;
                 }
-                changes.push(c);
+                // A closed channel: the store failed, and the committer says so below.
+                let _ = to_store.send(c);
             }
         }
-        store.commit(target.app, &changes, Utc::now()).await?;
+        while let Some(joined) = running.join_next().await {
+            if let Err(e) = joined
+                && e.is_panic()
+            {
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
+        drop(to_store);
+        match committer.await {
+            Ok(recorded) => recorded?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
+        }
+        let ids = Arc::make_mut(&mut ids);
+        for change in learnt_ids {
+            ids.learn(change);
+        }
         if target.cancel.is_cancelled() {
             report.error.get_or_insert_with(|| {
                 "stopped by shutdown before every operation was sent; the next cycle sends the rest"
@@ -237,7 +280,7 @@ pub async fn apply(
             });
             break;
         }
-        if stop.is_cancelled() {
+        if crew.stop.is_cancelled() {
             break;
         }
     }
@@ -249,6 +292,106 @@ pub async fn apply(
         learnt::record(store, target.app, learnt, found).await?;
     }
     Ok(())
+}
+
+/// The phase's operations as tasks: a group's member batches are one task, run in order;
+/// every other operation is a task of its own.
+fn tasks_of(plan: &Plan, phase: Phase) -> Vec<Vec<Op>> {
+    let mut tasks: Vec<Vec<Op>> = Vec::new();
+    let mut by_group: HashMap<&SourceId, usize> = HashMap::new();
+    for op in plan.ops.iter().filter(|o| o.phase() == phase) {
+        match op {
+            Op::AddMembers { group, .. }
+            | Op::RemoveMembers { group, .. }
+            | Op::RemoveForeignMembers { group, .. } => {
+                let i = *by_group.entry(group).or_insert_with(|| {
+                    tasks.push(Vec::new());
+                    tasks.len() - 1
+                });
+                tasks[i].push(op.clone());
+            }
+            _ => tasks.push(vec![op.clone()]),
+        }
+    }
+    // The longest chains first, so that the largest group's batches do not run alone at
+    // the end of the phase (the sort is stable: plan order otherwise).
+    tasks.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    tasks
+}
+
+/// Records in the store what the app confirmed, as it arrives: each transaction takes what
+/// was confirmed while the previous one ran, once that is [`COMMIT_MIN_ROWS`] rows or the
+/// phase is over. A store that fails stops the crew: nothing more is sent that could not be
+/// recorded.
+async fn record(
+    store: Store,
+    app: AppName,
+    mut confirmed: mpsc::UnboundedReceiver<Change>,
+    stop: CancellationToken,
+) -> Result<(), store::Error> {
+    let mut batch = Vec::new();
+    let mut open = true;
+    while open {
+        let mut rows = 0;
+        while rows < COMMIT_MIN_ROWS {
+            let from = batch.len();
+            if confirmed.recv_many(&mut batch, COMMIT_MAX).await == 0 {
+                open = false;
+                break;
+            }
+            rows += batch[from..].iter().map(Change::rows).sum::<usize>();
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if let Err(e) = store.commit(&app, &batch, Utc::now()).await {
+            stop.cancel();
+            return Err(e);
+        }
+        batch.clear();
+    }
+    Ok(())
+}
+
+/// One worker: takes the phase's next task until none is left, runs its operations in
+/// order and sends each result, stopping when the app is down or the process shuts down.
+async fn work(
+    crew: Arc<Crew>,
+    queue: Arc<Mutex<std::vec::IntoIter<Vec<Op>>>>,
+    ids: Arc<Ids>,
+    results: mpsc::UnboundedSender<Done>,
+) {
+    loop {
+        let task = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next();
+        let Some(task) = task else { return };
+        for op in &task {
+            if crew.stop.is_cancelled() {
+                return;
+            }
+            if crew.fence.as_ref().is_some_and(|f| !f.may_write(&crew.app)) {
+                crew.stop.cancel();
+                let _ = results.send(Done {
+                    app_down: Some(
+                        "the app's lease ran out in this process before every operation was sent; another replica may hold it now, and the next cycle sends the rest"
+                            .into(),
+                    ),
+                    ..Done::default()
+                });
+                return;
+            }
+            let done = run_op(&crew, op, &ids).await;
+            if done.app_down.is_some() {
+                crew.stop.cancel();
+            }
+            crew.progress.inc(1);
+            if results.send(done).is_err() {
+                return;
+            }
+        }
+    }
 }
 
 /// The app's users listed once for the plan's creates, when that costs fewer requests than
@@ -295,43 +438,8 @@ fn listing_budget(reads: u64) -> u32 {
     u32::try_from((reads / 4).max(1)).unwrap_or(u32::MAX)
 }
 
-/// Runs one task's operations in order (one operation, or one group's member batches),
-/// stopping when the app is down or the process shuts down.
-async fn run_task(
-    target: &Target<'_>,
-    task: Vec<&Op>,
-    ids: &Ids,
-    index: Option<&UserIndex>,
-    stop: &CancellationToken,
-    progress: &ProgressBar,
-) -> Vec<Done> {
-    let mut out = Vec::new();
-    for op in task {
-        if stop.is_cancelled() {
-            break;
-        }
-        if target.fence.is_some_and(|f| !f.may_write(target.app)) {
-            stop.cancel();
-            out.push(Done {
-                app_down: Some(
-                    "the app's lease ran out in this process before every operation was sent; another replica may hold it now, and the next cycle sends the rest"
-                        .into(),
-                ),
-                ..Done::default()
-            });
-            break;
-        }
-        let done = run_op(target, op, ids, index).await;
-        if done.app_down.is_some() {
-            stop.cancel();
-        }
-        progress.inc(1);
-        out.push(done);
-    }
-    out
-}
-
 /// Source id ↔ SCIM id, as known so far in the cycle.
+#[derive(Clone)]
 struct Ids {
     users: HashMap<SourceId, ScimId>,
     owners: HashMap<ScimId, SourceId>,
@@ -359,14 +467,23 @@ impl Ids {
         }
     }
 
-    fn add_user(&mut self, source: SourceId, id: ScimId) {
-        self.owners.insert(id.clone(), source.clone());
-        self.users.insert(source, id);
-    }
-
-    fn remove_user(&mut self, source: &SourceId) {
-        if let Some(id) = self.users.remove(source) {
-            self.owners.remove(&id);
+    fn learn(&mut self, change: IdChange) {
+        match change {
+            IdChange::User(source, id) => {
+                self.owners.insert(id.clone(), source.clone());
+                self.users.insert(source, id);
+            }
+            IdChange::Group(source, id) => {
+                self.groups.insert(source, id);
+            }
+            IdChange::Present(group, members) => {
+                self.present.insert(group, members.into_iter().collect());
+            }
+            IdChange::Gone(source) => {
+                if let Some(id) = self.users.remove(&source) {
+                    self.owners.remove(&id);
+                }
+            }
         }
     }
 
@@ -374,6 +491,18 @@ impl Ids {
     fn owner_of(&self, id: &ScimId) -> Option<&SourceId> {
         self.owners.get(id)
     }
+}
+
+/// What a phase learnt of the ids, in the order it learnt it.
+enum IdChange {
+    /// A user created or adopted.
+    User(SourceId, ScimId),
+    /// A group created or adopted.
+    Group(SourceId, ScimId),
+    /// Our users an adopted group already has.
+    Present(SourceId, Vec<SourceId>),
+    /// A user the app no longer has.
+    Gone(SourceId),
 }
 
 fn add_counts(r: &mut CycleReport, c: &Counts) {
@@ -489,20 +618,20 @@ fn kept(attrs: &Attrs, changed: &[String], echoed: Option<&Attrs>) -> Vec<(Strin
     learnt::read_back(user_name(attrs), &sent, echoed)
 }
 
-async fn run_op(t: &Target<'_>, op: &Op, ids: &Ids, index: Option<&UserIndex>) -> Done {
+async fn run_op(t: &Crew, op: &Op, ids: &Ids) -> Done {
     match op {
         Op::CreateUser { source_id, attrs } => {
             let object = user_object(source_id);
-            let ensured = match index {
-                Some(index) => t.client.ensure_user_listed(t.matching, attrs, index).await,
-                None => t.client.ensure_user(t.matching, attrs).await,
+            let ensured = match &t.index {
+                Some(index) => t.client.ensure_user_listed(&t.matching, attrs, index).await,
+                None => t.client.ensure_user(&t.matching, attrs).await,
             };
             let ensured = match ensured {
                 Ok(e) => e,
                 Err(e) => return failed_user(source_id, attrs, "create", &e),
             };
             if let Some(owner) = ids.owner_of(&ensured.id).filter(|o| *o != source_id) {
-                return already_linked(source_id, &ensured.id, owner, t.matching);
+                return already_linked(source_id, &ensured.id, owner, &t.matching);
             }
             let mut done = Done {
                 user_id: Some((source_id.clone(), ensured.id.clone())),

@@ -173,6 +173,16 @@ pub enum Change {
     },
 }
 
+impl Change {
+    /// How many rows recording it writes (about): a membership change writes one a member.
+    pub fn rows(&self) -> usize {
+        match self {
+            Change::AddMembers(_, users) | Change::RemoveMembers(_, users) => users.len().max(1),
+            _ => 1,
+        }
+    }
+}
+
 /// An object whose last operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FailingObject {
@@ -775,25 +785,30 @@ impl Batches {
                 Change::PutUser(id, u) => {
                     put_users.insert(
                         id.as_str(),
-                        json!([
+                        (
                             id.as_str(),
                             u.scim_id.as_str(),
                             u.origin.as_str(),
-                            attrs_text(&u.attrs)
-                        ]),
+                            attrs_text(&u.attrs),
+                        ),
                     );
                 }
                 Change::SetUserAttrs(id, attrs) => {
-                    set_attrs.insert(id.as_str(), json!([id.as_str(), attrs_text(attrs)]));
+                    set_attrs.insert(id.as_str(), (id.as_str(), attrs_text(attrs)));
                 }
                 Change::PutGroup(id, scim_id, origin, name) => {
                     put_groups.insert(
                         id.as_str(),
-                        json!([id.as_str(), scim_id.as_str(), origin.as_str(), name]),
+                        (
+                            id.as_str(),
+                            scim_id.as_str(),
+                            origin.as_str(),
+                            name.as_str(),
+                        ),
                     );
                 }
                 Change::RenameGroup(id, name) => {
-                    renames.insert(id.as_str(), json!([id.as_str(), name]));
+                    renames.insert(id.as_str(), (id.as_str(), name.as_str()));
                 }
                 Change::AddMembers(g, users) => {
                     add_members.extend(users.iter().map(|u| (g.as_str(), u.as_str())));
@@ -815,23 +830,26 @@ impl Batches {
                 }
             }
         }
-        fn array(rows: impl Iterator<Item = Value>) -> Option<String> {
-            let rows: Vec<Value> = rows.collect();
-            (!rows.is_empty()).then(|| Value::Array(rows).to_string())
+        /// The rows as one JSON array of arrays (tuples serialize as arrays), written
+        /// straight from the borrowed fields. Text cannot fail to serialize; if it ever did,
+        /// the empty text fails the statement, and the commit with it, rather than losing rows.
+        fn array<T: serde::Serialize>(rows: impl ExactSizeIterator<Item = T>) -> Option<String> {
+            if rows.len() == 0 {
+                return None;
+            }
+            let rows: Vec<T> = rows.collect();
+            Some(serde_json::to_string(&rows).unwrap_or_default())
         }
-        let pairs =
-            |set: BTreeSet<(&str, &str)>| array(set.into_iter().map(|(g, u)| json!([g, u])));
-        let ids = |set: BTreeSet<&str>| array(set.into_iter().map(|id| json!(id)));
         Batches {
             put_users: array(put_users.into_values()),
             set_attrs: array(set_attrs.into_values()),
             put_groups: array(put_groups.into_values()),
             renames: array(renames.into_values()),
-            add_members: pairs(add_members),
-            remove_members: pairs(remove_members),
-            drop_users: ids(drop_users),
-            drop_groups: ids(drop_groups),
-            succeeded: ids(succeeded),
+            add_members: array(add_members.into_iter()),
+            remove_members: array(remove_members.into_iter()),
+            drop_users: array(drop_users.into_iter()),
+            drop_groups: array(drop_groups.into_iter()),
+            succeeded: array(succeeded.into_iter()),
             failed,
         }
     }

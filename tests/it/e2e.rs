@@ -513,6 +513,98 @@ async fn dry_run_sends_no_write_and_prints_every_operation() {
     );
 }
 
+/// `n` users, all in g-all.
+fn many(n: usize) -> Directory {
+    let mut d = Directory::default();
+    for i in 0..n {
+        let u = user(&format!("u{i}"), &format!("user{i}@contoso.example"), true);
+        d.users.insert(u.id.clone(), u);
+    }
+    let ids: Vec<String> = d.users.keys().map(|k| k.to_string()).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    d.groups.insert("g-all".into(), group("g-all", "All", &ids));
+    d
+}
+
+/// The sandbox, each request answered after `ms` milliseconds: 2,000 creates at concurrency
+/// 4 take 2.5 s or more.
+async fn slow_world(ms: u64) -> World {
+    let latency = std::time::Duration::from_millis(ms);
+    World::on(SandboxState::with_token(TOKEN).with_latency(latency, std::time::Duration::ZERO))
+        .await
+}
+
+/// Waits until the store records at least `n` users of the app, while the cycle still runs.
+async fn until_recorded(w: &World, n: i64, running: &tokio::task::JoinHandle<AppCycle>) {
+    loop {
+        let (users, _) = w.store.counts(&"e2e".into()).await.unwrap();
+        if users >= n {
+            return;
+        }
+        assert!(
+            !running.is_finished(),
+            "the cycle ended with {users} users recorded"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// What the app confirmed is recorded while the phase still runs, not only when it ends: a
+/// process that dies in the middle of a large initial sync keeps what it created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_creates_are_recorded_while_the_phase_runs() {
+    let w = slow_world(5).await;
+    let engine = w.engine(MemorySource::new(many(2_000)));
+    let app = w.app(&["g-all"], "concurrency = 4");
+    let running = tokio::spawn(async move { cycle(&engine, &app).await });
+    until_recorded(&w, 500, &running).await;
+    let created = w.state().user_count();
+    assert!(
+        created < 2_000,
+        "the store recorded its first users only after the app had all {created}"
+    );
+    let c = running.await.unwrap();
+    assert_eq!(c.report.outcome, Outcome::Ok, "{:?}", c.report.error);
+    assert_eq!(w.store.counts(&"e2e".into()).await.unwrap(), (2_000, 1));
+}
+
+/// A store that stops recording stops the sending: what the app would confirm next could
+/// not be recorded, so it is not sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_failing_in_the_middle_of_a_phase_stops_what_follows() {
+    let w = slow_world(5).await;
+    let engine = w.engine(MemorySource::new(many(2_000)));
+    let app = w.app(&["g-all"], "concurrency = 4");
+    let running = tokio::spawn(async move { cycle(&engine, &app).await });
+    until_recorded(&w, 500, &running).await;
+    // Another connection takes the users' table away: the next commit fails.
+    let db = w._tmp.path().join("state.db");
+    let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        db.display()
+    ))
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE scim_users RENAME TO scim_users_gone")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let c = running.await.unwrap();
+    assert_eq!(c.report.outcome, Outcome::Partial);
+    let error = c.report.error.unwrap_or_default();
+    assert!(error.contains("scim_users"), "{error}");
+    let created = w.state().user_count();
+    assert!(
+        created < 1_900,
+        "{created} users were created after the store failed"
+    );
+    assert_eq!(
+        w.state().group_count(),
+        0,
+        "a later phase ran after the store failed"
+    );
+}
+
 #[tokio::test]
 async fn one_failing_object_does_not_stop_the_cycle_and_is_retried() {
     let w = World::new().await;
