@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::client::ServiceClient;
 use super::{Fatal, build_apps, exit, render, source_and_poll};
 use crate::config::Config;
-use crate::engine::{AppCycle, CycleOptions, CycleRun, Engine};
+use crate::engine::{App, AppCycle, CycleOptions, CycleRun, Engine};
 use crate::plan::Plan;
 use crate::report::{Outcome, Reason};
 use crate::service::lease::{self, HolderInfo, HolderKind, Leases};
@@ -47,7 +47,7 @@ pub(super) async fn run(
     };
     let run = if dry_run {
         // A dry run writes nothing, so it needs no lease.
-        engine.cycle(&apps, opts).await
+        on_runtime(&engine, apps, opts).await
     } else {
         let leases = Leases::new(
             store,
@@ -76,7 +76,7 @@ pub(super) async fn run(
                 .clone()
                 .keep(negotiated.mine.clone(), stop.clone().cancelled_owned()),
         );
-        let mut run = engine.cycle(&mine, opts).await;
+        let mut run = on_runtime(&engine, mine, opts).await;
         stop.cancel();
         let _ = keeper.await;
         run.apps
@@ -98,6 +98,20 @@ pub(super) async fn run(
     // rather than freed object by object (a third of a second at 100k users).
     std::mem::forget(engine);
     finish(run, dry_run, json, interrupted.is_cancelled())
+}
+
+/// Runs the cycle as a task of the runtime rather than on the main thread, which only waits
+/// for it: the cycle's requests, answers and commits then stay on the runtime's threads
+/// instead of waking a third one for every answer (at 20k creates on loopback the command
+/// took a fifth longer that way). A panic in the cycle is the command's panic.
+async fn on_runtime(engine: &Engine, apps: Vec<App>, opts: CycleOptions) -> CycleRun {
+    let engine = engine.clone();
+    match tokio::spawn(async move { engine.cycle(&apps, opts).await }).await {
+        Ok(run) => run,
+        // Nothing aborts the task: only a runtime shutting down could cancel it, and the
+        // process is ending then.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// Takes the leases, saying on stderr what it did. Without a client (the webhook token is
