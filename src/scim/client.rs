@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use percent_encoding::utf8_percent_encode;
 use reqwest::Method;
 use reqwest::header::{
@@ -1065,17 +1066,21 @@ impl ScimClient {
 
     /// Sends `req` with bounded retries; returns the 2xx response or the last error.
     async fn send(&self, req: &Req, retry: Retry) -> Result<Resp, Error> {
-        let body = match &req.body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| Error::InvalidInput {
-                app: self.inner.app.clone(),
-                reason: format!("cannot serialize the request body: {e}"),
-            })?),
-            None => None,
-        };
+        let body =
+            match &req.body {
+                // Serialized once; each attempt sends the same bytes without copying them.
+                Some(b) => Some(serde_json::to_vec(b).map(Bytes::from).map_err(|e| {
+                    Error::InvalidInput {
+                        app: self.inner.app.clone(),
+                        reason: format!("cannot serialize the request body: {e}"),
+                    }
+                })?),
+                None => None,
+            };
         let policy = &self.inner.retry;
         let mut last = None;
         for attempt in 0..policy.max_attempts {
-            let (err, wait) = match self.attempt(req, body.as_deref(), attempt).await {
+            let (err, wait) = match self.attempt(req, body.as_ref(), attempt).await {
                 Ok(resp) if (200..300).contains(&resp.status) => return Ok(resp),
                 Ok(resp) if resp.status == 429 => {
                     let err = self.status_error(req, &resp);
@@ -1129,7 +1134,7 @@ impl ScimClient {
 
     /// One HTTP attempt, holding a concurrency permit. Any status is `Ok`; transport
     /// failures are classified errors.
-    async fn attempt(&self, req: &Req, body: Option<&[u8]>, attempt: u32) -> Result<Resp, Error> {
+    async fn attempt(&self, req: &Req, body: Option<&Bytes>, attempt: u32) -> Result<Resp, Error> {
         let mut url = format!("{}{}", self.inner.base, req.path);
         if let Some(q) = &req.query {
             url.push('?');
@@ -1137,7 +1142,7 @@ impl ScimClient {
         }
         let mut builder = self.inner.http.request(req.method.clone(), url);
         if let Some(body) = body {
-            builder = builder.header(CONTENT_TYPE, SCIM_JSON).body(body.to_vec());
+            builder = builder.header(CONTENT_TYPE, SCIM_JSON).body(body.clone());
         }
         // A closed semaphore (never closed here) would just mean no limit.
         let _permit = self.inner.permits.acquire().await.ok();

@@ -14,7 +14,9 @@
 //!
 //! A key that fits none of them is treated as a simple top-level attribute.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::rc::Rc;
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -55,13 +57,31 @@ enum PathKind {
     },
 }
 
+/// Distinct paths a thread keeps parsed: a cycle reads a handful of mapped paths for every
+/// user, so each is parsed once, not once a user and request; paths beyond these (none in a
+/// sane mapping) are parsed each time.
+const PARSED_PATHS: usize = 256;
+
+thread_local! {
+    static PARSED: RefCell<HashMap<Box<str>, Rc<AttrPath>>> = RefCell::new(HashMap::new());
+}
+
 impl AttrPath {
     /// Parses a mapping path; falls back to a simple attribute named by the whole key.
-    pub(super) fn parse(path: &str) -> Self {
-        parse_path(path).unwrap_or_else(|| AttrPath {
-            ext: None,
-            attr: path.to_owned(),
-            kind: PathKind::Simple,
+    pub(super) fn parse(path: &str) -> Rc<Self> {
+        PARSED.with_borrow_mut(|parsed| {
+            if let Some(p) = parsed.get(path) {
+                return p.clone();
+            }
+            let p = Rc::new(parse_path(path).unwrap_or_else(|| AttrPath {
+                ext: None,
+                attr: path.to_owned(),
+                kind: PathKind::Simple,
+            }));
+            if parsed.len() < PARSED_PATHS {
+                parsed.insert(path.into(), p.clone());
+            }
+            p
         })
     }
 
