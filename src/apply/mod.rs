@@ -1,9 +1,11 @@
 //! Apply: runs one app's [`Plan`] against the app in phases and records what the app confirmed.
 //!
 //! Phases run in [`Phase`] order (users, groups, member adds, member removes, deprovisions);
-//! operations within a phase run concurrently up to the app's `concurrency`, except that the
-//! member batches of one group run one after another. After each phase the confirmed changes are
-//! committed to the store, so the store never claims more than the app holds.
+//! operations within a phase run concurrently up to the app's `concurrency` (worker tasks on
+//! the runtime's threads), except that the member batches of one group run one after another.
+//! What the app confirmed is committed to the store while the phase runs, in transactions of a
+//! few hundred rows or more, and all of it before the next phase starts: the store never
+//! claims more than the app holds, and a process that dies mid-phase keeps most of what it did.
 //!
 //! One failing object never stops the cycle: its error goes to the report, the log and the
 //! store's failing objects, and the next cycle retries it (it is still a difference). An error
