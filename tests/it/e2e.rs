@@ -526,20 +526,20 @@ fn many(n: usize) -> Directory {
     d
 }
 
-/// The sandbox, each request answered after `ms` milliseconds: 2,000 creates at concurrency
-/// 4 take 2.5 s or more.
-async fn slow_world(ms: u64) -> World {
-    let latency = std::time::Duration::from_millis(ms);
-    World::on(SandboxState::with_token(TOKEN).with_latency(latency, std::time::Duration::ZERO))
-        .await
-}
-
-/// Waits until the store records at least `n` users of the app, while the cycle still runs.
-async fn until_recorded(w: &World, n: i64, running: &tokio::task::JoinHandle<AppCycle>) {
+/// An initial sync of 2,000 users into a sandbox that answers each request after 5 ms
+/// (2.5 s or more at concurrency 4), running, once the store records 500 of them.
+async fn large_sync_under_way() -> (World, tokio::task::JoinHandle<AppCycle>) {
+    let latency = std::time::Duration::from_millis(5);
+    let w =
+        World::on(SandboxState::with_token(TOKEN).with_latency(latency, std::time::Duration::ZERO))
+            .await;
+    let engine = w.engine(MemorySource::new(many(2_000)));
+    let app = w.app(&["g-all"], "concurrency = 4");
+    let running = tokio::spawn(async move { cycle(&engine, &app).await });
     loop {
         let (users, _) = w.store.counts(&"e2e".into()).await.unwrap();
-        if users >= n {
-            return;
+        if users >= 500 {
+            return (w, running);
         }
         assert!(
             !running.is_finished(),
@@ -553,11 +553,7 @@ async fn until_recorded(w: &World, n: i64, running: &tokio::task::JoinHandle<App
 /// process that dies in the middle of a large initial sync keeps what it created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_creates_are_recorded_while_the_phase_runs() {
-    let w = slow_world(5).await;
-    let engine = w.engine(MemorySource::new(many(2_000)));
-    let app = w.app(&["g-all"], "concurrency = 4");
-    let running = tokio::spawn(async move { cycle(&engine, &app).await });
-    until_recorded(&w, 500, &running).await;
+    let (w, running) = large_sync_under_way().await;
     let created = w.state().user_count();
     assert!(
         created < 2_000,
@@ -572,11 +568,7 @@ async fn confirmed_creates_are_recorded_while_the_phase_runs() {
 /// not be recorded, so it is not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_failing_in_the_middle_of_a_phase_stops_what_follows() {
-    let w = slow_world(5).await;
-    let engine = w.engine(MemorySource::new(many(2_000)));
-    let app = w.app(&["g-all"], "concurrency = 4");
-    let running = tokio::spawn(async move { cycle(&engine, &app).await });
-    until_recorded(&w, 500, &running).await;
+    let (w, running) = large_sync_under_way().await;
     // Another connection takes the users' table away: the next commit fails.
     let db = w._tmp.path().join("state.db");
     let mut other = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
