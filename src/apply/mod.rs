@@ -133,10 +133,10 @@ struct Crew {
 
 /// Runs `plan` against the app, filling `report`'s counts and errors.
 ///
-/// Each phase's operations are taken in plan order by `concurrency` workers (one group's
-/// member batches go to one worker, in order); what the app confirms is recorded in the
-/// store while the phase runs, as fast as the store takes it, and all of it before the next
-/// phase starts.
+/// Each phase's operations are taken by `concurrency` workers, in plan order except that a
+/// group's member batches are one task for one worker, in order, and the longest such tasks
+/// start first; what the app confirms is recorded in the store while the phase runs, and all
+/// of it before the next phase starts.
 ///
 /// # Errors
 /// [`Error::Store`] when a confirmed change cannot be recorded.
