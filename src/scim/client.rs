@@ -1066,17 +1066,16 @@ impl ScimClient {
 
     /// Sends `req` with bounded retries; returns the 2xx response or the last error.
     async fn send(&self, req: &Req, retry: Retry) -> Result<Resp, Error> {
-        let body =
-            match &req.body {
-                // Serialized once; each attempt sends the same bytes without copying them.
-                Some(b) => Some(serde_json::to_vec(b).map(Bytes::from).map_err(|e| {
-                    Error::InvalidInput {
-                        app: self.inner.app.clone(),
-                        reason: format!("cannot serialize the request body: {e}"),
-                    }
-                })?),
-                None => None,
-            };
+        // Serialized once; each attempt sends the same bytes without copying them.
+        let body = match &req.body {
+            Some(b) => Some(Bytes::from(serde_json::to_vec(b).map_err(|e| {
+                Error::InvalidInput {
+                    app: self.inner.app.clone(),
+                    reason: format!("cannot serialize the request body: {e}"),
+                }
+            })?)),
+            None => None,
+        };
         let policy = &self.inner.retry;
         let mut last = None;
         for attempt in 0..policy.max_attempts {
