@@ -14,7 +14,9 @@ seconds=${3:-10}
 port=${SCALE_PORT:-18470}
 if ! command -v wrk >/dev/null; then
   echo "installing wrk (Debian package)" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -q wrk >&2; else sudo apt-get install -y -q wrk >&2; fi
+  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  # A clean machine may have no package lists yet.
+  $sudo apt-get install -y -q wrk >&2 || { $sudo apt-get update -q >&2 && $sudo apt-get install -y -q wrk >&2; }
 fi
 app_extra="concurrency = 4"
 source "$(dirname "$0")/common.sh"
